@@ -1,0 +1,1 @@
+"""Turning a drop folder into table rows: listing, hashing, probing."""

@@ -1,0 +1,74 @@
+"""Creating the table on first use and appending ingest rows."""
+
+from __future__ import annotations
+
+import lance
+import pyarrow as pa
+
+from mmfs_assets.table.retry import backoff, is_conflict
+from mmfs_loader.schema import INGEST_SCHEMA
+
+MAX_ATTEMPTS = 10
+
+
+def _exists(uri: str, storage_options: dict[str, str] | None) -> lance.LanceDataset | None:
+    try:
+        return lance.dataset(uri, storage_options=storage_options)
+    except (ValueError, OSError) as e:
+        if "not found" in str(e).lower() or "does not exist" in str(e).lower():
+            return None
+        raise
+
+
+def open_or_create(uri: str, storage_options: dict[str, str] | None = None) -> lance.LanceDataset:
+    """Open the table, creating it empty (with stable row ids) if it does not exist yet.
+
+    Two processes may race to create it: the loser sees "already exists" and opens the winner's table.
+    """
+    ds = _exists(uri, storage_options)
+    if ds is not None:
+        return ds
+    try:
+        return lance.write_dataset(
+            INGEST_SCHEMA.empty_table(),
+            uri,
+            mode="create",
+            enable_stable_row_ids=True,
+            storage_options=storage_options,
+            transaction_properties={"mmfs.op": "create"},
+        )
+    except OSError as e:
+        if "already exists" not in str(e).lower():
+            raise
+        return lance.dataset(uri, storage_options=storage_options)
+
+
+def append_rows(
+    uri: str,
+    rows: pa.Table,
+    properties: dict[str, str],
+    storage_options: dict[str, str] | None = None,
+) -> lance.LanceDataset:
+    """Append ingest rows in one commit (new fragments only; nothing existing is rewritten).
+
+    The rows carry only the ingest columns; feature columns of the new rows read as null until filled.
+    """
+    if rows.schema != INGEST_SCHEMA:
+        rows = rows.select(INGEST_SCHEMA.names).cast(INGEST_SCHEMA)
+    props = {"mmfs.op": "append", **properties}
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            return lance.write_dataset(
+                rows,
+                uri,
+                mode="append",
+                storage_options=storage_options,
+                transaction_properties=props,
+                allow_external_blob_outside_bases=True,
+                max_rows_per_file=1 << 20,
+            )
+        except OSError as e:
+            if not is_conflict(e) or attempt == MAX_ATTEMPTS - 1:
+                raise
+            backoff(attempt)
+    raise AssertionError("unreachable")
