@@ -133,17 +133,18 @@ GOOD_SPECS = [
     Spec("vidéo_ünïcode_«it's».mp4", 96, 64, 24, 1.0, gop=12),  # unicode and a quote
 ]
 
-# Broken files: name -> what the metadata error should mention.
+# Broken files: name -> what the metadata error mentions (any of these, lower case).
 BAD_FILES = {
-    "truncated_half.mp4": "invalid data",
-    "truncated_tail.mkv": "truncated",
-    "truncated_faststart.mp4": "decode",
-    "bitflip_middle.mp4": "decode",
-    "garbage.mp4": "invalid data",
-    "zero_bytes.mp4": "empty",
-    "audio_only.mp4": "no video stream",
-    "notes_really_text.mp4": "not a readable media file",
-    "notes.txt": "not a readable media file",
+    "truncated_half.mp4": ("not a readable media file",),
+    "truncated_tail.mkv": ("truncated",),
+    "truncated_faststart.mp4": ("truncated", "decode failed"),
+    "bitflip_middle.mp4": ("decode failed",),
+    "garbage.mp4": ("not a readable media file",),
+    "zero_bytes.mp4": ("empty file",),
+    "audio_only.mp4": ("no video stream (audio-only",),
+    "notes_really_text.mp4": ("not a readable media file",),
+    # FFmpeg guesses from the name when it has one ("tty"), else finds no format
+    "notes.txt": ("not a video", "not a readable media file"),
 }
 
 

@@ -18,7 +18,7 @@ import json
 import os
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 def _abs_local(uri: str) -> str:
@@ -26,6 +26,8 @@ def _abs_local(uri: str) -> str:
 
 
 class Settings(BaseModel):
+    model_config = ConfigDict(validate_default=True)
+
     table_uri: str = "data/videos.lance"
     drop_dir: str = "data/drops"
     storage_options: dict[str, str] = Field(default_factory=dict)

@@ -1,7 +1,8 @@
 """Ingesting one drop: list its files, hash them, append the videos the table does not hold yet.
 
 One row per unique video: the id is the SHA-256 of the content, so a file already in the table (from this
-drop or any other) is skipped, and duplicates inside a drop keep the first path in sorted order.
+drop or any other) is skipped, and duplicates inside a drop keep a real file over a symlink, then the
+first path in sorted order.
 New rows are appended in chunks bounded by bytes, one commit per chunk, each carrying transaction
 properties, so a crash loses at most one chunk and a re-run skips what was committed.
 """
@@ -109,7 +110,8 @@ def ingest_drop(
     rep.seconds_hashing = time.perf_counter() - t0
 
     unique: dict[str, DropFile] = {}
-    for f, h in hashed:
+    # duplicates keep the real file over a link to it, then the first path in sorted order
+    for f, h in sorted(hashed, key=lambda fh: (fh[0].path.is_symlink(), fh[0].relpath)):
         if h in unique:
             rep.duplicates_in_drop += 1
         else:

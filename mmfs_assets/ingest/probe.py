@@ -54,7 +54,7 @@ def probe_video(src: str | BinaryIO, size_bytes: int | None = None) -> ProbeResu
     try:
         container = av.open(src, metadata_errors="ignore")
     except av.error.FFmpegError as e:
-        return _fail(r, f"not a readable media file: {e.strerror or e} (invalid data)")
+        return _fail(r, f"not a readable media file (FFmpeg: {e.strerror or e})")
     except Exception as e:  # noqa: BLE001 - any failure to open is this file's problem, not the run's
         return _fail(r, f"cannot open: {type(e).__name__}: {e}")
     with container:

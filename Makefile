@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` and `make test`. Both create or refresh .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME := $(abspath dagster_home)
+# CI (CI=true) also runs the tests marked slow (real `dagster dev`, real browser).
+PYTEST_MARKS := $(if $(filter true 1,$(CI)),-m "slow or not slow",)
+
+.PHONY: venv demo test test-all ui bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[pipeline,test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/mmfs demo
+
+test: venv
+	$(BIN)/pytest $(PYTEST_MARKS) $(PYTEST_ARGS)
+
+test-all: venv
+	$(BIN)/pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+ui: venv
+	$(BIN)/python -m mmfs_assets.launch_ui
+
+bench: venv
+	$(BIN)/python bench/ingest_metadata.py
+
+clean:
+	rm -rf data dagster_home/storage dagster_home/history dagster_home/logs dagster_home/schedules

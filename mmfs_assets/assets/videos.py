@@ -1,0 +1,82 @@
+"""The ingest asset: one drop's new videos appended to the shared table."""
+
+
+import dagster as dg
+
+from mmfs_assets.assets.digest import table_digest
+from mmfs_assets.ingest.drops import unsafe_reason
+from mmfs_assets.ingest.ingest_drop import ingest_drop
+from mmfs_assets.partitions import drops_partitions
+from mmfs_assets.progress import tracker
+from mmfs_assets.resources import DropFolderResource, LanceTableResource
+from mmfs_loader import schema as S
+from mmfs_loader.sql import equals
+
+INGEST_CODE_VERSION = "ingest-v1"
+
+
+def run_properties(context: dg.AssetExecutionContext, asset: str, code_version: str) -> dict[str, str]:
+    """Transaction properties every commit of a run carries: the table's history is a lineage log."""
+    return {
+        "mmfs.asset": asset,
+        "mmfs.partition": context.partition_key,
+        "mmfs.run_id": context.run_id,
+        "mmfs.code_version": code_version,
+    }
+
+
+@dg.asset(
+    partitions_def=drops_partitions,
+    group_name="ingest",
+    code_version=INGEST_CODE_VERSION,
+    kinds={"lance", "python"},
+    pool="lance_ingest",
+    description=(
+        "Appends one row per new unique video of the drop (id = SHA-256 of the content) to the shared "
+        "Lance table; videos already in the table, from any drop, are skipped."
+    ),
+)
+def videos(
+    context: dg.AssetExecutionContext, lance_table: LanceTableResource, drop_folder: DropFolderResource
+) -> dg.MaterializeResult:
+    key = context.partition_key
+    if reason := unsafe_reason(key):
+        raise dg.Failure(description=reason)
+    path = drop_folder.path(key)
+    if not path.is_dir():
+        raise dg.Failure(description=f"drop folder {path} does not exist (MMFS_DROP_DIR={drop_folder.root})")
+    trackers = {phase: tracker(context.log.info, f"{phase} {key} (bytes)") for phase in ("hash", "write")}
+    rep = ingest_drop(
+        path,
+        key,
+        lance_table.uri,
+        properties=run_properties(context, "videos", INGEST_CODE_VERSION),
+        storage_options=lance_table.options,
+        video_storage=lance_table.video_storage,
+        progress=lambda phase, done, total: trackers[phase](done, total),
+    )
+    for s in rep.skipped:
+        context.log.warning(f"skipped {s.relpath!r}: {s.reason}")
+    ds = lance_table.open()
+    held = ds.to_table(columns=[S.ID], filter=equals(S.DROP_ID, key))
+    seconds = rep.seconds_hashing + rep.seconds_writing
+    mb = rep.bytes_hashed / 1e6
+    return dg.MaterializeResult(
+        metadata={
+            "lance_version": rep.lance_version,
+            "rows_in_partition": len(held),
+            "new_rows": rep.new_rows,
+            "skipped_already_in_table": rep.already_in_table,
+            "duplicates_in_drop": rep.duplicates_in_drop,
+            "files": rep.files,
+            "files_skipped": dg.MetadataValue.md(
+                "\n".join(f"- `{s.relpath}`: {s.reason}" for s in rep.skipped) or "none"
+            ),
+            "bytes_new": rep.new_bytes,
+            "commits": len(rep.commits),
+            "video_storage": lance_table.video_storage,
+            "throughput_mb_s": round(mb / seconds, 2) if seconds > 0 else 0.0,
+            "table_uri": dg.MetadataValue.path(lance_table.uri),
+        },
+        data_version=dg.DataVersion(table_digest(held, S.ID)),
+    )

@@ -1,0 +1,110 @@
+"""The `mmfs` command line (Typer + rich)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from mmfs_assets.cli.render import Format
+
+app = typer.Typer(
+    name="mmfs",
+    help="MMFS: a multimodal feature store for video training data (Dagster + Lance).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+@app.command()
+def demo(
+    videos: Annotated[int, typer.Option("--videos", "-n", help="good sample videos to generate")] = 10,
+) -> None:
+    """Make sample videos in a new drop, run the whole pipeline, print a summary and a SQL query."""
+    from mmfs_assets.cli.demo import run_demo
+
+    run_demo(out, videos)
+
+
+@app.command()
+def materialize(
+    partition: Annotated[str, typer.Option("--partition", "-p", help="drop folder name under MMFS_DROP_DIR")],
+    select: Annotated[Optional[list[str]], typer.Option("--select", "-s", help="asset to materialize (repeatable; default all)")] = None,
+) -> None:
+    """Register drop PARTITION if needed and materialize the selected assets for it, in this process."""
+    from mmfs_assets.cli.progress_bars import rich_progress
+    from mmfs_assets.cli.run import MaterializeError, dagster_instance, materialize_drop, result_summary
+
+    instance = dagster_instance()
+    try:
+        with rich_progress(console):
+            result = materialize_drop(partition, select, instance)
+    except MaterializeError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    for asset, md in result_summary(result):
+        console.print(f"[green]✓[/green] {asset} [{partition}]: " + ", ".join(
+            f"{k}={v}" for k, v in md.items() if isinstance(v, (int, float, str)) and len(str(v)) < 80))
+    if not result.success:
+        for ev in result.all_events:
+            if ev.is_step_failure:
+                console.print(f"[red]failed:[/red] {ev.step_key}: {ev.step_failure_data.error.message.strip()}")
+        raise typer.Exit(1)
+
+
+@app.command("sql")
+def sql_cmd(
+    query: Annotated[str, typer.Argument(help="DuckDB SQL; the table is `videos`")],
+    version: Annotated[Optional[int], typer.Option(help="pin a table version")] = None,
+    tag: Annotated[Optional[str], typer.Option(help="pin a table tag")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """Run SQL over the table (exposed as `videos`), at the latest version or a pinned one."""
+    import duckdb
+
+    from mmfs_assets.settings import Settings
+    from mmfs_loader.query import sql
+    from mmfs_loader.table import TableNotFoundError, VersionNotFoundError
+
+    s = Settings.from_env()
+    try:
+        t = sql(s.table_uri, query, version=version, tag=tag, storage_options=s.storage_options or None)
+    except (TableNotFoundError, VersionNotFoundError, ValueError, duckdb.Error) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    from mmfs_assets.cli.render import print_arrow
+
+    print_arrow(t, fmt, out)
+
+
+@app.command()
+def status(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
+    """Per drop: rows, and per column group how many rows are filled, errored and missing, and by whom."""
+    from mmfs_assets.cli.render import print_status
+    from mmfs_assets.settings import Settings
+    from mmfs_loader.status import table_status
+    from mmfs_loader.table import TableNotFoundError, open_table
+
+    s = Settings.from_env()
+    try:
+        ds = open_table(s.table_uri, storage_options=s.storage_options or None)
+    except TableNotFoundError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    if fmt is Format.csv:
+        console.print("[red]error:[/red] status supports --format table or json")
+        raise typer.Exit(2)
+    print_status(table_status(ds), fmt, out)
+
+
+def main() -> None:
+    app(prog_name="mmfs")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""`mmfs demo`: sample videos in a new drop, the whole pipeline, a pinned read, a summary."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+
+from mmfs_assets import samples
+from mmfs_assets.ingest.drops import READY_MARKER
+from mmfs_assets.settings import Settings
+
+DEMO_720P = samples.Spec("demo_1280x720_30fps_1s.mp4", 1280, 720, 30, 1.0, gop=15, options={"preset": "ultrafast"})
+DEMO_QUERY = "SELECT COUNT(1) AS videos_720p_or_more FROM videos WHERE height*width >= 1280*720"
+
+
+def next_drop_id(drop_dir: Path, prefix: str = "demo") -> str:
+    n = 1
+    while (drop_dir / f"{prefix}-{n:03d}").exists():
+        n += 1
+    return f"{prefix}-{n:03d}"
+
+
+def make_demo_drop(settings: Settings, n_good: int, with_bad: bool = True) -> tuple[str, Path]:
+    """A new drop folder with ``n_good`` sample videos, one 720p clip, a duplicate and broken files."""
+    drop_dir = Path(settings.drop_dir)
+    drop_dir.mkdir(parents=True, exist_ok=True)
+    drop_id = next_drop_id(drop_dir)
+    staging = drop_dir / f"_staging-{drop_id}"  # '_' folders are ignored by the drop sensor
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    specs = (samples.GOOD_SPECS * (n_good // len(samples.GOOD_SPECS) + 1))[:n_good]
+    good = [samples.write_video(staging / f"{i:03d}_{s.name}", s) for i, s in enumerate(specs)]
+    samples.write_video(staging / DEMO_720P.name, DEMO_720P)
+    if good:
+        shutil.copy(good[0], staging / f"copy of {good[0].name}")
+    if with_bad:
+        bad = staging / "broken"
+        samples.make_bad(bad, scratch=staging)
+    (staging / READY_MARKER).touch()
+    final = drop_dir / drop_id
+    staging.rename(final)  # the drop appears complete, in one step
+    return drop_id, final
+
+
+def run_demo(console: Console, n_good: int) -> None:
+    from mmfs_assets.cli.progress_bars import rich_progress
+    from mmfs_assets.cli.render import Format, print_arrow, print_status
+    from mmfs_assets.cli.run import dagster_instance, materialize_drop, result_summary
+    from mmfs_loader.query import sql
+    from mmfs_loader.sql import literal
+    from mmfs_loader.status import table_status
+    from mmfs_loader.table import open_table
+
+    settings = Settings.from_env()
+    console.rule("[bold]MMFS demo")
+    console.print(f"table  [cyan]{settings.table_uri}[/cyan]\ndrops  [cyan]{settings.drop_dir}[/cyan]")
+    with console.status("making sample videos with PyAV..."):
+        drop_id, path = make_demo_drop(settings, n_good)
+    console.print(f"made drop [bold]{drop_id}[/bold] with {sum(1 for p in path.rglob('*') if p.is_file()) - 1} files")
+    instance = dagster_instance()
+    with rich_progress(console):
+        result = materialize_drop(drop_id, None, instance, settings)
+    if not result.success:
+        raise SystemExit(f"pipeline failed for {drop_id}: see `dagster dev` or the logs above")
+    for asset, md in result_summary(result):
+        keys = [k for k in ("lance_version", "new_rows", "skipped_already_in_table", "rows", "errors",
+                            "throughput_mb_s", "videos_per_s") if k in md]
+        console.print(f"[green]✓[/green] {asset}: " + ", ".join(f"{k}={md[k]}" for k in keys))
+    ds = open_table(settings.table_uri, storage_options=settings.storage_options or None)
+    console.rule("status")
+    print_status(table_status(ds), Format.table, console)
+    console.rule(f"SQL at version {ds.version}")
+    console.print(f"[dim]{DEMO_QUERY}[/dim]")
+    print_arrow(sql(settings.table_uri, DEMO_QUERY, version=ds.version, storage_options=settings.storage_options or None), Format.table, console)
+    q = ("SELECT left(file_name, 28) AS file, width, height, round(fps, 2) AS fps, num_frames AS frames, codec, "
+         "left(coalesce(metadata_error, 'ok'), 40) AS status FROM videos "
+         f"WHERE drop_id = {literal(drop_id)} ORDER BY metadata_error NULLS FIRST, file_name")
+    print_arrow(sql(settings.table_uri, q, version=ds.version, storage_options=settings.storage_options or None), Format.table, console)
+    console.print(f"[bold green]done[/bold green]: drop {drop_id} is in {settings.table_uri} at version {ds.version}. "
+                  "Start the UI with `make ui`.")

@@ -1,0 +1,85 @@
+"""Printing Arrow tables and status reports as rich tables, CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+from mmfs_loader.status import DropStatus
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _jsonable(v):
+    if isinstance(v, (datetime, date)):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, bytes):
+        return v.hex()
+    return v
+
+
+def print_arrow(t: pa.Table, fmt: Format, console: Console) -> None:
+    rows = t.to_pylist()
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in rows], default=str) + "\n")
+    elif fmt is Format.csv:
+        w = csv.writer(sys.stdout)
+        w.writerow(t.column_names)
+        for r in rows:
+            w.writerow([_jsonable(r[c]) for c in t.column_names])
+    else:
+        table = Table(*t.column_names, show_lines=False)
+        for r in rows:
+            table.add_row(*["∅" if r[c] is None else str(_jsonable(r[c])) for c in t.column_names])
+        console.print(table)
+        console.print(f"[dim]{len(rows)} row(s)[/dim]")
+
+
+def status_records(status: list[DropStatus]) -> list[dict]:
+    return [
+        {
+            "drop_id": s.drop_id,
+            "rows": s.rows,
+            "groups": {
+                g: {"filled": gs.filled, "errored": gs.errored, "missing": gs.missing, "producers": gs.producers}
+                for g, gs in s.groups.items()
+            },
+        }
+        for s in status
+    ]
+
+
+def print_status(status: list[DropStatus], fmt: Format, console: Console) -> None:
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps(status_records(status)) + "\n")
+        return
+    groups = sorted({g for s in status for g in s.groups})
+    table = Table("drop", "rows", *[f"{g}\nfilled / errored / missing" for g in groups], "producers")
+    for s in status:
+        cells = []
+        producers = []
+        for g in groups:
+            gs = s.groups.get(g)
+            if gs is None:
+                cells.append("-")
+                continue
+            err = f"[red]{gs.errored}[/red]" if gs.errored else "0"
+            miss = f"[yellow]{gs.missing}[/yellow]" if gs.missing else "0"
+            cells.append(f"[green]{gs.filled}[/green] / {err} / {miss}")
+            producers += [f"{g}: {p} ({n})" for p, n in gs.producers.items()]
+        table.add_row(s.drop_id, str(s.rows), *cells, "\n".join(producers))
+    console.print(table)

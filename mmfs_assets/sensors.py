@@ -1,0 +1,75 @@
+"""The drop sensor (new ready drop -> `drops` partition + ingest run) and the automation sensor."""
+
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from mmfs_assets.assets import videos
+from mmfs_assets.ingest.drops import is_ready, unsafe_reason
+from mmfs_assets.partitions import drops_partitions
+from mmfs_assets.resources import DropFolderResource
+
+SENSOR_INTERVAL_S = 15
+
+
+def scan_drops(root: Path, registered: set[str], quiet_seconds: float) -> tuple[list[str], list[str], dict[str, str]]:
+    """(ready new drops, drops still being written, refused drops with reasons) under ``root``."""
+    ready: list[str] = []
+    waiting: list[str] = []
+    refused: dict[str, str] = {}
+    if not root.is_dir():
+        return ready, waiting, refused
+    for d in sorted(root.iterdir(), key=lambda p: p.name):
+        name = d.name
+        if name.startswith((".", "_")) or name in registered:
+            continue
+        if d.is_symlink():
+            refused[name] = f"drop {name!r} is a symlink: drops must be real folders under {root}"
+            continue
+        if not d.is_dir():
+            continue
+        if reason := unsafe_reason(name):
+            refused[name] = reason
+            continue
+        (ready if is_ready(d, quiet_seconds) else waiting).append(name)
+    return ready, waiting, refused
+
+
+@dg.sensor(
+    name="drop_sensor",
+    target=[videos],
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Registers each new ready drop folder as a `drops` partition and requests its ingest run.",
+)
+def drop_sensor(context: dg.SensorEvaluationContext, drop_folder: DropFolderResource):
+    root = Path(drop_folder.root)
+    registered = set(context.instance.get_dynamic_partitions(drops_partitions.name))
+    ready, waiting, refused = scan_drops(root, registered, drop_folder.quiet_seconds)
+    # The cursor only remembers refused names, so each refusal is logged once, not every tick.
+    # Idempotency comes from the instance's registered partitions and the run keys.
+    logged = set(json.loads(context.cursor)["refused"]) if context.cursor else set()
+    for name, reason in refused.items():
+        if name not in logged:
+            context.log.warning(f"refused drop: {reason}")
+    cursor = json.dumps({"refused": sorted(set(refused) | (logged & set(refused)))})
+    if waiting:
+        context.log.info(f"waiting for drops to be ready (_READY or {drop_folder.quiet_seconds:g}s quiet): {waiting}")
+    if not ready:
+        return dg.SensorResult(skip_reason=f"no new ready drops in {root}", cursor=cursor)
+    return dg.SensorResult(
+        dynamic_partitions_requests=[drops_partitions.build_add_request(ready)],
+        run_requests=[dg.RunRequest(partition_key=d, run_key=f"ingest:{d}") for d in ready],
+        cursor=cursor,
+    )
+
+
+features_automation = dg.AutomationConditionSensorDefinition(
+    "features_automation",
+    target=dg.AssetSelection.groups("features"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    description="Materializes feature columns for new drops as soon as their ingest lands (eager automation).",
+)
