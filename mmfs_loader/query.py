@@ -36,6 +36,6 @@ def sql(
     ds = open_table(uri, version=version, tag=tag, storage_options=storage_options)
     con = connect(ds)
     try:
-        return con.execute(query).to_arrow_table()
+        return con.sql(query).to_arrow_table()
     finally:
         con.close()

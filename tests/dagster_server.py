@@ -1,0 +1,81 @@
+"""Starting the real `dagster dev` (through the project's launcher) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DagsterDev:
+    """`python -m mmfs_assets.launch_ui` in its own process group, stopped by its process id."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env, "MMFS_UI_PORT": str(self.port), "MMFS_UI_HOST": "127.0.0.1"}
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "DagsterDev":
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mmfs_assets.launch_ui"],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.wait_loaded()
+        return self
+
+    def gql(self, query: str, variables: dict | None = None) -> dict:
+        r = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30)
+        r.raise_for_status()
+        body = r.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def wait_loaded(self, timeout: float = 180) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dagster dev exited with {self.proc.returncode}: {self.log_path.read_text()[-3000:]}")
+            try:
+                data = self.gql("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+                                "locationOrLoadError { __typename ... on PythonError { message } } } } } }")
+                entries = data["workspaceOrError"]["locationEntries"]
+                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                    err = entries[0]["locationOrLoadError"]
+                    assert err["__typename"] == "RepositoryLocation", err
+                    return
+            except (requests.ConnectionError, requests.ReadTimeout):
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"dagster dev not ready after {timeout}s: {self.log_path.read_text()[-3000:]}")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        # children (webserver, daemon, code server) share the process group: make sure none is left
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.log.close()

@@ -1,0 +1,64 @@
+"""The `mmfs` CLI: sql (pinned, formats), status, materialize, errors."""
+
+from __future__ import annotations
+
+import json
+
+import lance
+from typer.testing import CliRunner
+
+from mmfs_assets.cli.app import app
+from tests.conftest import make_drop
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    (tmp_path / "dh").mkdir()
+    good = sorted((fixture_dir / "good").iterdir())
+    bad = sorted((fixture_dir / "bad").iterdir())
+    make_drop(env, "cli-1", good[:3] + bad[:2])
+    r = _run("materialize", "--partition", "cli-1", "--select", "videos")
+    assert r.exit_code == 0, r.output
+    v_ingest = lance.dataset(env.table_uri).version
+    r = _run("materialize", "--partition", "cli-1")
+    assert r.exit_code == 0, r.output
+
+    r = _run("sql", "SELECT COUNT(1) AS n FROM videos WHERE metadata_error IS NULL", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == [{"n": 3}]
+    # pinned to the ingest version: metadata columns did not exist yet
+    r = _run("sql", "SELECT COUNT(1) AS n FROM videos", "--version", str(v_ingest), "--format", "json")
+    assert json.loads(r.stdout) == [{"n": 5}]
+    lance.dataset(env.table_uri).tags.create("snap", v_ingest)
+    r = _run("sql", "SELECT * FROM videos", "--tag", "snap", "--format", "json")
+    rows = json.loads(r.stdout)
+    assert len(rows) == 5 and "video" not in rows[0] and "width" not in rows[0]
+    r = _run("sql", "SELECT COUNT(1) FROM videos WHERE height*width >= 1280*720", "--format", "csv")
+    assert r.exit_code == 0 and r.stdout.splitlines()[1] == "0"
+
+    r = _run("status", "--format", "json")
+    st = json.loads(r.stdout)
+    assert st == [{"drop_id": "cli-1", "rows": 5, "groups": {"metadata": {
+        "filled": 3, "errored": 2, "missing": 0, "producers": st[0]["groups"]["metadata"]["producers"]}}}]
+    assert sum(st[0]["groups"]["metadata"]["producers"].values()) == 5
+    assert _run("status").exit_code == 0
+
+
+def test_errors_are_clear(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    (tmp_path / "dh").mkdir()
+    r = _run("sql", "SELECT 1 FROM videos")
+    assert r.exit_code == 2 and "no MMFS table" in r.output
+    r = _run("materialize", "--partition", "no-such-drop")
+    assert r.exit_code == 2 and "no drop folder" in r.output
+    make_drop(env, "x", [])
+    r = _run("materialize", "--partition", "x", "--select", "nope")
+    assert r.exit_code == 2 and "unknown asset" in r.output
+    r = _run("materialize", "--partition", "x'; DROP TABLE videos; --")
+    assert r.exit_code == 2 and "not a safe partition key" in r.output
