@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
-from lance.blob import blob_array
+import numpy as np
+from lance.blob import BlobType, blob_array
 
 from mmfs_assets.ingest.drops import DropFile, SkippedFile, list_drop_files
 from mmfs_assets.ingest.hashing import sha256_file
@@ -56,11 +57,39 @@ def _existing_ids(ds, ids: list[str]) -> set[str]:
     return found
 
 
+def inline_blobs(paths: list[Path]) -> pa.ExtensionArray:
+    """A blob v2 array of the files' bytes, read straight into one Arrow buffer.
+
+    ``lance.blob.blob_array`` goes through Python ``bytes`` objects and ``pa.array`` (two copies, about
+    400 MB/s here); reading into a preallocated buffer is one copy from the page cache.
+    """
+    sizes = np.array([p.stat().st_size for p in paths], dtype=np.int64)
+    offsets = np.zeros(len(paths) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    data = np.empty(int(offsets[-1]), dtype=np.uint8)
+    for p, start, size in zip(paths, offsets[:-1], sizes):
+        with open(p, "rb", buffering=0) as f:
+            view = memoryview(data)[start : start + size]
+            got = 0
+            while got < size:
+                n = f.readinto(view[got:])
+                if not n:
+                    raise OSError(f"{p} shrank while it was being ingested")
+                got += n
+    n = len(paths)
+    payload = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    storage = pa.StructArray.from_arrays(
+        [payload, pa.nulls(n, pa.utf8()), pa.nulls(n, pa.uint64()), pa.nulls(n, pa.uint64())],
+        names=["data", "uri", "position", "size"],
+    )
+    return pa.ExtensionArray.from_storage(BlobType(), storage)
+
+
 def _rows(drop_id: str, files: list[tuple[DropFile, str]], video_storage: str) -> pa.Table:
     now = datetime.now(timezone.utc)
     uris = [f.path.resolve().as_uri() for f, _ in files]
     if video_storage == "inline":
-        videos = blob_array([f.path.read_bytes() for f, _ in files])
+        videos = inline_blobs([f.path for f, _ in files])
     else:
         videos = blob_array(uris)
     return pa.table(
