@@ -62,3 +62,20 @@ def test_errors_are_clear(env, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "unknown asset" in r.output
     r = _run("materialize", "--partition", "x'; DROP TABLE videos; --")
     assert r.exit_code == 2 and "not a safe partition key" in r.output
+
+
+def test_demo_runs_the_whole_pipeline(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    (tmp_path / "dh").mkdir()
+    r = _run("demo", "-n", "2")
+    assert r.exit_code == 0, r.output
+    assert "demo-001" in r.stdout and "videos_720p_or_more" in r.stdout
+    ds = lance.dataset(env.table_uri)
+    # 2 good + the 720p clip + broken files; the copy of a good file is deduplicated
+    from mmfs_assets import samples
+
+    assert ds.count_rows() == 3 + len(samples.BAD_FILES)
+    assert ds.count_rows(filter="metadata_error IS NULL") == 3
+    assert ds.count_rows(filter="height * width >= 1280 * 720") == 1
+    assert _run("demo", "-n", "1").exit_code == 0  # a second demo makes a new drop
+    assert sorted(p.name for p in (tmp_path / "drops").iterdir()) == ["demo-001", "demo-002"]
