@@ -1,0 +1,68 @@
+"""The table on an S3-compatible server (moto, started on 127.0.0.1 by the test, stopped by its pid)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import boto3
+import lance
+import pytest
+
+from mmfs_assets.cli.run import materialize_drop
+from mmfs_assets.settings import Settings
+from mmfs_loader import schema as S
+from mmfs_loader.query import sql
+from mmfs_loader.sql import equals
+from tests.conftest import make_drop
+
+
+@pytest.fixture
+def s3_server():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto server did not start")
+                time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket="mmfs")
+        yield {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "aws_endpoint": endpoint,
+               "aws_region": "us-east-1", "allow_http": "true"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_ingest_and_metadata_on_s3(tmp_path, monkeypatch, fixture_dir, instance, s3_server):
+    import json
+
+    monkeypatch.setenv("MMFS_TABLE_URI", "s3://mmfs/prod/videos.lance")
+    monkeypatch.setenv("MMFS_DROP_DIR", str(tmp_path / "drops"))
+    monkeypatch.setenv("MMFS_STORAGE_OPTIONS", json.dumps(s3_server))
+    settings = Settings.from_env()
+    assert settings.table_uri == "s3://mmfs/prod/videos.lance"
+    good = sorted((fixture_dir / "good").iterdir())[:3]
+    make_drop(settings, "s3-1", good + [fixture_dir / "bad" / "garbage.mp4"])
+    assert materialize_drop("s3-1", None, instance, settings).success
+    assert materialize_drop("s3-1", None, instance, settings).success  # re-run: nothing new
+    ds = lance.dataset(settings.table_uri, storage_options=s3_server)
+    assert ds.count_rows() == 4
+    assert ds.count_rows(filter="metadata_error IS NULL AND num_frames > 0") == 3
+    rid = ds.to_table(columns=[], filter=equals(S.FILE_NAME, good[0].name), with_row_id=True)["_rowid"][0].as_py()
+    assert ds.take_blobs(S.VIDEO, ids=[rid])[0].readall() == good[0].read_bytes()
+    t = sql(settings.table_uri, "SELECT COUNT(1) AS n FROM videos WHERE metadata_error IS NOT NULL",
+            storage_options=s3_server)
+    assert t.to_pylist() == [{"n": 1}]
