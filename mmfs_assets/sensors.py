@@ -1,6 +1,5 @@
 """The drop sensor (new ready drop -> `drops` partition + ingest run) and the automation sensor."""
 
-
 import json
 from pathlib import Path
 

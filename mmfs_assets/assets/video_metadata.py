@@ -1,6 +1,5 @@
 """The metadata feature: width, height, fps, frames, codec... of each video of a drop."""
 
-
 import dagster as dg
 
 from mmfs_assets.assets.digest import table_digest

@@ -1,6 +1,5 @@
 """The ingest asset: one drop's new videos appended to the shared table."""
 
-
 import dagster as dg
 
 from mmfs_assets.assets.digest import table_digest
