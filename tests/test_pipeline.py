@@ -172,3 +172,16 @@ def test_replace_validates_types(env, fixture_dir, instance):
         replace_columns(env.table_uri, pa.table({"_rowid": pa.array([999], pa.uint64()), "width": pa.array([1], pa.int32())}),
                         locate_filter=equals(S.DROP_ID, "v-1"), properties={})
     assert lance.dataset(env.table_uri).version == ds.version
+
+
+def test_existing_id_lookup_small_and_large(env, fixture_dir):
+    from mmfs_assets.ingest import ingest_drop as mod
+
+    good, _ = _files(fixture_dir)
+    drop = make_drop(env, "ids-1", good[:3])
+    mod.ingest_drop(drop, "ids-1", env.table_uri, properties={})
+    ds = lance.dataset(env.table_uri)
+    held = ds.to_table(columns=[S.ID])[S.ID].to_pylist()
+    fake = [f"{i:064x}" for i in range(mod.ID_LOOKUP_BATCH + 5)]
+    assert mod._existing_ids(ds, held + fake) == set(held)  # the one-scan path
+    assert mod._existing_ids(ds, held[:2] + fake[:3]) == set(held[:2])  # the filtered path

@@ -25,7 +25,7 @@ from mmfs_assets.table import append_rows, open_or_create
 from mmfs_loader import schema as S
 from mmfs_loader.sql import is_in
 
-ID_LOOKUP_BATCH = 512
+ID_LOOKUP_BATCH = 512  # above this many files, one scan of the id column beats repeated IN lookups
 
 
 @dataclass
@@ -49,6 +49,9 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
 def _existing_ids(ds, ids: list[str]) -> set[str]:
+    """Which of ``ids`` the table holds: a few filtered lookups for a small drop, else one projected scan."""
+    if len(ids) > ID_LOOKUP_BATCH:
+        return set(ids) & set(ds.to_table(columns=[S.ID])[S.ID].to_pylist())
     found: set[str] = set()
     for i in range(0, len(ids), ID_LOOKUP_BATCH):
         batch = ids[i : i + ID_LOOKUP_BATCH]
