@@ -39,6 +39,10 @@ def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
     r = _run("sql", "SELECT * FROM videos", "--tag", "snap", "--format", "json")
     rows = json.loads(r.stdout)
     assert len(rows) == 5 and "video" not in rows[0] and "width" not in rows[0]
+    r = _run("sql", "SELECT COUNT(1) FROM videos", "--version", "999")
+    assert r.exit_code == 2 and "version 999 not found" in r.output
+    r = _run("sql", "SELECT COUNT(1) FROM videos", "--tag", "nope")
+    assert r.exit_code == 2 and "tag 'nope' not found" in r.output and "snap" in r.output
     r = _run("sql", "SELECT COUNT(1) FROM videos WHERE height*width >= 1280*720", "--format", "csv")
     assert r.exit_code == 0 and r.stdout.splitlines()[1] == "0"
 

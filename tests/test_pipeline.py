@@ -85,7 +85,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 def test_metadata_fill_writes_only_its_columns(env, fixture_dir, instance):
     good, bad = _files(fixture_dir)
-    make_drop(env, "bytes-1", good * 1 + bad)
+    make_drop(env, "bytes-1", good + bad)
     assert materialize_drop("bytes-1", ["videos"], instance, env).success
     table = Path(env.table_uri)
     before = _snapshot(table)
