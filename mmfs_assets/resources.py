@@ -35,6 +35,17 @@ class DropFolderResource(dg.ConfigurableResource):
         return Path(self.root) / drop_id
 
 
+class ModelsResource(dg.ConfigurableResource):
+    """How feature assets load their models: profile, device, per-feature settings, commit chunk size."""
+
+    profile: str = "pretrained"
+    model_dir: str = "data/models"
+    device: str = "auto"
+    chunk_rows: int = 256
+    decode_workers: int = 0  # 0: min(4, cores)
+    env: dict[str, str] = {}  # MMFS_<FEATURE>_MODEL / _FRAMES / _BATCH_SIZE
+
+
 def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
     s = settings or Settings.from_env()
     return {
@@ -42,4 +53,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             uri=s.table_uri, storage_options=s.storage_options, video_storage=s.video_storage
         ),
         "drop_folder": DropFolderResource(root=s.drop_dir, quiet_seconds=s.drop_quiet_seconds),
+        "models": ModelsResource(
+            profile=s.model_profile, model_dir=s.model_dir, device=s.device, chunk_rows=s.fill_chunk_rows, env=s.feature_env
+        ),
     }

@@ -7,6 +7,11 @@
 | ``MMFS_STORAGE_OPTIONS``| ``{}``              | JSON object of Lance storage options (object stores)  |
 | ``MMFS_VIDEO_STORAGE`` | ``inline``           | ``inline`` (bytes in the table) or ``pointer`` (URI)  |
 | ``MMFS_DROP_QUIET_SECONDS`` | ``60``          | a drop without ``_READY`` is ready after this long unchanged |
+| ``MMFS_MODEL_PROFILE`` | ``pretrained``       | ``pretrained`` (real weights) or ``tiny`` (random-init test models) |
+| ``MMFS_MODEL_DIR``     | ``data/models``      | where tiny models are written (and a place for local weights) |
+| ``MMFS_DEVICE``        | ``auto``             | ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]`` |
+| ``MMFS_FILL_CHUNK_ROWS``| ``256``             | rows per feature commit (a crash loses at most one chunk) |
+| ``MMFS_<FEATURE>_MODEL``, ``_FRAMES``, ``_BATCH_SIZE`` | feature defaults | per feature, e.g. ``MMFS_CLIP_MODEL`` |
 
 Relative local paths are resolved against the working directory once, when the settings are read, so
 every process (webserver, daemon, run workers) agrees on the same absolute location.
@@ -25,6 +30,11 @@ def _abs_local(uri: str) -> str:
     return uri if "://" in uri else os.path.abspath(uri)
 
 
+def _is_feature_setting(name: str) -> bool:
+    """``MMFS_<FEATURE>_MODEL`` / ``_FRAMES`` / ``_BATCH_SIZE`` (``MMFS_MODEL_*`` are global settings)."""
+    return name.startswith("MMFS_") and not name.startswith("MMFS_MODEL_") and name.endswith(("_MODEL", "_FRAMES", "_BATCH_SIZE"))
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(validate_default=True)
 
@@ -33,8 +43,13 @@ class Settings(BaseModel):
     storage_options: dict[str, str] = Field(default_factory=dict)
     video_storage: Literal["inline", "pointer"] = "inline"
     drop_quiet_seconds: float = 60.0
+    model_profile: Literal["pretrained", "tiny"] = "pretrained"
+    model_dir: str = "data/models"
+    device: str = "auto"
+    fill_chunk_rows: int = Field(256, ge=1)
+    feature_env: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("table_uri", "drop_dir")
+    @field_validator("table_uri", "drop_dir", "model_dir")
     @classmethod
     def _absolute(cls, v: str) -> str:
         return _abs_local(v)
@@ -49,12 +64,19 @@ class Settings(BaseModel):
             raise ValueError(f"MMFS_STORAGE_OPTIONS is not valid JSON: {e}") from e
         if not isinstance(opts, dict):
             raise ValueError("MMFS_STORAGE_OPTIONS must be a JSON object of strings")
-        values: dict = {"storage_options": {str(k): str(v) for k, v in opts.items()}}
+        values: dict = {
+            "storage_options": {str(k): str(v) for k, v in opts.items()},
+            "feature_env": {k: v for k, v in env.items() if _is_feature_setting(k) and v},
+        }
         for key, name in [
             ("table_uri", "MMFS_TABLE_URI"),
             ("drop_dir", "MMFS_DROP_DIR"),
             ("video_storage", "MMFS_VIDEO_STORAGE"),
             ("drop_quiet_seconds", "MMFS_DROP_QUIET_SECONDS"),
+            ("model_profile", "MMFS_MODEL_PROFILE"),
+            ("model_dir", "MMFS_MODEL_DIR"),
+            ("device", "MMFS_DEVICE"),
+            ("fill_chunk_rows", "MMFS_FILL_CHUNK_ROWS"),
         ]:
             if env.get(name):
                 values[key] = env[name]

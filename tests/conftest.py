@@ -26,9 +26,17 @@ def fixture_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """Where the tiny random-init models are written, once per test session."""
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest.fixture
-def env(tmp_path, monkeypatch) -> Settings:
-    """MMFS_* settings pointing at a fresh table and drop folder under tmp_path."""
+def env(tmp_path, monkeypatch, model_dir) -> Settings:
+    """MMFS_* settings pointing at a fresh table and drop folder under tmp_path, tiny models."""
+    monkeypatch.setenv("MMFS_MODEL_PROFILE", "tiny")
+    monkeypatch.setenv("MMFS_MODEL_DIR", str(model_dir))
     monkeypatch.setenv("MMFS_TABLE_URI", str(tmp_path / "videos.lance"))
     monkeypatch.setenv("MMFS_DROP_DIR", str(tmp_path / "drops"))
     monkeypatch.setenv("MMFS_VIDEO_STORAGE", "inline")

@@ -48,9 +48,12 @@ def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
 
     r = _run("status", "--format", "json")
     st = json.loads(r.stdout)
-    assert st == [{"drop_id": "cli-1", "rows": 5, "groups": {"metadata": {
-        "filled": 3, "errored": 2, "missing": 0, "producers": st[0]["groups"]["metadata"]["producers"]}}}]
-    assert sum(st[0]["groups"]["metadata"]["producers"].values()) == 5
+    assert [(d["drop_id"], d["rows"]) for d in st] == [("cli-1", 5)]
+    groups = st[0]["groups"]
+    assert set(groups) == {"metadata", "clip_embedding", "depth", "caption", "quality"}
+    for name, g in groups.items():  # every feature ran: 3 good videos filled, 2 broken ones errored
+        assert (g["filled"], g["errored"], g["missing"]) == (3, 2, 0), name
+        assert sum(g["producers"].values()) == 5 and len(g["producers"]) == 1, name
     assert _run("status").exit_code == 0
 
 

@@ -64,10 +64,12 @@ def test_mixed_drop_ingests_good_and_quarantines_bad(env, fixture_dir, instance,
     assert md["video_metadata"]["errors"] == len(bad)
     assert md["video_metadata"]["rows"] == len(good) + len(bad)
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"metadata_complete": True}
+    assert checks == {f"{a}_complete": True for a in ("metadata", "clip_embedding", "depth", "caption", "quality")}
 
     ds = lance.dataset(env.table_uri)
-    props = ds.read_transaction(ds.version).transaction_properties
+    meta_version = next(v["version"] for v in reversed(ds.versions())
+                        if ds.read_transaction(v["version"]).transaction_properties.get("mmfs.asset") == "video_metadata")
+    props = ds.read_transaction(meta_version).transaction_properties
     assert props["mmfs.asset"] == "video_metadata"
     assert props["mmfs.partition"] == "mixed-1"
     assert props["mmfs.run_id"] == result.run_id

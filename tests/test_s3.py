@@ -46,9 +46,11 @@ def s3_server():
         proc.wait(timeout=30)
 
 
-def test_ingest_and_metadata_on_s3(tmp_path, monkeypatch, fixture_dir, instance, s3_server):
+def test_ingest_and_metadata_on_s3(tmp_path, monkeypatch, fixture_dir, instance, s3_server, model_dir):
     import json
 
+    monkeypatch.setenv("MMFS_MODEL_PROFILE", "tiny")
+    monkeypatch.setenv("MMFS_MODEL_DIR", str(model_dir))
     monkeypatch.setenv("MMFS_TABLE_URI", "s3://mmfs/prod/videos.lance")
     monkeypatch.setenv("MMFS_DROP_DIR", str(tmp_path / "drops"))
     monkeypatch.setenv("MMFS_STORAGE_OPTIONS", json.dumps(s3_server))
@@ -66,3 +68,6 @@ def test_ingest_and_metadata_on_s3(tmp_path, monkeypatch, fixture_dir, instance,
     t = sql(settings.table_uri, "SELECT COUNT(1) AS n FROM videos WHERE metadata_error IS NOT NULL",
             storage_options=s3_server)
     assert t.to_pylist() == [{"n": 1}]
+    # the feature fills wrote their column files through the object store too
+    for g in ("clip_embedding", "depth", "caption", "quality"):
+        assert ds.count_rows(filter=f"{g}_producer IS NOT NULL AND {g}_error IS NULL") == 3, g

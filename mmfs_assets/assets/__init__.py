@@ -1,8 +1,11 @@
-"""The partitioned assets of the code location."""
+"""The partitioned assets of the code location: ingest, metadata, and one asset per declared feature."""
 
+from mmfs_assets.assets.features import feature_assets
 from mmfs_assets.assets.video_metadata import video_metadata
 from mmfs_assets.assets.videos import videos
+from mmfs_assets.features import discover
 
-ALL_ASSETS = [videos, video_metadata]
+FEATURES = discover()
+ALL_ASSETS = [videos, video_metadata, *feature_assets(FEATURES)]
 
-__all__ = ["ALL_ASSETS", "video_metadata", "videos"]
+__all__ = ["ALL_ASSETS", "FEATURES", "video_metadata", "videos"]

@@ -24,11 +24,16 @@ out = Console()
 @app.command()
 def demo(
     videos: Annotated[int, typer.Option("--videos", "-n", help="good sample videos to generate")] = 10,
+    models: Annotated[Optional[str], typer.Option(
+        help="tiny (random-init test models, the default here) or pretrained (real weights)")] = None,
 ) -> None:
     """Make sample videos in a new drop, run the whole pipeline, print a summary and a SQL query."""
     from mmfs_assets.cli.demo import run_demo
 
-    run_demo(out, videos)
+    if models not in (None, "tiny", "pretrained"):
+        console.print(f"[red]error:[/red] --models must be tiny or pretrained, not {models!r}")
+        raise typer.Exit(2)
+    run_demo(out, videos, models)
 
 
 @app.command()

@@ -44,7 +44,7 @@ def make_demo_drop(settings: Settings, n_good: int, with_bad: bool = True) -> tu
     return drop_id, final
 
 
-def run_demo(console: Console, n_good: int) -> None:
+def run_demo(console: Console, n_good: int, models: str | None = None) -> None:
     from mmfs_assets.cli.progress_bars import rich_progress
     from mmfs_assets.cli.render import Format, print_arrow, print_status
     from mmfs_assets.cli.run import dagster_instance, materialize_drop, result_summary
@@ -53,9 +53,17 @@ def run_demo(console: Console, n_good: int) -> None:
     from mmfs_loader.status import table_status
     from mmfs_loader.table import open_table
 
-    settings = Settings.from_env()
+    import os
+
+    profile = models or os.environ.get("MMFS_MODEL_PROFILE") or "tiny"
+    settings = Settings.from_env().model_copy(update={"model_profile": profile})
     console.rule("[bold]MMFS demo")
     console.print(f"table  [cyan]{settings.table_uri}[/cyan]\ndrops  [cyan]{settings.drop_dir}[/cyan]")
+    if profile == "tiny":
+        console.print(f"models [yellow]tiny random-init models[/yellow] in {settings.model_dir} (values are "
+                      "meaningless; `mmfs demo --models pretrained` uses the real weights)")
+    else:
+        console.print("models [cyan]pretrained[/cyan] (MMFS_CLIP_MODEL, MMFS_DEPTH_MODEL, MMFS_CAPTION_MODEL or defaults)")
     with console.status("making sample videos with PyAV..."):
         drop_id, path = make_demo_drop(settings, n_good)
     console.print(f"made drop [bold]{drop_id}[/bold] with {sum(1 for p in path.rglob('*') if p.is_file()) - 1} files")
@@ -66,7 +74,8 @@ def run_demo(console: Console, n_good: int) -> None:
         raise SystemExit(f"pipeline failed for {drop_id}: see `dagster dev` or the logs above")
     for asset, md in result_summary(result):
         keys = [k for k in ("lance_version", "new_rows", "skipped_already_in_table", "rows", "errors",
-                            "throughput_mb_s", "videos_per_s") if k in md]
+                            "throughput_mb_s", "videos_per_s", "rows_per_s", "seconds_decode", "seconds_compute",
+                            "seconds_write") if k in md]
         console.print(f"[green]✓[/green] {asset}: " + ", ".join(f"{k}={md[k]}" for k in keys))
     ds = open_table(settings.table_uri, storage_options=settings.storage_options or None)
     console.rule("status")
@@ -77,6 +86,11 @@ def run_demo(console: Console, n_good: int) -> None:
     q = ("SELECT left(file_name, 28) AS file, width, height, round(fps, 2) AS fps, num_frames AS frames, codec, "
          "left(coalesce(metadata_error, 'ok'), 40) AS status FROM videos "
          f"WHERE drop_id = {literal(drop_id)} ORDER BY metadata_error NULLS FIRST, file_name")
+    print_arrow(sql(settings.table_uri, q, version=ds.version, storage_options=settings.storage_options or None), Format.table, console)
+    console.rule("features")
+    q = ("SELECT left(file_name, 24) AS file, round(sharpness::DOUBLE, 1) AS sharp, round(motion::DOUBLE, 1) AS motion, "
+         "len(clip_embedding) AS clip_d, len(depth_png) AS depth_k, left(caption, 24) AS caption FROM videos "
+         f"WHERE drop_id = {literal(drop_id)} AND clip_embedding_error IS NULL ORDER BY file_name")
     print_arrow(sql(settings.table_uri, q, version=ds.version, storage_options=settings.storage_options or None), Format.table, console)
     console.print(f"[bold green]done[/bold green]: drop {drop_id} is in {settings.table_uri} at version {ds.version}. "
                   "Start the UI with `make ui`.")

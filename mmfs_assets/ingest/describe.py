@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from mmfs_assets.ingest.probe import ProbeResult, probe_video
 from mmfs_assets.table import ensure_group_columns, replace_columns
+from mmfs_assets.table.chunks import fragment_chunks
 from mmfs_loader import schema as S
 from mmfs_loader.sql import equals
 
@@ -57,24 +58,6 @@ def _probe_row(ds, rowid: int, size: int) -> ProbeResult:
             return probe_video(blob, size_bytes=size)
     except Exception as e:  # noqa: BLE001
         return ProbeResult(error=f"probe failed: {type(e).__name__}: {e}")
-
-
-def _chunks(frag_of: np.ndarray, max_rows: int) -> list[np.ndarray]:
-    """Indices grouped into chunks of whole fragments (a fragment larger than max_rows is split)."""
-    out: list[np.ndarray] = []
-    cur: list[np.ndarray] = []
-    size = 0
-    for fid in np.unique(frag_of):
-        idx = np.flatnonzero(frag_of == fid)
-        for part in np.array_split(idx, max(1, -(-len(idx) // max_rows))):
-            if cur and size + len(part) > max_rows:
-                out.append(np.concatenate(cur))
-                cur, size = [], 0
-            cur.append(part)
-            size += len(part)
-    if cur:
-        out.append(np.concatenate(cur))
-    return out
 
 
 def _values(rowids: list[int], results: list[ProbeResult], producer: str) -> pa.Table:
@@ -116,7 +99,7 @@ def describe_partition(
     workers = workers or max(1, os.cpu_count() or 1)
     done = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
-        for chunk in _chunks(frag_of, chunk_rows):
+        for chunk in fragment_chunks(frag_of, chunk_rows):
             ids = [int(x) for x in rowids[chunk]]
             results = list(pool.map(lambda a: _probe_row(ds, *a), zip(ids, [int(s) for s in sizes[chunk]])))
             values = _values(ids, results, producer)

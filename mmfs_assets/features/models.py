@@ -1,0 +1,145 @@
+"""Choosing and loading a feature's model: profile (pretrained or tiny), device, clear errors.
+
+A feature's model comes from ``<SETTING>_MODEL`` (a hub id / model name, or a local directory), else the
+feature's default. Hub ids are resolved from the local Hugging Face cache only (``HF_HUB_OFFLINE=1`` is
+the default of this package; set ``MMFS_MODEL_DOWNLOAD=1`` to let a run download), so a model that is not
+there fails at once with :class:`ModelUnavailableError` naming the setting to change, instead of
+retrying the network for a minute.
+
+``MMFS_MODEL_PROFILE=tiny`` swaps every model for a tiny random-init one of the same family, written
+once under ``<MMFS_MODEL_DIR>/tiny/<feature>`` in the same format as real weights and loaded through
+the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from mmfs_assets.features.spec import Feature, LoadedModel, ModelContext
+
+PROFILES = ("pretrained", "tiny")
+_fingerprints: dict[tuple[str, int, int], str] = {}
+
+
+class ModelUnavailableError(RuntimeError):
+    """A feature's model cannot be loaded; the message names the setting to change."""
+
+
+def resolve_device(pref: str = "auto") -> str:
+    import torch
+
+    if pref == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if pref.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailableError(f"MMFS_DEVICE={pref} but CUDA is not available; use auto or cpu")
+    return pref
+
+
+def weights_fingerprint(path: Path) -> str:
+    """sha256 (first 12 hex) of the weight files of a local model directory or file, cached per file state."""
+    files = sorted(
+        p for p in ([path] if path.is_file() else path.rglob("*"))
+        if p.is_file() and p.suffix in {".safetensors", ".bin", ".pt", ".pth"}
+    )
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        key = (str(p), st.st_size, st.st_mtime_ns)
+        if key not in _fingerprints:
+            fh = hashlib.sha256()
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    fh.update(block)
+            _fingerprints[key] = fh.hexdigest()
+        h.update(p.name.encode() + _fingerprints[key].encode())
+    return h.hexdigest()[:12] if files else "none"
+
+
+def ensure_tiny(feature: Feature, model_dir: str | Path) -> Path:
+    """The feature's tiny model directory, built once (atomically, so parallel runs agree)."""
+    if feature.build_tiny is None:
+        raise ModelUnavailableError(f"feature {feature.name!r} has no tiny profile")
+    final = Path(model_dir) / "tiny" / feature.name / feature.code_version
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".build-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        feature.build_tiny(tmp)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not final.is_dir():  # somebody else's rename won: use theirs
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def model_context(
+    feature: Feature,
+    *,
+    profile: str,
+    model_dir: str,
+    device: str,
+    env: Mapping[str, str],
+) -> ModelContext:
+    """The spec, device and overrides a feature's ``load`` gets, from the profile and the env settings."""
+    if profile not in PROFILES:
+        raise ModelUnavailableError(f"MMFS_MODEL_PROFILE={profile!r}: choose one of {PROFILES}")
+    if profile == "tiny" and feature.build_tiny is not None:
+        spec = str(ensure_tiny(feature, model_dir))
+    else:
+        spec = env.get(feature.model_env) or feature.default_model
+
+    def _int(name: str) -> int | None:
+        raw = env.get(name)
+        if not raw:
+            return None
+        try:
+            v = int(raw)
+        except ValueError:
+            raise ModelUnavailableError(f"{name}={raw!r} is not an integer") from None
+        if v < 1:
+            raise ModelUnavailableError(f"{name}={raw!r} must be at least 1")
+        return v
+
+    return ModelContext(
+        spec=spec,
+        setting=feature.model_env,
+        device=resolve_device(device),
+        frames=_int(feature.frames_env),
+        batch_size=_int(feature.batch_env),
+    )
+
+
+def load_model(feature: Feature, ctx: ModelContext) -> LoadedModel:
+    """``feature.load(ctx)``, with every loading failure turned into one :class:`ModelUnavailableError`."""
+    t0 = time.perf_counter()
+    if ctx.spec.startswith(("/", "./", "../", "~")) and not Path(ctx.spec).expanduser().exists():
+        raise ModelUnavailableError(
+            f"{feature.name}: model directory {ctx.spec!r} does not exist. Set {ctx.setting} to a local model "
+            f"directory or a hub id, or MMFS_MODEL_PROFILE=tiny for a random-init test model."
+        )
+    try:
+        return feature.load(ctx)
+    except ModelUnavailableError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any loader failure is reported the same, with its cause
+        hint = (
+            " It is not in the local cache and downloads are off (set MMFS_MODEL_DOWNLOAD=1 on a machine with "
+            "internet access, or copy the model to a directory)." if os.environ.get("HF_HUB_OFFLINE") == "1" and (isinstance(e, OSError) or "download" in str(e).lower())
+            else ""
+        )
+        raise ModelUnavailableError(
+            f"{feature.name}: cannot load model {ctx.spec!r} ({type(e).__name__}: {str(e).splitlines()[0][:300]}).{hint} "
+            f"Set {ctx.setting} to a hub id or a local model directory, or MMFS_MODEL_PROFILE=tiny for a "
+            f"random-init test model. (failed after {time.perf_counter() - t0:.2f} s)"
+        ) from e
