@@ -160,6 +160,11 @@ def fill_feature(
     rep = FillReport(feature.name, drop_id, model.producer)
     ds = ensure_group_columns(uri, g, storage_options)
     where = equals(S.DROP_ID, drop_id)
+    if M.producer_column not in ds.schema.names:  # video_metadata never ran on this table
+        rep.rows_in_partition = rep.rows_waiting_for_metadata = ds.count_rows(filter=where)
+        rep.lance_version = ds.version
+        rep.seconds_total = time.perf_counter() - t_start
+        return rep
     rows = ds.to_table(columns=[*PLAN_COLUMNS, g.producer_column], filter=where, with_row_id=True, with_row_address=True)
     rep.rows_in_partition = len(rows)
     rep.lance_version = ds.version

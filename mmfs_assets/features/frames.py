@@ -69,7 +69,7 @@ def _sample(c, rowid: int, plan: VideoPlan, req: FrameRequest) -> Clip:
     size: tuple[int, int] | None = None
     it = None  # the running decode iterator
     pos: float | None = None  # time of the last frame the iterator gave
-    prev = None  # (time, frame): last frame decoded and passed over
+    last = None  # (time, frame): the last frame decoded
     taken_t: float | None = None  # time of the last frame taken
     for t in start + plan.targets(req.count):
         if taken_t is not None and taken_t >= t - half:
@@ -78,18 +78,18 @@ def _sample(c, rowid: int, plan: VideoPlan, req: FrameRequest) -> Clip:
             continue
         if it is None or pos is None or t - pos > gop_s:
             c.seek(int(t / tb), stream=s, backward=True, any_frame=False)
-            it, prev = c.decode(s), None
+            it = c.decode(s)
         hit = None
         for f in it:
             pos = f.time if f.time is not None else (pos + 1 / fps if pos is not None else 0.0)
+            last = (pos, f)
             if pos >= t - half:
-                hit = (pos, f)
+                hit = last
                 break
-            prev = (pos, f)
         if hit is None:  # the stream ended before t: the last frame is what is on screen
-            if prev is None:
+            if last is None:
                 raise DecodeError(f"no frame decodes at or before t={t - start:.3f}s")
-            hit, it = prev, None
+            hit = last
         if size is None:
             size = output_size(hit[1].width, hit[1].height, req.short_side)
         rgb = hit[1].reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA").to_ndarray()

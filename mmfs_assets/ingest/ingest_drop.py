@@ -22,6 +22,7 @@ from lance.blob import BlobType, blob_array
 from mmfs_assets.ingest.drops import DropFile, SkippedFile, list_drop_files
 from mmfs_assets.ingest.hashing import sha256_file
 from mmfs_assets.table import append_rows, open_or_create
+from mmfs_assets.table.append import FRAGMENT_ROWS
 from mmfs_loader import schema as S
 from mmfs_loader.sql import is_in
 
@@ -119,6 +120,7 @@ def ingest_drop(
     storage_options: dict[str, str] | None = None,
     video_storage: str = "inline",
     chunk_bytes: int = 256 << 20,
+    fragment_rows: int = FRAGMENT_ROWS,
     progress: Progress | None = None,
 ) -> IngestReport:
     """Append the drop's new videos to the table and report what happened."""
@@ -164,7 +166,9 @@ def ingest_drop(
         nonlocal chunk, chunk_size, written
         if not chunk:
             return
-        out = append_rows(uri, _rows(drop_id, chunk, video_storage), properties, storage_options)
+        out = append_rows(
+            uri, _rows(drop_id, chunk, video_storage), properties, storage_options, fragment_rows=fragment_rows
+        )
         rep.commits.append(out.version)
         rep.lance_version = out.version
         rep.new_rows += len(chunk)

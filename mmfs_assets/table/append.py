@@ -11,6 +11,11 @@ from mmfs_loader.schema import INGEST_SCHEMA
 MAX_ATTEMPTS = 10
 
 
+# Rows per fragment written by ingest; the feature fill's default chunk is the same, so one fill
+# commit covers whole fragments and writes each fragment's new column file exactly once.
+FRAGMENT_ROWS = 256
+
+
 def _exists(uri: str, storage_options: dict[str, str] | None) -> lance.LanceDataset | None:
     try:
         return lance.dataset(uri, storage_options=storage_options)
@@ -48,8 +53,13 @@ def append_rows(
     rows: pa.Table,
     properties: dict[str, str],
     storage_options: dict[str, str] | None = None,
+    fragment_rows: int = FRAGMENT_ROWS,
 ) -> lance.LanceDataset:
     """Append ingest rows in one commit (new fragments only; nothing existing is rewritten).
+
+    Fragments hold at most ``fragment_rows`` rows: a feature fill commits whole fragments, so the
+    fragment size is both its unit of crash loss and of rewrite (a fill rewrites its columns' file of
+    each fragment it touches, once).
 
     The rows carry only the ingest columns; feature columns of the new rows read as null until filled.
     """
@@ -65,7 +75,7 @@ def append_rows(
                 storage_options=storage_options,
                 transaction_properties=props,
                 allow_external_blob_outside_bases=True,
-                max_rows_per_file=1 << 20,
+                max_rows_per_file=fragment_rows,
             )
         except OSError as e:
             if not is_conflict(e) or attempt == MAX_ATTEMPTS - 1:

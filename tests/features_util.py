@@ -1,0 +1,39 @@
+"""Helpers for feature tests: a table with two described drops, tiny models, file snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmfs_assets.features.fill import FillReport, fill_feature
+from mmfs_assets.features.models import load_model, model_context
+from mmfs_assets.features.spec import Feature, LoadedModel
+from mmfs_assets.ingest.describe import describe_partition
+from mmfs_assets.ingest.ingest_drop import ingest_drop
+
+
+def build_table(uri: str, drops: dict[str, Path], fragment_rows: int = 4) -> None:
+    """Ingest and describe the drops; small fragments so fills commit several whole-fragment chunks."""
+    for key, path in drops.items():
+        ingest_drop(path, key, uri, properties={"mmfs.asset": "videos"}, fragment_rows=fragment_rows)
+        describe_partition(uri, key, properties={"mmfs.asset": "video_metadata"})
+
+
+def tiny(feature: Feature, model_dir: Path, **env: str) -> LoadedModel:
+    ctx = model_context(feature, profile="tiny", model_dir=str(model_dir), device="cpu", env=env)
+    return load_model(feature, ctx)
+
+
+def fill(uri: str, key: str, feature: Feature, model: LoadedModel, **kw) -> FillReport:
+    return fill_feature(uri, key, feature, model, properties={"mmfs.asset": feature.name, "mmfs.test": "1"}, **kw)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def fill_by_name(uri: str, key: str, name: str, model_dir: str, chunk_rows: int) -> int:
+    """Fill feature ``name`` for drop ``key`` with its tiny model (a spawn-pool job); rows written."""
+    from mmfs_assets.features import discover
+
+    feature = {f.name: f for f in discover()}[name]
+    return fill(uri, key, feature, tiny(feature, Path(model_dir)), chunk_rows=chunk_rows).rows_written
