@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mmfs_assets.assets import ALL_ASSETS
+from mmfs_assets.assets import ALL_ASSETS, video_metadata, videos
+from mmfs_assets.assets.features import feature_assets
+from mmfs_assets.features.spec import Feature
 from mmfs_assets.resources import build_resources
 from mmfs_assets.sensors import drop_sensor, features_automation
 
 
-def build_definitions() -> dg.Definitions:
+def build_definitions(features: list[Feature] | None = None) -> dg.Definitions:
+    """The code location; ``features`` replaces the catalog's features (e.g. in a custom location file)."""
+    assets = ALL_ASSETS if features is None else [videos, video_metadata, *feature_assets(features)]
     return dg.Definitions(
-        assets=ALL_ASSETS,
+        assets=assets,
         sensors=[drop_sensor, features_automation],
         resources=build_resources(),
         executor=dg.multiprocess_executor,

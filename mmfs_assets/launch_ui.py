@@ -1,5 +1,7 @@
 """`make ui`: `dagster dev` on workspace.yaml, bound to 127.0.0.1, with DAGSTER_HOME made absolute.
 
+``MMFS_UI_HOST``/``MMFS_UI_PORT`` change the address, ``MMFS_WORKSPACE`` the workspace file.
+
 Started through this launcher, SIGINT/SIGTERM get their default handlers back: a `dagster dev` started
 in the background of a shell otherwise ignores both and cannot be stopped cleanly.
 """
@@ -27,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.chdir(root)
-    os.execv(dagster, [dagster, "dev", "-w", str(root / "workspace.yaml"), "-h", host, "-p", port, *argv])
+    workspace = Path(os.environ.get("MMFS_WORKSPACE") or root / "workspace.yaml").resolve()
+    os.execv(dagster, [dagster, "dev", "-w", str(workspace), "-h", host, "-p", port, *argv])
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import pytest
 from tests.dagster_server import ROOT, DagsterDev
 
 pytestmark = pytest.mark.slow
+FEATURES = ("clip_embedding", "depth", "caption", "quality")
 
 MATS = """
 query($key: [String!]!, $p: [String!]) {
@@ -29,7 +30,7 @@ def _materialized(server: DagsterDev, asset: str, partition: str) -> list[dict]:
     return data["assetNodeOrError"]["assetMaterializations"]
 
 
-def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir):
+def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir, model_dir):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
@@ -40,6 +41,8 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir):
         "MMFS_TABLE_URI": str(tmp_path / "videos.lance"),
         "MMFS_DROP_DIR": str(drops),
         "MMFS_DROP_QUIET_SECONDS": "3600",
+        "MMFS_MODEL_PROFILE": "tiny",
+        "MMFS_MODEL_DIR": str(model_dir),
     }
     good = sorted((fixture_dir / "good").iterdir())[:3]
     bad = [fixture_dir / "bad" / "garbage.mp4"]
@@ -57,7 +60,7 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir):
         staging.rename(drops / "e2e-1")
         deadline = time.time() + 300
         while time.time() < deadline:
-            if _materialized(server, "videos", "e2e-1") and _materialized(server, "video_metadata", "e2e-1"):
+            if all(_materialized(server, a, "e2e-1") for a in ("videos", "video_metadata", *FEATURES)):
                 break
             time.sleep(3)
         else:
@@ -67,6 +70,8 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir):
         assert md["rows"] == 4 and md["errors"] == 1
         ds = lance.dataset(env["MMFS_TABLE_URI"])
         assert ds.count_rows(filter="metadata_error IS NULL") == 3
+        for f in FEATURES:  # the automation followed the metadata with every feature
+            assert ds.count_rows(filter=f"{f}_producer IS NOT NULL AND {f}_error IS NULL") == 3, f
         runs = server.gql("{ runsOrError { ... on Runs { results { status tags { key value } } } } }")
         runs = runs["runsOrError"]["results"]
         assert all(r["status"] == "SUCCESS" for r in runs)

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from mmfs_assets.features.spec import Feature, LoadedModel, ModelContext
+from mmfs_assets.features.spec import Feature, LoadedModel, ModelContext, producer_string
 
 PROFILES = ("pretrained", "tiny")
 _fingerprints: dict[tuple[str, int, int], str] = {}
@@ -129,7 +129,9 @@ def load_model(feature: Feature, ctx: ModelContext) -> LoadedModel:
             f"directory or a hub id, or MMFS_MODEL_PROFILE=tiny for a random-init test model."
         )
     try:
-        return feature.load(ctx)
+        loaded = feature.load(ctx)
+        loaded.producer = producer_string(feature, loaded)
+        return loaded
     except ModelUnavailableError:
         raise
     except Exception as e:  # noqa: BLE001 - any loader failure is reported the same, with its cause

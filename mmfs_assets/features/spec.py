@@ -44,15 +44,19 @@ class LoadedModel:
     """A loaded model, ready for batches.
 
     ``compute`` takes clips and returns, per value column of the group, one value per clip (in order).
-    ``producer`` identifies everything that determines the values; rows with another producer are
-    recomputed by the next fill.
+    ``model``, ``weights`` and ``details`` (dtype, decoding...) name what determines the values; the
+    engine combines them with the feature's code version and frame request into ``producer``, and rows
+    with another producer are recomputed by the next fill.
     """
 
-    producer: str
+    model: str
+    weights: str
     frames: FrameRequest
     batch_size: int
     compute: Callable[[Sequence[Clip]], dict[str, list[Any]]]
     device: str = "cpu"
+    details: dict[str, str] = field(default_factory=dict)
+    producer: str = ""  # set by mmfs_assets.features.models.load_model
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,13 @@ class Feature:
         return f"{self.setting}_BATCH_SIZE"
 
 
-def producer_string(feature: Feature, model: str, weights: str, frames: FrameRequest, **extra: Any) -> str:
+def producer_string(feature: Feature, loaded: LoadedModel) -> str:
     """The per-row provenance: ``<feature>:<code version>|model=...|weights=...|frames=KxS|...``."""
-    parts = [f"{feature.name}:{feature.code_version}", f"model={model}", f"weights={weights}", f"frames={frames.describe()}"]
-    parts += [f"{k}={v}" for k, v in sorted(extra.items())]
+    parts = [
+        f"{feature.name}:{feature.code_version}",
+        f"model={loaded.model}",
+        f"weights={loaded.weights}",
+        f"frames={loaded.frames.describe()}",
+    ]
+    parts += [f"{k}={v}" for k, v in sorted(loaded.details.items())]
     return "|".join(parts)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from mmfs_assets.features.models import ModelUnavailableError, weights_fingerprint
-from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext, producer_string
+from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext
 from mmfs_loader.schema import ColumnGroup
 
 CODE_VERSION = "caption-v1"
@@ -88,7 +88,9 @@ def _load(ctx: ModelContext) -> LoadedModel:
         return {"caption": texts, "caption_timestamps": [c.timestamps.tolist() for c in clips]}
 
     return LoadedModel(
-        producer=producer_string(FEATURE, model_id, weights, req, decoding=f"greedy{MAX_NEW_TOKENS}", dtype="fp16" if half else "fp32"),
+        model=model_id,
+        weights=weights,
+        details={"decoding": f"greedy{MAX_NEW_TOKENS}", "dtype": "fp16" if half else "fp32"},
         frames=req,
         batch_size=ctx.batch_size or 8,
         compute=compute,

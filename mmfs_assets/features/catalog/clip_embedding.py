@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmfs_assets.features.models import ModelUnavailableError, weights_fingerprint
-from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext, producer_string
+from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext
 from mmfs_loader.schema import ColumnGroup
 
 CODE_VERSION = "clip-v1"
@@ -114,7 +114,9 @@ def clip_feature(
             return {name: list(pooled), f"{name}_timestamps": [c.timestamps.tolist() for c in clips]}
 
         return LoadedModel(
-            producer=producer_string(feature, model_id, weights, req, dtype="fp16" if half else "fp32"),
+            model=model_id,
+            weights=weights,
+            details={"dtype": "fp16" if half else "fp32"},
             frames=req,
             batch_size=ctx.batch_size or batch_size,
             compute=compute,

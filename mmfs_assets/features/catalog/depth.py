@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from mmfs_assets.features.models import weights_fingerprint
-from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext, producer_string
+from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext
 from mmfs_loader import depth as D
 from mmfs_loader.schema import ColumnGroup
 
@@ -99,7 +99,9 @@ def _load(ctx: ModelContext) -> LoadedModel:
         return out
 
     return LoadedModel(
-        producer=producer_string(FEATURE, model_id, weights, req, dtype="fp16" if half else "fp32", encoding="png16"),
+        model=model_id,
+        weights=weights,
+        details={"dtype": "fp16" if half else "fp32", "encoding": "png16"},
         frames=req,
         batch_size=ctx.batch_size or 4,
         compute=compute,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext, producer_string
+from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext
 from mmfs_loader.schema import ColumnGroup
 
 GROUP = ColumnGroup("quality", (pa.field("sharpness", pa.float32()), pa.field("motion", pa.float32())))
@@ -40,7 +40,8 @@ def _compute(clips: Sequence[Clip]) -> dict[str, list]:
 def _load(ctx: ModelContext) -> LoadedModel:
     frames = FrameRequest(ctx.frames or DEFAULT_FRAMES, SHORT_SIDE)
     return LoadedModel(
-        producer=producer_string(FEATURE, "numpy-laplacian-absdiff", "none", frames),
+        model="numpy-laplacian-absdiff",
+        weights="none",
         frames=frames,
         batch_size=ctx.batch_size or 16,
         compute=_compute,
