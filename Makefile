@@ -31,6 +31,7 @@ ui: venv
 
 bench: venv
 	$(BIN)/python bench/ingest_metadata.py
+	$(BIN)/python bench/features.py
 
 clean:
 	rm -rf data dagster_home/storage dagster_home/history dagster_home/logs dagster_home/schedules
