@@ -194,3 +194,45 @@ def test_rows_without_metadata_wait(tmp_path, fixture_dir, model_dir):
     rep = fill(uri, "C", f, tiny(f, model_dir))
     assert rep.rows_waiting_for_metadata == 1 and rep.rows_written == 0
     assert lance.dataset(uri).to_table(columns=["quality_producer"])["quality_producer"].null_count == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "setting"),
+    [
+        ("clip_embedding", "ViT-B-32:laion2b_s34b_b79k", "MMFS_CLIP_MODEL"),  # not in the local cache
+        ("clip_embedding", "/nonexistent/clip", "MMFS_CLIP_MODEL"),
+        ("depth", "depth-anything/Depth-Anything-V2-Small-hf", "MMFS_DEPTH_MODEL"),
+        ("caption", "microsoft/git-base-vatex", "MMFS_CAPTION_MODEL"),
+        ("caption", "./no/such/dir", "MMFS_CAPTION_MODEL"),
+    ],
+)
+def test_unloadable_model_is_one_clear_error(name, spec, setting, model_dir):
+    from mmfs_assets.features.models import ModelUnavailableError, load_model, model_context
+
+    f = FEATURES[name]
+    ctx = model_context(f, profile="pretrained", model_dir=str(model_dir), device="cpu", env={setting: spec})
+    assert ctx.spec == spec
+    with pytest.raises(ModelUnavailableError) as e:
+        load_model(f, ctx)
+    msg = str(e.value)
+    assert setting in msg and spec in msg and "MMFS_MODEL_PROFILE=tiny" in msg
+
+
+def test_caption_model_must_be_a_video_captioner(model_dir):
+    from mmfs_assets.features.models import ModelUnavailableError, ensure_tiny, load_model, model_context
+
+    depth_dir = ensure_tiny(FEATURES["depth"], model_dir)  # a real model directory, of the wrong kind
+    ctx = model_context(FEATURES["caption"], profile="pretrained", model_dir=str(model_dir), device="cpu",
+                        env={"MMFS_CAPTION_MODEL": str(depth_dir)})
+    with pytest.raises(ModelUnavailableError, match="MMFS_CAPTION_MODEL"):
+        load_model(FEATURES["caption"], ctx)
+
+
+def test_bad_settings_are_clear(model_dir):
+    from mmfs_assets.features.models import ModelUnavailableError, model_context
+
+    with pytest.raises(ModelUnavailableError, match="MMFS_CLIP_FRAMES"):
+        model_context(FEATURES["clip_embedding"], profile="tiny", model_dir=str(model_dir), device="cpu",
+                      env={"MMFS_CLIP_FRAMES": "many"})
+    with pytest.raises(ModelUnavailableError, match="MMFS_MODEL_PROFILE"):
+        model_context(FEATURES["clip_embedding"], profile="huge", model_dir=str(model_dir), device="cpu", env={})
