@@ -67,19 +67,21 @@ def print_status(status: list[DropStatus], fmt: Format, console: Console) -> Non
     if fmt is Format.json:
         sys.stdout.write(json.dumps(status_records(status)) + "\n")
         return
-    groups = sorted({g for s in status for g in s.groups})
-    table = Table("drop", "rows", *[f"{g}\nfilled / errored / missing" for g in groups], "producers")
+    # one line per (drop, column group): stays readable however many features the table has
+    table = Table("drop", "rows", "group", "filled", "errored", "missing", "producer")
     for s in status:
-        cells = []
-        producers = []
-        for g in groups:
-            gs = s.groups.get(g)
-            if gs is None:
-                cells.append("-")
-                continue
-            err = f"[red]{gs.errored}[/red]" if gs.errored else "0"
-            miss = f"[yellow]{gs.missing}[/yellow]" if gs.missing else "0"
-            cells.append(f"[green]{gs.filled}[/green] / {err} / {miss}")
-            producers += [f"{g}: {p} ({n})" for p, n in gs.producers.items()]
-        table.add_row(s.drop_id, str(s.rows), *cells, "\n".join(producers))
+        for i, (g, gs) in enumerate(sorted(s.groups.items())):
+            producers = "\n".join(f"{p} ({n})" if len(gs.producers) > 1 else p for p, n in gs.producers.items())
+            table.add_row(
+                s.drop_id if i == 0 else "",
+                str(s.rows) if i == 0 else "",
+                g,
+                f"[green]{gs.filled}[/green]",
+                f"[red]{gs.errored}[/red]" if gs.errored else "0",
+                f"[yellow]{gs.missing}[/yellow]" if gs.missing else "0",
+                producers or "-",
+                end_section=i == len(s.groups) - 1,
+            )
+        if not s.groups:
+            table.add_row(s.drop_id, str(s.rows), "-", "", "", "", "", end_section=True)
     console.print(table)
