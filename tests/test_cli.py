@@ -73,10 +73,14 @@ def test_errors_are_clear(env, tmp_path, monkeypatch):
 
 def test_demo_runs_the_whole_pipeline(env, tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    monkeypatch.delenv("MMFS_MODEL_PROFILE")  # the demo picks the tiny models by itself, and says so
     (tmp_path / "dh").mkdir()
     r = _run("demo", "-n", "2")
     assert r.exit_code == 0, r.output
     assert "demo-001" in r.stdout and "videos_720p_or_more" in r.stdout
+    assert "tiny random-init models" in r.stdout
+    for asset in ("videos", "video_metadata", "clip_embedding", "depth", "caption", "quality"):
+        assert f"✓ {asset}:" in r.stdout, asset
     ds = lance.dataset(env.table_uri)
     # 2 good + the 720p clip + broken files; the copy of a good file is deduplicated
     from mmfs_assets import samples
@@ -84,5 +88,7 @@ def test_demo_runs_the_whole_pipeline(env, tmp_path, monkeypatch):
     assert ds.count_rows() == 3 + len(samples.BAD_FILES)
     assert ds.count_rows(filter="metadata_error IS NULL") == 3
     assert ds.count_rows(filter="height * width >= 1280 * 720") == 1
+    for g in ("clip_embedding", "depth", "caption", "quality"):  # every feature filled the good videos
+        assert ds.count_rows(filter=f"{g}_error IS NULL AND {g}_producer IS NOT NULL") == 3, g
     assert _run("demo", "-n", "1").exit_code == 0  # a second demo makes a new drop
     assert sorted(p.name for p in (tmp_path / "drops").iterdir()) == ["demo-001", "demo-002"]
