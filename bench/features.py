@@ -34,7 +34,8 @@ import pyarrow as pa  # noqa: E402
 from bench.ingest_metadata import make_drop  # noqa: E402
 from mmfs_assets import samples  # noqa: E402
 from mmfs_assets.features.catalog.clip_embedding import FEATURE as CLIP  # noqa: E402
-from mmfs_assets.features.fill import PLAN_COLUMNS, VideoPlan, _decode_row, fill_feature  # noqa: E402
+from mmfs_assets.features.fill import PLAN_COLUMNS, _decode_row, fill_feature  # noqa: E402
+from mmfs_assets.features.frames import VideoPlan  # noqa: E402
 from mmfs_assets.features.models import load_model, model_context  # noqa: E402
 from mmfs_assets.ingest.describe import describe_partition  # noqa: E402
 from mmfs_assets.ingest.ingest_drop import ingest_drop  # noqa: E402
@@ -136,7 +137,7 @@ def bench_throughput(root: Path, n: int, frames: int) -> dict:
     clips = []
     for r in rows.to_pylist():
         plan = VideoPlan(r["duration_s"], r["fps"], r["keyframe_interval"], r["rotation"])
-        clips.append(_decode_row(ds, r["_rowid"], plan, None, model).clip)
+        clips.append(_decode_row(ds, r["_rowid"], plan, None, model.frames).clip)
     decode_s = time.perf_counter() - t0
     model.compute(clips[: model.batch_size])  # warm-up
     t0 = time.perf_counter()

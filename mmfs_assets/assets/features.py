@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mmfs_assets.assets.digest import table_digest
+from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.video_metadata import video_metadata
 from mmfs_assets.assets.videos import run_properties
 from mmfs_assets.features.fill import fill_feature
@@ -11,18 +11,8 @@ from mmfs_assets.features.spec import Feature
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
 from mmfs_assets.resources import LanceTableResource, ModelsResource
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
 
 GPU_POOL = "gpu"
-
-
-def _nulls(ds, feature: Feature, key: str) -> int:
-    """Rows of the partition whose values are null without an error saying why (should be 0)."""
-    g = feature.group
-    first = g.value_columns[0]
-    t = ds.to_table(columns=[first, g.error_column], filter=equals(S.DROP_ID, key))
-    return sum(1 for v, e in zip(t[first].is_null().to_pylist(), t[g.error_column].to_pylist()) if v and e is None)
 
 
 def feature_asset(feature: Feature) -> dg.AssetsDefinition:
@@ -62,19 +52,16 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
             decode_workers=models.decode_workers or None,
             progress=tracker(context.log.info, f"{feature.name} {key}"),
         )
-        ds = lance_table.open()
-        rows = ds.to_table(columns=[S.ID, S.FILE_NAME, g.producer_column, g.error_column], filter=equals(S.DROP_ID, key))
-        not_current = sum(1 for p in rows[g.producer_column].to_pylist() if p != model.producer)
-        errored = [(f, e) for f, e in zip(rows[S.FILE_NAME].to_pylist(), rows[g.error_column].to_pylist()) if e]
+        summary = summarize_group(lance_table.open(), g, key, model.producer)
         return dg.MaterializeResult(
             metadata={
                 "lance_version": rep.lance_version,
-                "rows": len(rows),
+                "rows": summary.rows,
                 "rows_computed": rep.rows_computed,
                 "rows_already_current": rep.rows_already_current,
                 "rows_waiting_for_metadata": rep.rows_waiting_for_metadata,
-                "errors": len(errored),
-                "nulls_without_error": _nulls(ds, feature, key),
+                "errors": len(summary.errored),
+                "nulls_without_error": summary.nulls_without_error,
                 "producer": model.producer,
                 "device": model.device,
                 "rows_per_s": round(rep.rows_per_s, 3),
@@ -84,15 +71,19 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
                 "seconds_write": round(rep.seconds_write, 3),
                 "commits": rep.commits,
                 "commit_retries": rep.commit_retries,
-                "quarantine": dg.MetadataValue.md("\n".join(f"- `{f}`: {e}" for f, e in errored[:50]) or "none"),
+                "quarantine": summary.quarantine,
             },
-            data_version=dg.DataVersion(table_digest(rows.select([S.ID, g.producer_column, g.error_column]), S.ID)),
+            data_version=dg.DataVersion(summary.data_version),
             check_results=[
                 dg.AssetCheckResult(
                     check_name=check,
-                    passed=not_current == 0,
+                    passed=summary.not_current == 0 and summary.nulls_without_error == 0,
                     severity=dg.AssetCheckSeverity.ERROR,
-                    metadata={"rows_not_current": not_current, "rows_in_quarantine": len(errored)},
+                    metadata={
+                        "rows_not_current": summary.not_current,
+                        "nulls_without_error": summary.nulls_without_error,
+                        "rows_in_quarantine": len(summary.errored),
+                    },
                 )
             ],
         )

@@ -2,14 +2,13 @@
 
 import dagster as dg
 
-from mmfs_assets.assets.digest import table_digest
+from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.videos import run_properties, videos
 from mmfs_assets.ingest.describe import METADATA_CODE_VERSION, describe_partition
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
 from mmfs_assets.resources import LanceTableResource
 from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
 
 G = S.METADATA
 
@@ -37,33 +36,27 @@ def video_metadata(context: dg.AssetExecutionContext, lance_table: LanceTableRes
         storage_options=lance_table.options,
         progress=tracker(context.log.info, f"metadata {key}"),
     )
-    ds = lance_table.open()
-    rows = ds.to_table(
-        columns=[S.ID, S.FILE_NAME, G.producer_column, G.error_column], filter=equals(S.DROP_ID, key)
-    )
-    missing = rows[G.producer_column].null_count
-    errored = [(f, e) for f, e in zip(rows[S.FILE_NAME].to_pylist(), rows[G.error_column].to_pylist()) if e]
-    quarantine = "\n".join(f"- `{f}`: {e}" for f, e in errored[:50]) or "none"
+    summary = summarize_group(lance_table.open(), G, key, rep.producer)
     return dg.MaterializeResult(
         metadata={
             "lance_version": rep.lance_version,
-            "rows": len(rows),
+            "rows": summary.rows,
             "rows_described": rep.rows_described,
             "rows_already_current": rep.rows_already_current,
-            "errors": len(errored),
+            "errors": len(summary.errored),
             "producer": rep.producer,
             "commits": rep.commits,
             "commit_retries": rep.retries,
             "videos_per_s": round(rep.rows_described / rep.seconds, 2) if rep.seconds > 0 else 0.0,
-            "quarantine": dg.MetadataValue.md(quarantine),
+            "quarantine": summary.quarantine,
         },
-        data_version=dg.DataVersion(table_digest(rows.select([S.ID, G.producer_column, G.error_column]), S.ID)),
+        data_version=dg.DataVersion(summary.data_version),
         check_results=[
             dg.AssetCheckResult(
                 check_name="metadata_complete",
-                passed=missing == 0,
+                passed=summary.not_current == 0,
                 severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"rows_without_metadata": missing, "rows_in_quarantine": len(errored)},
+                metadata={"rows_without_metadata": summary.not_current, "rows_in_quarantine": len(summary.errored)},
             )
         ],
     )

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import lance
@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmfs_assets.features.frames import DecodeError, VideoPlan, decode_clip
-from mmfs_assets.features.spec import Clip, Feature, LoadedModel
+from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel
 from mmfs_assets.table import ensure_group_columns, replace_columns
 from mmfs_assets.table.chunks import fragment_chunks
 from mmfs_loader import schema as S
@@ -55,7 +55,6 @@ class FillReport:
     seconds_compute: float = 0.0
     seconds_write: float = 0.0
     seconds_total: float = 0.0
-    errors: dict[int, str] = field(default_factory=dict)
 
     @property
     def rows_written(self) -> int:
@@ -74,7 +73,7 @@ class _Decoded:
     seconds: float
 
 
-def _decode_row(ds: lance.LanceDataset, rowid: int, plan: VideoPlan | None, meta_error: str | None, model: LoadedModel) -> _Decoded:
+def _decode_row(ds: lance.LanceDataset, rowid: int, plan: VideoPlan | None, meta_error: str | None, frames: FrameRequest) -> _Decoded:
     t0 = time.perf_counter()
     if meta_error is not None:
         return _Decoded(rowid, None, f"video has a metadata error: {meta_error}", 0.0)
@@ -83,7 +82,7 @@ def _decode_row(ds: lance.LanceDataset, rowid: int, plan: VideoPlan | None, meta
         if blob is None:
             return _Decoded(rowid, None, "no video stored for this row", 0.0)
         with blob:
-            clip = decode_clip(blob, rowid, plan, model.frames)
+            clip = decode_clip(blob, rowid, plan, frames)
         return _Decoded(rowid, clip, None, time.perf_counter() - t0)
     except DecodeError as e:
         return _Decoded(rowid, None, str(e), time.perf_counter() - t0)
@@ -126,8 +125,9 @@ def _column(values: list[Any], f: pa.Field) -> pa.Array:
         for i, v in enumerate(values):
             if v is not None:
                 flat[i] = np.asarray(v, dtype=flat.dtype).reshape(t.list_size)
-        arr = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), t.list_size)
-        return pa.FixedSizeListArray.from_arrays(arr.values, t.list_size, mask=pa.array(mask)) if mask.any() else arr
+        return pa.FixedSizeListArray.from_arrays(
+            pa.array(flat.reshape(-1)), t.list_size, mask=pa.array(mask) if mask.any() else None
+        )
     return pa.array(values, type=t)
 
 
@@ -186,7 +186,7 @@ def fill_feature(
             keyframe_interval=float(meta["keyframe_interval"][i] or 1.0),
             rotation=int(meta["rotation"][i] or 0),
         )
-        return lambda: _decode_row(ds, int(rowids[i]), plan, err, model)
+        return lambda: _decode_row(ds, int(rowids[i]), plan, err, model.frames)
 
     chunks = [todo[c] for c in fragment_chunks(frag_of[todo], chunk_rows)]
     order = [int(i) for c in chunks for i in c]
@@ -244,10 +244,9 @@ def fill_feature(
             rep.commits += 1
             rep.commit_retries += out.attempts - 1
             rep.lance_version = out.version
-            errs = {r: v for r, v in results.items() if isinstance(v, str)}
-            rep.errors.update(errs)
-            rep.rows_errored += len(errs)
-            rep.rows_computed += len(ids) - len(errs)
+            errors = sum(isinstance(v, str) for v in results.values())
+            rep.rows_errored += errors
+            rep.rows_computed += len(ids) - errors
             done += len(ids)
             if progress:
                 progress(done, len(order))

@@ -61,6 +61,15 @@ def weights_fingerprint(path: Path) -> str:
     return h.hexdigest()[:12] if files else "none"
 
 
+def hf_identity(spec: str, config) -> tuple[str, str]:
+    """(model id, weights id) of a transformers model: a local dir's name and weights hash, or the hub
+    id and the commit its files came from."""
+    local = Path(spec).expanduser()
+    if local.is_dir():
+        return f"local:{local.name}/{config.model_type}", f"sha256:{weights_fingerprint(local)}"
+    return spec, getattr(config, "_commit_hash", None) or "hub"
+
+
 def ensure_tiny(feature: Feature, model_dir: str | Path) -> Path:
     """The feature's tiny model directory, built once (atomically, so parallel runs agree)."""
     if feature.build_tiny is None:

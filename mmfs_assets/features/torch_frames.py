@@ -28,6 +28,12 @@ def frames_tensor(frames: Sequence[np.ndarray], size: int, mean: Sequence[float]
     return (x - m) / sd
 
 
+def place(model, device: str):
+    """The model in eval mode on ``device``: fp16 on CUDA, fp32 elsewhere. Returns (model, dtype name)."""
+    half = device.startswith("cuda")
+    return (model.half() if half else model.float()).to(device).eval(), ("fp16" if half else "fp32")
+
+
 def processor_size(size, default: int) -> int:
     """The height (or shortest edge) of a transformers processor size (a dict or a ``SizeDict``)."""
     for key in ("height", "shortest_edge"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mmfs_assets.features.models import ModelUnavailableError, weights_fingerprint
+from mmfs_assets.features.models import ModelUnavailableError, hf_identity
 from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext
 from mmfs_loader.schema import ColumnGroup
 
@@ -58,7 +58,7 @@ def _load(ctx: ModelContext) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    from mmfs_assets.features.torch_frames import processor_size, quiet_transformers
+    from mmfs_assets.features.torch_frames import place, processor_size, quiet_transformers
 
     quiet_transformers()
     model = AutoModelForCausalLM.from_pretrained(ctx.spec)
@@ -72,25 +72,22 @@ def _load(ctx: ModelContext) -> LoadedModel:
     k = ctx.frames or max_frames
     if k > max_frames:
         raise ModelUnavailableError(f"{ctx.spec!r} takes at most {max_frames} frames per video, {k} asked for")
-    local = Path(ctx.spec).expanduser()
-    weights = f"sha256:{weights_fingerprint(local)}" if local.is_dir() else getattr(model.config, "_commit_hash", None) or "hub"
-    model_id = f"local:{local.name}/git" if local.is_dir() else ctx.spec
-    half = ctx.device.startswith("cuda")
-    model = (model.half() if half else model.float()).to(ctx.device).eval()
+    model_id, weights = hf_identity(ctx.spec, model.config)
+    model, dtype = place(model, ctx.device)
     size = processor_size(proc.image_processor.crop_size, 224)
     req = FrameRequest(k, size)
 
     def compute(clips: Sequence[Clip]) -> dict[str, list]:
         pv = torch.stack([proc(images=list(c.frames), return_tensors="pt").pixel_values for c in clips]).to(ctx.device)
         with torch.inference_mode():
-            ids = model.generate(pixel_values=pv.half() if half else pv, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, num_beams=1)
+            ids = model.generate(pixel_values=pv.to(model.dtype), max_new_tokens=MAX_NEW_TOKENS, do_sample=False, num_beams=1)
         texts = [t.strip() for t in proc.batch_decode(ids, skip_special_tokens=True)]
         return {"caption": texts, "caption_timestamps": [c.timestamps.tolist() for c in clips]}
 
     return LoadedModel(
         model=model_id,
         weights=weights,
-        details={"decoding": f"greedy{MAX_NEW_TOKENS}", "dtype": "fp16" if half else "fp32"},
+        details={"decoding": f"greedy{MAX_NEW_TOKENS}", "dtype": dtype},
         frames=req,
         batch_size=ctx.batch_size or 8,
         compute=compute,

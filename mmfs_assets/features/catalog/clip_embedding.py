@@ -88,6 +88,8 @@ def clip_feature(
     def load(ctx: ModelContext) -> LoadedModel:
         import torch
 
+        from mmfs_assets.features.torch_frames import frames_tensor, place
+
         model, model_id, weights = _open(ctx.spec, ctx.device)
         out_dim = int(model.visual.output_dim)
         if out_dim != dim:
@@ -95,8 +97,8 @@ def clip_feature(
                 f"{ctx.spec!r} makes {out_dim}-d embeddings but column {name!r} holds {dim}-d vectors; "
                 f"declare another embedding feature with clip_feature(dim={out_dim}) for it"
             )
-        half = ctx.device.startswith("cuda")
-        model = (model.half() if half else model.float()).eval()
+        model, dtype = place(model, ctx.device)
+        weight_dtype = next(model.parameters()).dtype
         pp = getattr(model.visual, "preprocess_cfg", {}) or {}
         size = model.visual.image_size
         size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -104,11 +106,9 @@ def clip_feature(
         req = FrameRequest(ctx.frames or frames, size)
 
         def compute(clips: Sequence[Clip]) -> dict[str, list]:
-            from mmfs_assets.features.torch_frames import frames_tensor
-
-            x = frames_tensor([f for c in clips for f in c.frames], size, mean, std).to(ctx.device)
+            x = frames_tensor([f for c in clips for f in c.frames], size, mean, std).to(ctx.device, weight_dtype)
             with torch.inference_mode():
-                e = model.encode_image(x.half() if half else x).float()
+                e = model.encode_image(x).float()
             e = torch.nn.functional.normalize(e, dim=-1).view(len(clips), -1, out_dim).mean(dim=1)
             pooled = torch.nn.functional.normalize(e, dim=-1).cpu().numpy().astype(np.float32)
             return {name: list(pooled), f"{name}_timestamps": [c.timestamps.tolist() for c in clips]}
@@ -116,7 +116,7 @@ def clip_feature(
         return LoadedModel(
             model=model_id,
             weights=weights,
-            details={"dtype": "fp16" if half else "fp32"},
+            details={"dtype": dtype},
             frames=req,
             batch_size=ctx.batch_size or batch_size,
             compute=compute,

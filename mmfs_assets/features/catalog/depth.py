@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mmfs_assets.features.models import weights_fingerprint
+from mmfs_assets.features.models import hf_identity
 from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext
 from mmfs_loader import depth as D
 from mmfs_loader.schema import ColumnGroup
@@ -64,16 +64,13 @@ def _load(ctx: ModelContext) -> LoadedModel:
     import torch
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-    from mmfs_assets.features.torch_frames import processor_size, quiet_transformers
+    from mmfs_assets.features.torch_frames import place, processor_size, quiet_transformers
 
     quiet_transformers()
     model = AutoModelForDepthEstimation.from_pretrained(ctx.spec)
     proc = AutoImageProcessor.from_pretrained(ctx.spec)
-    local = Path(ctx.spec).expanduser()
-    weights = f"sha256:{weights_fingerprint(local)}" if local.is_dir() else getattr(model.config, "_commit_hash", None) or "hub"
-    model_id = f"local:{local.name}/{model.config.model_type}" if local.is_dir() else ctx.spec
-    half = ctx.device.startswith("cuda")
-    model = (model.half() if half else model.float()).to(ctx.device).eval()
+    model_id, weights = hf_identity(ctx.spec, model.config)
+    model, dtype = place(model, ctx.device)
     req = FrameRequest(ctx.frames or DEFAULT_FRAMES, processor_size(proc.size, 518))
 
     def compute(clips: Sequence[Clip]) -> dict[str, list]:
@@ -85,7 +82,7 @@ def _load(ctx: ModelContext) -> LoadedModel:
             frames = [f for i in idx for f in clips[i].frames]
             pv = proc(images=frames, return_tensors="pt").pixel_values.to(ctx.device)
             with torch.inference_mode():
-                depth = model(pixel_values=pv.half() if half else pv).predicted_depth.float().cpu().numpy()
+                depth = model(pixel_values=pv.to(model.dtype)).predicted_depth.float().cpu().numpy()
             k = len(clips[idx[0]].frames)
             for j, i in enumerate(idx):
                 maps[i] = depth[j * k : (j + 1) * k]
@@ -101,7 +98,7 @@ def _load(ctx: ModelContext) -> LoadedModel:
     return LoadedModel(
         model=model_id,
         weights=weights,
-        details={"dtype": "fp16" if half else "fp32", "encoding": "png16"},
+        details={"dtype": dtype, "encoding": "png16"},
         frames=req,
         batch_size=ctx.batch_size or 4,
         compute=compute,
