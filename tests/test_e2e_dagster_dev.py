@@ -74,7 +74,10 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir, model_dir):
             assert ds.count_rows(filter=f"{f}_producer IS NOT NULL AND {f}_error IS NULL") == 3, f
         runs = server.gql("{ runsOrError { ... on Runs { results { status tags { key value } } } } }")
         runs = runs["runsOrError"]["results"]
-        assert all(r["status"] == "SUCCESS" for r in runs)
+        assert all(r["status"] == "SUCCESS" for r in runs), (
+            [(r["status"], {t["key"]: t["value"] for t in r["tags"]}) for r in runs],
+            (tmp_path / "dagster_dev.log").read_text()[-4000:],
+        )
         sources = {t["value"] for r in runs for t in r["tags"] if t["key"] in ("dagster/sensor_name",)}
         assert sources == {"drop_sensor", "features_automation"}
         _screenshot(server, tmp_path)
