@@ -32,9 +32,10 @@ from mmfs_assets.table import ensure_group_columns, replace_columns
 from mmfs_assets.table.chunks import fragment_chunks
 from mmfs_loader import schema as S
 from mmfs_loader.sql import equals
+from mmfs_loader.video import PLAN_COLUMNS as VIDEO_PLAN_COLUMNS
 
 M = S.METADATA
-PLAN_COLUMNS = ["duration_s", "fps", "keyframe_interval", "rotation", M.producer_column, M.error_column]
+PLAN_COLUMNS = [*VIDEO_PLAN_COLUMNS, M.producer_column, M.error_column]
 
 
 @dataclass
@@ -180,12 +181,7 @@ def fill_feature(
 
     def task(i: int) -> Callable[[], _Decoded]:
         err = meta[M.error_column][i]
-        plan = None if err else VideoPlan(
-            duration_s=float(meta["duration_s"][i] or 0.0),
-            fps=float(meta["fps"][i] or 0.0),
-            keyframe_interval=float(meta["keyframe_interval"][i] or 1.0),
-            rotation=int(meta["rotation"][i] or 0),
-        )
+        plan = None if err else VideoPlan.from_row({c: meta[c][i] for c in VIDEO_PLAN_COLUMNS})
         return lambda: _decode_row(ds, int(rowids[i]), plan, err, model.frames)
 
     chunks = [todo[c] for c in fragment_chunks(frag_of[todo], chunk_rows)]
