@@ -1,0 +1,104 @@
+"""Arrow rows -> what a training step wants: tensors for numbers and vectors, str for text.
+
+One conversion per column and block (not per cell): a ``fixed_size_list<float32, D>`` column becomes
+one ``[B, D]`` tensor view of the Arrow buffer, numeric columns one ``[B]`` tensor. Depth columns
+(``depth_png``/``depth_min``/``depth_max``) are decoded together into float32 ``depth`` ``[K, H, W]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from mmfs_loader import depth as D
+
+DEPTH_PARTS = (D.PNG, D.MIN, D.MAX)
+
+
+def _fixed_matrix(col: pa.ChunkedArray) -> np.ndarray | None:
+    """``[B, D]`` for a null-free fixed-size list of numbers, else None."""
+    t = col.type
+    if not pa.types.is_fixed_size_list(t) or not (pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)):
+        return None
+    arr = col.combine_chunks()
+    if arr.null_count:
+        return None
+    flat = arr.flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(len(arr), t.list_size)
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def columns_of_block(t: pa.Table) -> dict[str, Any]:
+    """Per output key, a column of the block: a tensor ``[B, ...]`` or a list of per-row values."""
+    out: dict[str, Any] = {}
+    names = set(t.column_names)
+    depth = all(p in names for p in DEPTH_PARTS)
+    for name in t.column_names:
+        if depth and name in DEPTH_PARTS:
+            continue
+        col = t[name]
+        m = _fixed_matrix(col)
+        if m is not None:
+            out[name] = torch.from_numpy(m.copy())  # Arrow buffers are read-only
+        elif _is_number(col.type) and col.null_count == 0:
+            out[name] = torch.from_numpy(col.to_numpy().copy())
+        elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            vt = col.type.value_type
+            vals = col.to_pylist()
+            out[name] = [None if v is None else (torch.tensor(v) if _is_number(vt) else v) for v in vals]
+        elif pa.types.is_timestamp(col.type):
+            out[name] = [None if v is None else v.isoformat() for v in col.to_pylist()]
+        else:
+            out[name] = col.to_pylist()
+    if depth:
+        rows = t.select(list(DEPTH_PARTS)).to_pylist()
+        out["depth"] = [None if r[D.PNG] is None else torch.from_numpy(D.decode_depth(r)) for r in rows]
+    return out
+
+
+def _cell(v: Any, i: int) -> Any:
+    if isinstance(v, torch.Tensor):
+        x = v[i]
+        return x.item() if x.dim() == 0 else x
+    return v[i]
+
+
+def rows_of_block(cols: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Per-row samples from :func:`columns_of_block` (numbers as Python scalars, vectors as tensors)."""
+    return [{k: _cell(v, i) for k, v in cols.items()} for i in range(n)]
+
+
+def stack_or_list(values: Sequence[Any]) -> Any:
+    """A tensor batch when every value is a tensor of one shape, else the list."""
+    if values and all(isinstance(v, torch.Tensor) for v in values) and len({tuple(v.shape) for v in values}) == 1:
+        return torch.stack(list(values))
+    return list(values)
+
+
+def batch_of_block(cols: dict[str, Any]) -> dict[str, Any]:
+    """A collated batch from :func:`columns_of_block`: lists of equal-shape tensors are stacked."""
+    return {k: v if isinstance(v, torch.Tensor) else stack_or_list(v) for k, v in cols.items()}
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Collate per-row samples: numbers -> a tensor, equal-shape tensors -> stacked, the rest -> lists
+    (None and str stay lists, where ``default_collate`` would fail)."""
+    if not samples:
+        return {}
+    out: dict[str, Any] = {}
+    for k in samples[0]:
+        vals = [s[k] for s in samples]
+        if all(isinstance(v, bool) for v in vals):
+            out[k] = torch.tensor(vals, dtype=torch.bool)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            out[k] = torch.tensor(vals)
+        else:
+            out[k] = stack_or_list(vals)
+    return out

@@ -1,0 +1,110 @@
+"""Reading blocks of row ids from the pinned table: projected ``take`` plus decoded clips.
+
+One :class:`BlockReader` lives in each process that reads (the main process or a DataLoader worker);
+the Lance handle and thread pool are opened lazily there and never pickled. A block's row ids are
+de-duplicated and sorted before the ``take`` (a mixture can repeat rows; sorted ids read in file
+order), and the rows are put back in the requested order afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import lance
+import numpy as np
+import pyarrow as pa
+import torch
+
+from mmfs_loader import schema as S
+from mmfs_loader.clips import ClipSpec, decode_clip, draw
+from mmfs_loader.convert import columns_of_block
+from mmfs_loader.video import PLAN_COLUMNS, VideoPlan
+
+log = logging.getLogger(__name__)
+
+
+class BlockReader:
+    def __init__(
+        self,
+        uri: str,
+        version: int,
+        columns: list[str],
+        *,
+        clip: ClipSpec | None,
+        seed: int,
+        storage_options: dict[str, str] | None = None,
+        decode_threads: int | None = None,
+    ) -> None:
+        self.uri, self.version, self.columns = uri, version, columns
+        self.clip, self.seed = clip, seed
+        self.storage_options = storage_options
+        self.decode_threads = decode_threads or max(1, min(4, os.cpu_count() or 1))
+        self._table: lance.LanceDataset | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_table": None, "_pool": None}
+
+    @property
+    def table(self) -> lance.LanceDataset:
+        if self._table is None:
+            self._table = lance.dataset(self.uri, version=self.version, storage_options=self.storage_options)
+        return self._table
+
+    def read(self, ids: np.ndarray, epoch: int) -> dict[str, Any]:
+        """Per output key, a column for ``ids`` (in that order): tensors ``[B, ...]`` or lists."""
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        extra = [c for c in PLAN_COLUMNS if c not in self.columns] if self.clip else []
+        # `_take_rows` takes by stable row id (the public `take` takes by offset, which differs per version).
+        t = self.table._take_rows(pa.array(uniq, pa.uint64()), columns=[*self.columns, *extra])
+        if t.num_rows != len(uniq):
+            raise RuntimeError(f"{len(uniq) - t.num_rows} of {len(uniq)} row ids are missing from version {self.version}")
+        t = t.take(pa.array(inverse))
+        cols = columns_of_block(t.select(self.columns))
+        if self.clip:
+            plans = [VideoPlan.from_row(r) for r in t.select(list(PLAN_COLUMNS)).to_pylist()]
+            cols.update(self._clips(uniq, inverse, plans, epoch))
+        return cols
+
+    def _clips(self, uniq: np.ndarray, inverse: np.ndarray, plans: list[VideoPlan], epoch: int) -> dict[str, Any]:
+        spec = self.clip
+        assert spec is not None
+        first = {int(u): i for i, u in reversed(list(enumerate(inverse)))}  # a row of the block per unique id
+        blobs = self.table.take_blobs(S.VIDEO, ids=pa.array(uniq, pa.uint64()))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="mmfs-clip")
+
+        def one(k: int):
+            row_id = int(uniq[k])
+            blob = blobs[k]
+            try:
+                if blob is None:
+                    raise ValueError("no video stored for this row")
+                with blob:
+                    return decode_clip(blob, plans[first[k]], spec, draw(self.seed, epoch, row_id))
+            except Exception as e:  # noqa: BLE001 - one unreadable video must not stop the epoch (or DDP)
+                log.warning("row %d: clip not decoded (%s: %s); yielding zeros with clip_ok=False", row_id, type(e).__name__, e)
+                return None
+
+        decoded = list(self._pool.map(one, range(len(uniq))))
+        good = next((d for d in decoded if d is not None), None)
+        shape = good[0].shape if good is not None else (spec.frames, 3, spec.size or 0, spec.size or 0)
+        frames, times, ok = [], [], []
+        for k in inverse:
+            d = decoded[k]
+            if d is None or d[0].shape != shape:
+                frames.append(torch.zeros(shape, dtype=torch.uint8) if d is None else torch.from_numpy(d[0]))
+                times.append(torch.full((spec.frames,), float("nan"), dtype=torch.float64) if d is None else torch.from_numpy(d[1]))
+            else:
+                frames.append(torch.from_numpy(d[0]))
+                times.append(torch.from_numpy(d[1]))
+            ok.append(d is not None)
+        return {"frames": frames, "frame_times": times, "clip_ok": torch.tensor(ok, dtype=torch.bool)}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,133 @@
+"""Selection: the SQL filter over the pinned version, turned into sorted row ids, plus the provenance guard.
+
+Row references are Lance stable row ids (the table is written with ``enable_stable_row_ids``): they
+identify a row in every version, cost 8 bytes each, and ``take`` by row id reads only the requested
+columns of those rows. The selection scan reads just the row id and each requested group's producer
+and error columns, never the values.
+
+The guard: for every column group a dataset reads, count the producers among the selected rows, the
+rows with no value (not computed yet) and the rows whose value is an error. A training set that mixes
+two models' embeddings, or silently skips rows, is a bug that shows up weeks later as a worse model, so
+by default such a selection is refused with the counts and the options to override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmfs_loader import schema as S
+
+M = S.METADATA
+
+
+class ProvenanceError(ValueError):
+    """The selection mixes producers, or holds rows without a value, for a requested column group."""
+
+
+@dataclass
+class GroupCounts:
+    """What the selected rows hold for one column group."""
+
+    producers: dict[str, int] = field(default_factory=dict)  # rows with a value, by producer
+    missing: int = 0  # rows never computed (producer is null)
+    errors: int = 0  # rows whose computation failed (error column set)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Selection:
+    """Sorted row ids of the selected rows, and per requested group what they hold."""
+
+    row_ids: np.ndarray  # uint64, ascending
+    groups: dict[str, GroupCounts]
+    quarantined: int  # rows the filter matched that were left out for a metadata error
+    dropped_incomplete: int = 0  # rows left out because a requested group had no value or an error
+
+
+def _and(*parts: str | None) -> str | None:
+    ps = [p for p in parts if p]
+    return " AND ".join(f"({p})" for p in ps) if ps else None
+
+
+def select(
+    table: lance.LanceDataset,
+    filter: str | None,
+    groups: list[str],
+    *,
+    include_quarantined: bool = False,
+    drop_incomplete: bool = False,
+) -> Selection:
+    """Scan ``filter`` over ``table`` for the row ids and the producer/error columns of ``groups``."""
+    names = set(table.schema.names)
+    has_meta = M.error_column in names
+    quarantine = f"{M.error_column} IS NOT NULL" if has_meta and not include_quarantined else None
+    where = _and(filter, f"{M.error_column} IS NULL" if quarantine else None)
+    cols = sorted({c for g in groups for c in (f"{g}_producer", f"{g}_error")})
+    try:
+        t = table.to_table(columns=cols, filter=where, with_row_id=True)
+        quarantined = table.count_rows(filter=_and(filter, quarantine)) if quarantine else 0
+    except (ValueError, OSError) as e:  # Lance reports bad SQL and unknown columns as these
+        raise ValueError(f"cannot apply filter {filter!r}: {e}") from e
+    ok = np.ones(t.num_rows, dtype=bool)
+    for g in groups:
+        prod, err = t[f"{g}_producer"], t[f"{g}_error"]
+        ok &= ~(prod.is_null().to_numpy(zero_copy_only=False) | err.is_valid().to_numpy(zero_copy_only=False))
+    dropped = 0
+    if drop_incomplete and not ok.all():
+        dropped = int((~ok).sum())
+        t = t.filter(pa.array(ok))
+    counts = {g: _count(t, g) for g in groups}
+    ids = t["_rowid"].to_numpy().astype(np.uint64)
+    order = np.argsort(ids, kind="stable")
+    return Selection(ids[order], counts, quarantined, dropped)
+
+
+def _count(t: pa.Table, g: str) -> GroupCounts:
+    prod, err = t[f"{g}_producer"], t[f"{g}_error"]
+    errored = err.is_valid()
+    missing = pc.and_(prod.is_null(), pc.invert(errored))
+    good = pc.and_(prod.is_valid(), pc.invert(errored))
+    vc = pc.value_counts(prod.filter(good)).to_pylist() if t.num_rows else []
+    return GroupCounts(
+        producers={d["values"]: int(d["counts"]) for d in sorted(vc, key=lambda d: str(d["values"]))},
+        missing=int(pc.sum(missing).as_py() or 0),
+        errors=int(pc.sum(errored).as_py() or 0),
+    )
+
+
+def check(
+    groups: dict[str, GroupCounts],
+    *,
+    allow_mixed_producers: bool = False,
+    expected: dict[str, str | dict[str, int]] | None = None,
+) -> None:
+    """Refuse a selection whose requested groups mix producers or hold rows without a value."""
+    problems = []
+    for g, c in groups.items():
+        if c.missing or c.errors:
+            problems.append(
+                f"{g}: {c.missing} selected rows have no value yet and {c.errors} have an error "
+                f"(see {g}_error); producers {c.producers}"
+            )
+        if len(c.producers) > 1 and not allow_mixed_producers:
+            problems.append(f"{g}: the selected rows mix {len(c.producers)} producers: {c.producers}")
+        want = (expected or {}).get(g)
+        if want is not None:
+            want_set = {want} if isinstance(want, str) else set(want)
+            if set(c.producers) - want_set:
+                problems.append(f"{g}: producers {c.producers} are not the expected {sorted(want_set)}")
+    if problems:
+        raise ProvenanceError(
+            "refusing this selection:\n  - "
+            + "\n  - ".join(problems)
+            + "\nRecompute the rows (mmfs materialize or a backfill), narrow the filter (e.g. on "
+            "`<group>_producer`), or override: drop_incomplete=True leaves out rows without a value, "
+            "allow_mixed_producers=True accepts several producers."
+        )

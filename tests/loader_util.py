@@ -1,0 +1,52 @@
+"""A synthetic MMFS table for loader tests: real schema (ingest, metadata and an embedding group),
+no videos, so hundreds of rows cost milliseconds."""
+
+from __future__ import annotations
+
+import lance
+import numpy as np
+import pyarrow as pa
+from lance.blob import blob_array
+
+from mmfs_loader import schema as S
+from mmfs_loader.schema import ColumnGroup
+
+DIM = 8
+EMB = ColumnGroup("clip_embedding", (pa.field("clip_embedding", pa.list_(pa.float32(), DIM)),))
+PRODUCER = "clip_embedding:1|model=tiny|weights=sha256:abc|frames=8x224|dtype=float32"
+
+
+def rows(start: int, n: int, drop: str = "d1", producer: str | None = PRODUCER, quarantine_every: int = 0) -> pa.Table:
+    """Rows ``start .. start+n``: height cycles 360/720/1080, embedding = [i, i, ...] / 1000."""
+    idx = np.arange(start, start + n)
+    bad = (idx % quarantine_every == 0) if quarantine_every else np.zeros(n, bool)
+    schema = pa.schema([*S.INGEST_SCHEMA, *S.METADATA.fields, *EMB.fields])
+    cols = {
+        S.ID: [f"v{i:06d}" for i in idx],
+        S.DROP_ID: [drop] * n,
+        S.SOURCE_URI: [f"file:///drops/{drop}/{i}.mp4" for i in idx],
+        S.FILE_NAME: [f"{i}.mp4" for i in idx],
+        S.SIZE_BYTES: idx * 10,
+        S.INGESTED_AT: pa.array([0] * n, pa.timestamp("us", tz="UTC")),
+        S.VIDEO_STORAGE: ["inline"] * n,
+        S.VIDEO: blob_array([None] * n),
+    }
+    meta = {f.name: pa.nulls(n, f.type) for f in S.METADATA.value_fields}
+    meta["height"] = pa.array(np.where(bad, None, [(360, 720, 1080)[i % 3] for i in idx]), pa.int32())
+    meta["width"] = pa.array(np.where(bad, None, 640), pa.int32())
+    cols.update(meta)
+    cols[S.METADATA.producer_column] = ["video_metadata:1"] * n
+    cols[S.METADATA.error_column] = [("probe failed: corrupt" if b else None) for b in bad]
+    emb = np.repeat((idx / 1000.0).astype(np.float32)[:, None], DIM, axis=1)
+    cols["clip_embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), DIM)
+    cols[EMB.producer_column] = [producer] * n
+    cols[EMB.error_column] = pa.nulls(n, pa.string())
+    return pa.table(cols, schema=schema)
+
+
+def make_table(uri: str, n: int = 300, **kw) -> lance.LanceDataset:
+    return lance.write_dataset(rows(0, n, **kw), uri, max_rows_per_file=64, enable_stable_row_ids=True)
+
+
+def append(uri: str, start: int, n: int, **kw) -> lance.LanceDataset:
+    return lance.write_dataset(rows(start, n, **kw), uri, mode="append", max_rows_per_file=64)
