@@ -73,7 +73,7 @@ class BlockReader:
         spec = self.clip
         assert spec is not None
         first = {int(u): i for i, u in reversed(list(enumerate(inverse)))}  # a row of the block per unique id
-        blobs = self.table.take_blobs(S.VIDEO, ids=pa.array(uniq, pa.uint64()))
+        blobs = self._blobs(uniq)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="mmfs-clip")
 
@@ -103,6 +103,21 @@ class BlockReader:
                 times.append(torch.from_numpy(d[1]))
             ok.append(d is not None)
         return {"frames": frames, "frame_times": times, "clip_ok": torch.tensor(ok, dtype=torch.bool)}
+
+    def _blobs(self, uniq: np.ndarray) -> list[Any]:
+        """Blob files of the rows; a pointer that leads nowhere fails the whole ``take_blobs`` call, so
+        then each row is opened alone and the broken ones become None."""
+        try:
+            return self.table.take_blobs(S.VIDEO, ids=pa.array(uniq, pa.uint64()))
+        except (OSError, ValueError):
+            out: list[Any] = []
+            for u in uniq:
+                try:
+                    out.append(self.table.take_blobs(S.VIDEO, ids=[int(u)])[0])
+                except (OSError, ValueError) as e:
+                    log.warning("row %d: video not readable (%s)", int(u), e)
+                    out.append(None)
+            return out
 
     def close(self) -> None:
         if self._pool is not None:

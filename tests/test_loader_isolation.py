@@ -17,6 +17,8 @@ def test_loader_imports_without_dagster():
                     raise ImportError("dagster is blocked in this test")
         sys.meta_path.insert(0, Block())
         import mmfs_loader, mmfs_loader.query, mmfs_loader.status, mmfs_loader.sql, mmfs_loader.table
+        from mmfs_loader import FeatureDataset, ResumableLoader, ClipSpec, collate
+        import mmfs_loader.dataset, mmfs_loader.dataloader, mmfs_loader.fetch, mmfs_loader.video
         assert not any(m == "dagster" or m.startswith("dagster.") for m in sys.modules)
         try:
             import dagster
