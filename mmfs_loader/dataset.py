@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -93,6 +94,7 @@ class FeatureDataset(IterableDataset):
         self.uri, self.tag, self.version = uri, tag, int(table.version)
         self.clip = ClipSpec.parse(clip)
         self.columns, groups = resolve_columns(table.schema, columns, clip=self.clip is not None)
+        self._types = {c: table.schema.field(c).type for c in self.columns}
         self.filter, self.shuffle, self.seed = filter, bool(shuffle), int(seed)
         self.batch_size = None if batch_size is None else int(batch_size)
         self.uneven = uneven
@@ -148,6 +150,15 @@ class FeatureDataset(IterableDataset):
     def __len__(self) -> int:
         n = self.samples_per_rank
         return -(-n // self.batch_size) if self.batch_size else n
+
+    def column_shape(self, column: str) -> tuple[int, ...]:
+        """The per-row tensor shape of a fixed-size vector column (e.g. ``(512,)``), ``()`` for scalars."""
+        t = self._types[column]
+        shape: list[int] = []
+        while pa.types.is_fixed_size_list(t):
+            shape.append(t.list_size)
+            t = t.value_type
+        return tuple(shape)
 
     @property
     def epoch(self) -> int:

@@ -12,15 +12,24 @@ from mmfs_loader import schema as S
 from mmfs_loader.schema import ColumnGroup
 
 DIM = 8
-EMB = ColumnGroup("clip_embedding", (pa.field("clip_embedding", pa.list_(pa.float32(), DIM)),))
+
+
+def emb_group(dim: int = DIM) -> ColumnGroup:
+    return ColumnGroup("clip_embedding", (pa.field("clip_embedding", pa.list_(pa.float32(), dim)),))
+
+
+EMB = emb_group()
 PRODUCER = "clip_embedding:1|model=tiny|weights=sha256:abc|frames=8x224|dtype=float32"
 
 
-def rows(start: int, n: int, drop: str = "d1", producer: str | None = PRODUCER, quarantine_every: int = 0) -> pa.Table:
+def rows(
+    start: int, n: int, drop: str = "d1", producer: str | None = PRODUCER, quarantine_every: int = 0, dim: int = DIM
+) -> pa.Table:
     """Rows ``start .. start+n``: height cycles 360/720/1080, embedding = [i, i, ...] / 1000."""
     idx = np.arange(start, start + n)
     bad = (idx % quarantine_every == 0) if quarantine_every else np.zeros(n, bool)
-    schema = pa.schema([*S.INGEST_SCHEMA, *S.METADATA.fields, *EMB.fields])
+    emb_fields = emb_group(dim).fields
+    schema = pa.schema([*S.INGEST_SCHEMA, *S.METADATA.fields, *emb_fields])
     cols = {
         S.ID: [f"v{i:06d}" for i in idx],
         S.DROP_ID: [drop] * n,
@@ -37,8 +46,8 @@ def rows(start: int, n: int, drop: str = "d1", producer: str | None = PRODUCER, 
     cols.update(meta)
     cols[S.METADATA.producer_column] = ["video_metadata:1"] * n
     cols[S.METADATA.error_column] = [("probe failed: corrupt" if b else None) for b in bad]
-    emb = np.repeat((idx / 1000.0).astype(np.float32)[:, None], DIM, axis=1)
-    cols["clip_embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), DIM)
+    emb = np.repeat((idx / 1000.0).astype(np.float32)[:, None], dim, axis=1)
+    cols["clip_embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim)
     cols[EMB.producer_column] = [producer] * n
     cols[EMB.error_column] = pa.nulls(n, pa.string())
     return pa.table(cols, schema=schema)

@@ -1,0 +1,71 @@
+"""Distributed loading under a real ``torchrun`` (gloo): equal counts per rank, union = selection, resume;
+and the README's training example, interrupted and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmfs_loader import FeatureDataset
+from tests.loader_util import make_table
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``torchrun`` as users start it, on 127.0.0.1 (port 0 would reach the ranks as 0 and hang them)."""
+    torchrun_bin = Path(sys.executable).with_name("torchrun")
+    port = str(free_port())
+    cmd = [str(torchrun_bin), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", port, *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    return out
+
+
+@pytest.fixture
+def uri(tmp_path) -> str:
+    u = str(tmp_path / "t.lance")
+    t = make_table(u, 251, dim=512)  # odd: ranks pad one sample
+    t.tags.create("snap-1", t.version)
+    return u
+
+
+def test_torchrun_ranks_get_equal_shares_whose_union_is_the_selection(uri, tmp_path):
+    torchrun("tests/torchrun_child.py", uri, str(tmp_path))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 126
+    for r in ranks:
+        assert r["seen"] == r["expected"]  # the resumed run (1 worker instead of 2) continued exactly
+        assert r["state"]["position"] == 80
+    selection = {s["id"] for s in FeatureDataset(uri, tag="snap-1", columns=["height"])}
+    union = ranks[0]["seen"] + ranks[1]["seen"]
+    assert set(union) == selection and len(union) - len(selection) == 1  # one padded sample
+
+
+def test_readme_training_example_resumes_mid_epoch(uri, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    torchrun("examples/train_clip_probe.py", uri, "snap-1", str(ckpt), "3")
+    first = torch.load(ckpt)
+    assert first["step"] == 3 and first["data"]["epoch"] == 0 and first["data"]["position"] == 96
+    out = torchrun("examples/train_clip_probe.py", uri, "snap-1", str(ckpt))
+    last = torch.load(ckpt)
+    per_rank = -(-251 // 2)
+    assert last["data"] == {**last["data"], "epoch": 1, "position": per_rank}
+    assert last["step"] == 2 * -(-per_rank // 32)  # 3 steps before the stop + the rest: no batch twice or lost
+    assert "loss" in out.stdout
