@@ -61,6 +61,8 @@ class FeatureDataset(IterableDataset):
     ``batch_size``: yield collated batches instead of samples. ``clip``: ``dict(frames, size, stride,
     crop)`` adds ``frames`` uint8 ``[T, C, H, W]``, ``frame_times`` and ``clip_ok``. ``transform`` is
     applied to each sample (or batch). The guard options are described in :mod:`mmfs_loader.selection`.
+    ``cache_bytes``: when the requested columns of the selection fit, each reading process loads them
+    once and serves every epoch from memory (see :mod:`mmfs_loader.fetch`); 0 always reads by ``take``.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class FeatureDataset(IterableDataset):
         transform: Callable[[Any], Any] | None = None,
         fetch_size: int = 1024,
         decode_threads: int | None = None,
+        cache_bytes: int = 512 << 20,
     ) -> None:
         super().__init__()
         table = open_table(uri, version=version, tag=tag, storage_options=storage_options)
@@ -124,7 +127,8 @@ class FeatureDataset(IterableDataset):
         per_rank(self.samples_per_epoch, self.world_size, uneven)  # validates `uneven`
         self._reader = BlockReader(
             uri, self.version, self.columns, clip=self.clip, seed=self.seed,
-            storage_options=storage_options, decode_threads=decode_threads,
+            storage_options=storage_options, decode_threads=decode_threads, cache_bytes=cache_bytes,
+            cache_filter=_or([_and(filter, p) for p, _ in parts]) if parts else filter, row_ids=self._row_ids,
         )
         self._recipe = self._make_recipe()
         self.fingerprint = R.fingerprint(self._recipe)
@@ -308,6 +312,10 @@ class FeatureDataset(IterableDataset):
 
 def _and(a: str | None, b: str | None) -> str | None:
     return f"({a}) AND ({b})" if a and b else (a or b)
+
+
+def _or(parts: list[str | None]) -> str | None:
+    return None if any(p is None for p in parts) else " OR ".join(f"({p})" for p in parts)
 
 
 def _merge(per_sel: list[dict[str, GroupCounts]], groups: list[str]) -> dict[str, GroupCounts]:

@@ -23,7 +23,13 @@ PRODUCER = "clip_embedding:1|model=tiny|weights=sha256:abc|frames=8x224|dtype=fl
 
 
 def rows(
-    start: int, n: int, drop: str = "d1", producer: str | None = PRODUCER, quarantine_every: int = 0, dim: int = DIM
+    start: int,
+    n: int,
+    drop: str = "d1",
+    producer: str | None = PRODUCER,
+    quarantine_every: int = 0,
+    dim: int = DIM,
+    video_bytes: int = 0,
 ) -> pa.Table:
     """Rows ``start .. start+n``: height cycles 360/720/1080, embedding = [i, i, ...] / 1000."""
     idx = np.arange(start, start + n)
@@ -38,11 +44,13 @@ def rows(
         S.SIZE_BYTES: idx * 10,
         S.INGESTED_AT: pa.array([0] * n, pa.timestamp("us", tz="UTC")),
         S.VIDEO_STORAGE: ["inline"] * n,
-        S.VIDEO: blob_array([None] * n),
+        S.VIDEO: blob_array([_payload(i, video_bytes) if video_bytes else None for i in idx]),
     }
     meta = {f.name: pa.nulls(n, f.type) for f in S.METADATA.value_fields}
     meta["height"] = pa.array(np.where(bad, None, [(360, 720, 1080)[i % 3] for i in idx]), pa.int32())
     meta["width"] = pa.array(np.where(bad, None, 640), pa.int32())
+    meta["fps"] = pa.array(np.where(bad, None, 30.0), pa.float64())
+    meta["duration_s"] = pa.array(np.where(bad, None, 4.0), pa.float64())
     cols.update(meta)
     cols[S.METADATA.producer_column] = ["video_metadata:1"] * n
     cols[S.METADATA.error_column] = [("probe failed: corrupt" if b else None) for b in bad]
@@ -53,9 +61,27 @@ def rows(
     return pa.table(cols, schema=schema)
 
 
+def _payload(i: int, size: int) -> bytes:
+    """Stand-in video bytes (incompressible, like real video)."""
+    return np.random.default_rng(int(i)).bytes(size)
+
+
 def make_table(uri: str, n: int = 300, **kw) -> lance.LanceDataset:
     return lance.write_dataset(rows(0, n, **kw), uri, max_rows_per_file=64, enable_stable_row_ids=True)
 
 
 def append(uri: str, start: int, n: int, **kw) -> lance.LanceDataset:
     return lance.write_dataset(rows(start, n, **kw), uri, mode="append", max_rows_per_file=64)
+
+
+def make_large_table(uri: str, n: int, *, dim: int, video_bytes: int, chunk: int = 10_000, fragment_rows: int = 10_000) -> lance.LanceDataset:
+    """``n`` rows written in chunks (benchmarks): bounded memory whatever ``n``."""
+    ds = None
+    for start in range(0, n, chunk):
+        t = rows(start, min(chunk, n - start), dim=dim, video_bytes=video_bytes)
+        ds = lance.write_dataset(
+            t, uri, mode="create" if ds is None else "append", max_rows_per_file=fragment_rows,
+            enable_stable_row_ids=True,
+        )
+    assert ds is not None
+    return ds

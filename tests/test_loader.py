@@ -210,3 +210,20 @@ def test_ordering_functions():
     assert list(rank_sequence(np.arange(5), 1, 2, "drop")) == [1, 3]
     with pytest.raises(ValueError):
         mixture_counts([0, 0], 3)
+
+
+@pytest.mark.parametrize("batch", [None, 32])
+def test_cached_and_take_reads_agree(uri, batch):
+    """The in-memory cache (default when the selection fits) and block takes give the same samples."""
+    kw = dict(tag="snap-1", columns=COLS, shuffle=True, seed=9, batch_size=batch, mixture=[("height >= 720", 0.5), ("height < 720", 0.5)])
+    cached, taken = FeatureDataset(uri, **kw), FeatureDataset(uri, cache_bytes=0, **kw)
+    assert cached._reader.caches() and not taken._reader.caches()
+    assert not FeatureDataset(uri, cache_bytes=1000, **kw)._reader.caches()  # does not fit: takes
+    for e in (0, 1):
+        cached.set_epoch(e)
+        taken.set_epoch(e)
+        a, b = list(cached), list(taken)
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b):
+            assert x["id"] == y["id"] and torch.equal(torch.as_tensor(x["height"]), torch.as_tensor(y["height"]))
+            assert torch.equal(x["clip_embedding"], y["clip_embedding"])
