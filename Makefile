@@ -30,8 +30,10 @@ ui: venv
 	$(BIN)/python -m mmfs_assets.launch_ui
 
 bench: venv
+	$(BIN)/pip install -q -e '.[pipeline,test,bench]'
 	$(BIN)/python bench/ingest_metadata.py
 	$(BIN)/python bench/features.py
+	$(BIN)/python bench/loader.py
 
 clean:
 	rm -rf data dagster_home/storage dagster_home/history dagster_home/logs dagster_home/schedules

@@ -43,6 +43,11 @@ def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "version 999 not found" in r.output
     r = _run("sql", "SELECT COUNT(1) FROM videos", "--tag", "nope")
     assert r.exit_code == 2 and "tag 'nope' not found" in r.output and "snap" in r.output
+    r = _run("snapshot", "snap")
+    assert r.exit_code == 2 and "already names version" in r.output
+    r = _run("snapshot", "snap-2", "--version", "2")
+    assert r.exit_code == 0 and "tagged version 2" in r.stdout
+    assert _run("sql", "SELECT COUNT(1) AS n FROM videos", "--tag", "snap-2").exit_code == 0
     r = _run("sql", "SELECT COUNT(1) FROM videos WHERE height*width >= 1280*720", "--format", "csv")
     assert r.exit_code == 0 and r.stdout.splitlines()[1] == "0"
 
@@ -79,6 +84,8 @@ def test_demo_runs_the_whole_pipeline(env, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "demo-001" in r.stdout and "videos_720p_or_more" in r.stdout
     assert "tiny random-init models" in r.stdout
+    assert "tagged version" in r.stdout and "demo-001-snapshot" in r.stdout
+    assert "read 3 samples (24 decoded frames)" in r.stdout  # the loader pass: 3 good videos, 8 frames each
     for asset in ("videos", "video_metadata", "clip_embedding", "depth", "caption", "quality"):
         assert f"✓ {asset}:" in r.stdout, asset
     ds = lance.dataset(env.table_uri)

@@ -88,6 +88,24 @@ def sql_cmd(
 
 
 @app.command()
+def snapshot(
+    name: Annotated[str, typer.Argument(help="tag name for training jobs to pin (FeatureDataset(tag=...))")],
+    version: Annotated[Optional[int], typer.Option(help="version to tag (default: the latest)")] = None,
+) -> None:
+    """Tag a table version (default the latest) so training jobs can pin it; tags are never moved."""
+    from mmfs_assets.settings import Settings
+    from mmfs_assets.table.tags import create_tag
+
+    s = Settings.from_env()
+    try:
+        v = create_tag(s.table_uri, name, version, storage_options=s.storage_options or None)
+    except (ValueError, OSError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    out.print(f"tagged version {v} of {s.table_uri} as {name}")
+
+
+@app.command()
 def status(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
     """Per drop: rows, and per column group how many rows are filled, errored and missing, and by whom."""
     from mmfs_assets.cli.render import print_status

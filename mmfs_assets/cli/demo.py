@@ -92,5 +92,9 @@ def run_demo(console: Console, n_good: int, models: str | None = None) -> None:
          "len(clip_embedding) AS clip_d, len(depth_png) AS depth_k, left(caption, 24) AS caption FROM videos "
          f"WHERE drop_id = {literal(drop_id)} AND clip_embedding_error IS NULL ORDER BY file_name")
     print_arrow(sql(settings.table_uri, q, version=ds.version, storage_options=settings.storage_options or None), Format.table, console)
+    console.rule("loader pass (mmfs_loader.FeatureDataset)")
+    from mmfs_assets.cli.loader_pass import loader_pass
+
+    loader_pass(console, settings, drop_id)
     console.print(f"[bold green]done[/bold green]: drop {drop_id} is in {settings.table_uri} at version {ds.version}. "
                   "Start the UI with `make ui`.")
