@@ -205,19 +205,20 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=48)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--keep", type=Path, help="build the data here (reused when it exists)")
-    ap.add_argument("--only", default="", help="comma-separated measurement names")
+    ap.add_argument("--only", default="", help="measurement names separated by ';'")
     args = ap.parse_args()
     from bench.loader_data import build_clips, build_features
 
     data = args.keep or Path(tempfile.mkdtemp(prefix="mmfs-bench-loader-"))
+    data.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
     if not (data / "features.lance").exists():
-        data.mkdir(parents=True, exist_ok=True)
-        t = time.perf_counter()
         build_features(data, args.rows, args.payload_kb * 1024)
+    if not (data / "clips.lance").exists():
         build_clips(data, args.videos, args.seconds)
-        print(f"built the data in {time.perf_counter() - t:.0f} s under {data}")
+    print(f"data ready in {time.perf_counter() - t:.0f} s under {data}")
     warm(data)
-    names = [n for n in RUNS if not args.only or n in args.only.split(",")]
+    names = [n for n in RUNS if not args.only or n in args.only.split(";")]
     res = {}
     for name in names:
         res[name] = measure(name, data)
