@@ -29,7 +29,7 @@ from mmfs_loader.columns import resolve_columns
 from mmfs_loader.convert import batch_of_block, rows_of_block
 from mmfs_loader.fetch import BlockReader
 from mmfs_loader.ordering import epoch_sequence, per_rank, rank_sequence, worker_blocks
-from mmfs_loader.selection import GroupCounts, check, select
+from mmfs_loader.selection import GroupCounts, and_filters, check, select
 from mmfs_loader.table import open_table
 
 Mixture = Sequence[tuple[str, float]] | Mapping[str, float]
@@ -111,7 +111,7 @@ class FeatureDataset(IterableDataset):
         )
         sels = [
             select(table, f, groups, include_quarantined=include_quarantined, drop_incomplete=drop_incomplete)
-            for f in ([_and(filter, p) for p, _ in parts] if parts else [filter])
+            for f in ([and_filters(filter, p) for p, _ in parts] if parts else [filter])
         ]
         self.group_counts = _merge([s.groups for s in sels], groups)
         check(self.group_counts, allow_mixed_producers=allow_mixed_producers, expected=dict(producers or {}))
@@ -128,7 +128,7 @@ class FeatureDataset(IterableDataset):
         self._reader = BlockReader(
             uri, self.version, self.columns, clip=self.clip, seed=self.seed,
             storage_options=storage_options, decode_threads=decode_threads, cache_bytes=cache_bytes,
-            cache_filter=_or([_and(filter, p) for p, _ in parts]) if parts else filter, row_ids=self._row_ids,
+            cache_filter=_or([and_filters(filter, p) for p, _ in parts]) if parts else filter, row_ids=self._row_ids,
         )
         self._recipe = self._make_recipe()
         self.fingerprint = R.fingerprint(self._recipe)
@@ -308,10 +308,6 @@ class FeatureDataset(IterableDataset):
         R.compare(r, ds.recipe())
         ds.tag = ds._recipe["tag"] = r.get("tag")
         return ds
-
-
-def _and(a: str | None, b: str | None) -> str | None:
-    return f"({a}) AND ({b})" if a and b else (a or b)
 
 
 def _or(parts: list[str | None]) -> str | None:

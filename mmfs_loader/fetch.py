@@ -100,11 +100,8 @@ class BlockReader:
             self._cache = t
         return self._cache
 
-    def _rows(self, uniq: np.ndarray) -> pa.Table:
-        """The read columns of sorted unique row ids."""
-        if self.caches():
-            assert self._cache_ids is not None
-            return self._cached().take(pa.array(np.searchsorted(self._cache_ids, uniq)))
+    def _take(self, uniq: np.ndarray) -> pa.Table:
+        """The read columns of sorted unique row ids, from the table."""
         # `_take_rows` takes by stable row id (the public `take` takes by offset, which differs per version).
         t = self.table._take_rows(pa.array(uniq, pa.uint64()), columns=self.read_columns)
         if t.num_rows != len(uniq):
@@ -119,18 +116,22 @@ class BlockReader:
 
     def read(self, ids: np.ndarray, epoch: int) -> dict[str, Any]:
         """Per output key, a column for ``ids`` (in that order): tensors ``[B, ...]`` or lists."""
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        t = self._rows(uniq).take(pa.array(inverse))
+        uniq, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        if self.caches():  # one in-memory gather, straight into the block's order
+            assert self._cache_ids is not None
+            t = self._cached().take(pa.array(np.searchsorted(self._cache_ids, ids)))
+        else:
+            t = self._take(uniq).take(pa.array(inverse))
         cols = columns_of_block(t.select(self.columns))
         if self.clip:
-            plans = [VideoPlan.from_row(r) for r in t.select(list(PLAN_COLUMNS)).to_pylist()]
+            plans = [VideoPlan.from_row(r) for r in t.select(list(PLAN_COLUMNS)).take(pa.array(first)).to_pylist()]
             cols.update(self._clips(uniq, inverse, plans, epoch))
         return cols
 
     def _clips(self, uniq: np.ndarray, inverse: np.ndarray, plans: list[VideoPlan], epoch: int) -> dict[str, Any]:
+        """Decoded clips of the unique rows (``plans[k]`` for ``uniq[k]``), spread to the block's rows."""
         spec = self.clip
         assert spec is not None
-        first = {int(u): i for i, u in reversed(list(enumerate(inverse)))}  # a row of the block per unique id
         blobs = self._blobs(uniq)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="mmfs-clip")
@@ -142,7 +143,7 @@ class BlockReader:
                 if blob is None:
                     raise ValueError("no video stored for this row")
                 with blob:
-                    return decode_clip(blob, plans[first[k]], spec, draw(self.seed, epoch, row_id))
+                    return decode_clip(blob, plans[k], spec, draw(self.seed, epoch, row_id))
             except Exception as e:  # noqa: BLE001 - one unreadable video must not stop the epoch (or DDP)
                 log.warning("row %d: clip not decoded (%s: %s); yielding zeros with clip_ok=False", row_id, type(e).__name__, e)
                 return None
@@ -153,12 +154,8 @@ class BlockReader:
         frames, times, ok = [], [], []
         for k in inverse:
             d = decoded[k]
-            if d is None or d[0].shape != shape:
-                frames.append(torch.zeros(shape, dtype=torch.uint8) if d is None else torch.from_numpy(d[0]))
-                times.append(torch.full((spec.frames,), float("nan"), dtype=torch.float64) if d is None else torch.from_numpy(d[1]))
-            else:
-                frames.append(torch.from_numpy(d[0]))
-                times.append(torch.from_numpy(d[1]))
+            frames.append(torch.zeros(shape, dtype=torch.uint8) if d is None else torch.from_numpy(d[0]))
+            times.append(torch.full((spec.frames,), float("nan"), dtype=torch.float64) if d is None else torch.from_numpy(d[1]))
             ok.append(d is not None)
         return {"frames": frames, "frame_times": times, "clip_ok": torch.tensor(ok, dtype=torch.bool)}
 

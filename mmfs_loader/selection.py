@@ -51,7 +51,8 @@ class Selection:
     dropped_incomplete: int = 0  # rows left out because a requested group had no value or an error
 
 
-def _and(*parts: str | None) -> str | None:
+def and_filters(*parts: str | None) -> str | None:
+    """The SQL conjunction of the given filters (None ones left out), each in parentheses."""
     ps = [p for p in parts if p]
     return " AND ".join(f"({p})" for p in ps) if ps else None
 
@@ -68,11 +69,11 @@ def select(
     names = set(table.schema.names)
     has_meta = M.error_column in names
     quarantine = f"{M.error_column} IS NOT NULL" if has_meta and not include_quarantined else None
-    where = _and(filter, f"{M.error_column} IS NULL" if quarantine else None)
+    where = and_filters(filter, f"{M.error_column} IS NULL" if quarantine else None)
     cols = sorted({c for g in groups for c in (f"{g}_producer", f"{g}_error")})
     try:
         t = table.to_table(columns=cols, filter=where, with_row_id=True)
-        quarantined = table.count_rows(filter=_and(filter, quarantine)) if quarantine else 0
+        quarantined = table.count_rows(filter=and_filters(filter, quarantine)) if quarantine else 0
     except (ValueError, OSError) as e:  # Lance reports bad SQL and unknown columns as these
         raise ValueError(f"cannot apply filter {filter!r}: {e}") from e
     ok = np.ones(t.num_rows, dtype=bool)
