@@ -16,6 +16,7 @@ class LanceTableResource(dg.ConfigurableResource):
     uri: str
     storage_options: dict[str, str] = {}
     video_storage: str = "inline"
+    inline_max_bytes: int = 2 << 30  # larger files are stored as pointers (bounded ingest memory)
 
     def open(self) -> lance.LanceDataset:
         return lance.dataset(self.uri, storage_options=self.storage_options or None)
@@ -50,7 +51,10 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
     s = settings or Settings.from_env()
     return {
         "lance_table": LanceTableResource(
-            uri=s.table_uri, storage_options=s.storage_options, video_storage=s.video_storage
+            uri=s.table_uri,
+            storage_options=s.storage_options,
+            video_storage=s.video_storage,
+            inline_max_bytes=s.inline_max_bytes,
         ),
         "drop_folder": DropFolderResource(root=s.drop_dir, quiet_seconds=s.drop_quiet_seconds),
         "models": ModelsResource(

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from mmfs_assets.assets import videos
-from mmfs_assets.ingest.drops import is_ready, unsafe_reason
+from mmfs_assets.ingest.drops import is_ready, refusal
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.resources import DropFolderResource
 
@@ -24,12 +24,9 @@ def scan_drops(root: Path, registered: set[str], quiet_seconds: float) -> tuple[
         name = d.name
         if name.startswith((".", "_")) or name in registered:
             continue
-        if d.is_symlink():
-            refused[name] = f"drop {name!r} is a symlink: drops must be real folders under {root}"
-            continue
-        if not d.is_dir():
-            continue
-        if reason := unsafe_reason(name):
+        if not d.is_dir() and not d.is_symlink():
+            continue  # a stray file next to the drops
+        if reason := refusal(root, name):
             refused[name] = reason
             continue
         (ready if is_ready(d, quiet_seconds) else waiting).append(name)

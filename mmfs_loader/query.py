@@ -3,6 +3,11 @@
 The table is exposed as the view ``videos`` with every column except the video blob (DuckDB cannot read
 Lance blob descriptors; ``SELECT *`` would fail otherwise). DuckDB pushes projections and filters
 through the view into the Lance scan, so a query reads only the columns it names.
+
+The connection is locked down by default: no file system access (``COPY ... TO``, ``read_text``,
+``ATTACH``, ``EXPORT`` fail), no extension installs or loads, and the configuration cannot be changed
+from SQL. SQL over the table can then neither read secrets nor overwrite the table's own files.
+``allow_external_access=True`` (``mmfs sql --unsafe-allow-files``) is the explicit opt-in.
 """
 
 from __future__ import annotations
@@ -15,9 +20,18 @@ from mmfs_loader.schema import BLOB_COLUMNS
 from mmfs_loader.table import open_table
 
 
-def connect(ds: lance.LanceDataset) -> duckdb.DuckDBPyConnection:
+LOCKED_DOWN = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+}
+
+
+def connect(ds: lance.LanceDataset, *, allow_external_access: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection where ``videos`` is the (pinned) dataset without its blob column."""
-    con = duckdb.connect()
+    con = duckdb.connect(config={} if allow_external_access else {**LOCKED_DOWN, "lock_configuration": True})
     con.register("_mmfs_table", ds)
     cols = ", ".join('"' + c.replace('"', '""') + '"' for c in ds.schema.names if c not in BLOB_COLUMNS)
     con.execute(f"CREATE VIEW videos AS SELECT {cols} FROM _mmfs_table")
@@ -31,10 +45,11 @@ def sql(
     version: int | None = None,
     tag: str | None = None,
     storage_options: dict[str, str] | None = None,
+    allow_external_access: bool = False,
 ) -> pa.Table:
     """Run ``query`` (DuckDB SQL, table ``videos``) and return the result as an Arrow table."""
     ds = open_table(uri, version=version, tag=tag, storage_options=storage_options)
-    con = connect(ds)
+    con = connect(ds, allow_external_access=allow_external_access)
     try:
         return con.sql(query).to_arrow_table()
     finally:

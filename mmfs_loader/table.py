@@ -1,8 +1,20 @@
-"""Opening the shared table at the latest version, a pinned version number or a tag."""
+"""Opening the shared table at the latest version, a pinned version number or a tag.
+
+A pinned version or tag is opened directly (``lance.dataset(uri, version=...)``), never by opening the
+latest version first: a damaged latest manifest must not block reads of an intact older version.
+Tag names are restricted to :data:`SAFE_TAG` (ASCII letters, digits, ``.``, ``_``, ``-``): Lance accepts
+some non-ASCII names and then cannot list its tags any more.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import lance
+
+SAFE_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class TableNotFoundError(FileNotFoundError):
@@ -11,6 +23,47 @@ class TableNotFoundError(FileNotFoundError):
 
 class VersionNotFoundError(LookupError):
     """The requested version or tag does not exist (or was cleaned up)."""
+
+
+def check_tag_name(name: str) -> str:
+    """``name`` if it is a valid tag name, else ValueError saying what is allowed."""
+    if not isinstance(name, str) or not SAFE_TAG.match(name):
+        raise ValueError(
+            f"invalid tag name {name!r}: use 1-128 ASCII letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_version(version) -> int:
+    """``version`` as an int if it can name a table version (1, 2, ...), else ValueError."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer (table versions start at 1), not {version!r}")
+    return version
+
+
+def _not_found(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return "not found" in msg or "does not exist" in msg
+
+
+def known_tags(uri: str, storage_options: dict[str, str] | None = None) -> dict[str, int]:
+    """Tag name -> version, readable even when one stored tag has a name Lance cannot list."""
+    try:
+        ds = lance.dataset(uri, storage_options=storage_options)
+        return {k: int(v["version"]) for k, v in ds.tags.list().items()}
+    except Exception:  # noqa: BLE001 - fall back to reading the tag files of a local table
+        pass
+    out: dict[str, int] = {}
+    refs = Path(uri) / "_refs" / "tags"
+    if "://" in uri or not refs.is_dir():
+        return out
+    for f in sorted(refs.glob("*.json")):
+        try:
+            out[f.stem] = int(json.loads(f.read_text())["version"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return out
 
 
 def open_table(
@@ -23,19 +76,39 @@ def open_table(
     """Open the table, pinned to ``version`` or ``tag`` when given (not both)."""
     if version is not None and tag is not None:
         raise ValueError("give a version or a tag, not both")
-    try:
-        ds = lance.dataset(uri, storage_options=storage_options)
-    except (ValueError, OSError) as e:
-        if "not found" in str(e).lower() or "does not exist" in str(e).lower():
-            raise TableNotFoundError(f"no MMFS table at {uri!r}: ingest a drop first") from e
-        raise
+    if version is not None:
+        check_version(version)
     pin = tag if tag is not None else version
-    if pin is None:
-        return ds
     try:
-        return ds.checkout_version(pin)
+        return lance.dataset(uri, version=pin, storage_options=storage_options)
+    except OverflowError as e:
+        raise ValueError(f"version {version!r} is out of range") from e
     except (ValueError, OSError, KeyError) as e:
-        known = sorted(ds.tags.list()) if tag is not None else None
-        what = f"tag {tag!r}" if tag is not None else f"version {version}"
-        hint = f" (known tags: {known})" if known is not None else f" (latest is {ds.latest_version})"
-        raise VersionNotFoundError(f"{what} not found in {uri}{hint}") from e
+        if pin is None:
+            if _not_found(e):
+                raise TableNotFoundError(f"no MMFS table at {uri!r}: ingest a drop first") from e
+            raise
+        if not table_exists(uri, storage_options):
+            raise TableNotFoundError(f"no MMFS table at {uri!r}: ingest a drop first") from e
+        if tag is not None:
+            known = sorted(known_tags(uri, storage_options))
+            raise VersionNotFoundError(f"no such tag {tag!r} in {uri}; known: {', '.join(known) or 'none'}") from e
+        raise VersionNotFoundError(f"version {version} not found in {uri} ({_latest_hint(uri, storage_options)})") from e
+
+
+def table_exists(uri: str, storage_options: dict[str, str] | None = None) -> bool:
+    """Whether ``uri`` holds a Lance dataset (any readable or damaged version)."""
+    if "://" not in uri:
+        return (Path(uri) / "_versions").is_dir()
+    try:
+        lance.dataset(uri, storage_options=storage_options)
+        return True
+    except Exception as e:  # noqa: BLE001
+        return not _not_found(e)
+
+
+def _latest_hint(uri: str, storage_options: dict[str, str] | None) -> str:
+    try:
+        return f"latest is {lance.dataset(uri, storage_options=storage_options).latest_version}"
+    except Exception as e:  # noqa: BLE001 - the hint must not hide the real error
+        return f"the latest version cannot be opened: {str(e).splitlines()[0][:200]}"

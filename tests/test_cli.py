@@ -42,7 +42,7 @@ def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
     r = _run("sql", "SELECT COUNT(1) FROM videos", "--version", "999")
     assert r.exit_code == 2 and "version 999 not found" in r.output
     r = _run("sql", "SELECT COUNT(1) FROM videos", "--tag", "nope")
-    assert r.exit_code == 2 and "tag 'nope' not found" in r.output and "snap" in r.output
+    assert r.exit_code == 2 and "no such tag 'nope'" in r.output and "snap" in r.output
     r = _run("snapshot", "snap")
     assert r.exit_code == 2 and "already names version" in r.output
     r = _run("snapshot", "snap-2", "--version", "2")

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from mmfs_assets.assets.digest import table_digest
-from mmfs_assets.ingest.drops import unsafe_reason
+from mmfs_assets.ingest.drops import DropRefusedError, resolve_drop
 from mmfs_assets.ingest.ingest_drop import ingest_drop
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
@@ -39,11 +39,10 @@ def videos(
     context: dg.AssetExecutionContext, lance_table: LanceTableResource, drop_folder: DropFolderResource
 ) -> dg.MaterializeResult:
     key = context.partition_key
-    if reason := unsafe_reason(key):
-        raise dg.Failure(description=reason)
-    path = drop_folder.path(key)
-    if not path.is_dir():
-        raise dg.Failure(description=f"drop folder {path} does not exist (MMFS_DROP_DIR={drop_folder.root})")
+    try:
+        path = resolve_drop(drop_folder.root, key)
+    except DropRefusedError as e:
+        raise dg.Failure(description=str(e)) from e
     trackers = {phase: tracker(context.log.info, f"{phase} {key} (bytes)") for phase in ("hash", "write")}
     rep = ingest_drop(
         path,
@@ -52,6 +51,7 @@ def videos(
         properties=run_properties(context, "videos", INGEST_CODE_VERSION),
         storage_options=lance_table.options,
         video_storage=lance_table.video_storage,
+        inline_max_bytes=lance_table.inline_max_bytes,
         progress=lambda phase, done, total: trackers[phase](done, total),
     )
     for s in rep.skipped:
@@ -67,6 +67,8 @@ def videos(
             "new_rows": rep.new_rows,
             "skipped_already_in_table": rep.already_in_table,
             "duplicates_in_drop": rep.duplicates_in_drop,
+            "duplicates_removed_after_commit": rep.duplicates_removed,
+            "stored_as_pointer_over_size_limit": rep.pointer_rows if lance_table.video_storage == "inline" else 0,
             "files": rep.files,
             "files_skipped": dg.MetadataValue.md(
                 "\n".join(f"- `{s.relpath}`: {s.reason}" for s in rep.skipped) or "none"

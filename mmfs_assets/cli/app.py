@@ -68,8 +68,10 @@ def sql_cmd(
     version: Annotated[Optional[int], typer.Option(help="pin a table version")] = None,
     tag: Annotated[Optional[str], typer.Option(help="pin a table tag")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    unsafe_allow_files: Annotated[bool, typer.Option(
+        "--unsafe-allow-files", help="let SQL read and write files and load extensions (off: read-only)")] = False,
 ) -> None:
-    """Run SQL over the table (exposed as `videos`), at the latest version or a pinned one."""
+    """Run read-only SQL over the table (exposed as `videos`), at the latest version or a pinned one."""
     import duckdb
 
     from mmfs_assets.settings import Settings
@@ -78,7 +80,8 @@ def sql_cmd(
 
     s = Settings.from_env()
     try:
-        t = sql(s.table_uri, query, version=version, tag=tag, storage_options=s.storage_options or None)
+        t = sql(s.table_uri, query, version=version, tag=tag, storage_options=s.storage_options or None,
+                allow_external_access=unsafe_allow_files)
     except (TableNotFoundError, VersionNotFoundError, ValueError, duckdb.Error) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e

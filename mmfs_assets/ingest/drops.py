@@ -2,23 +2,35 @@
 
 A drop name becomes a Dagster partition key only if it matches :data:`SAFE_DROP_NAME`: ASCII letters,
 digits, ``.``, ``_`` and ``-``, starting with a letter or digit, at most 128 characters. Other names are
-refused with a reason (they would be awkward in URLs, shells and filters).
+refused with a reason (they would be awkward in URLs, shells and filters). :func:`resolve_drop` is the one
+rule the sensor, the CLI and the ingest asset share: a drop is a real folder (not a symlink) directly
+under the drop directory, with a safe name.
 
 Inside a drop every regular file is ingested (recursively) except hidden files (``.name``) and markers
-(``_name``, e.g. ``_READY``). A symlink is followed only when its target stays inside the drop folder;
-links that leave the drop are skipped, so a drop cannot pull in files from elsewhere on the machine.
+(``_name``, e.g. ``_READY``). A symlink counts only when its target stays inside the drop folder; the
+listing records the target's real path (``parts``), and the ingest opens exactly that path, component by
+component, without following any link (:mod:`mmfs_assets.ingest.safe_open`). Re-pointing a link after the
+listing therefore cannot make the ingest read a file outside the drop. Anything the listing cannot use (a
+link leaving the drop, a link loop, an unreadable folder, a FIFO) becomes a :class:`SkippedFile` with a
+reason; it never fails the drop.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 SAFE_DROP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 READY_MARKER = "_READY"
+
+
+class DropRefusedError(ValueError):
+    """A drop name or folder that must not be ingested (unsafe name, symlink, not a folder, missing)."""
 
 
 def unsafe_reason(name: str) -> str | None:
@@ -31,11 +43,43 @@ def unsafe_reason(name: str) -> str | None:
     )
 
 
+def refusal(root: Path, name: str) -> str | None:
+    """Why ``root/name`` is not an ingestible drop, or None if it is (the shared drop-resolution rule)."""
+    if reason := unsafe_reason(name):
+        return reason
+    path = Path(root) / name
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return f"no drop folder {path} (MMFS_DROP_DIR={root})"
+    except OSError as e:
+        return f"drop folder {path} cannot be inspected: {e.strerror or e}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"drop {name!r} is a symlink: drops must be real folders under {root}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"drop {name!r} is not a folder"
+    return None
+
+
+def resolve_drop(root: Path | str, name: str) -> Path:
+    """The folder of drop ``name`` under ``root``, or :class:`DropRefusedError` saying why not."""
+    if reason := refusal(Path(root), name):
+        raise DropRefusedError(reason)
+    return Path(root) / name
+
+
+def display_name(relpath: str) -> str:
+    """``relpath`` as valid UTF-8 text: undecodable bytes of a file name show as ``\\xNN``."""
+    return relpath.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class DropFile:
-    path: Path  # the path inside the drop (may be a symlink that stays inside)
-    relpath: str  # relative to the drop folder, '/'-separated
-    size: int
+    path: Path  # the path inside the drop as listed (may be a symlink that stays inside)
+    relpath: str  # relative to the drop folder, '/'-separated, valid UTF-8 (see display_name)
+    size: int  # as listed; the ingest re-checks it on the opened descriptor
+    parts: tuple[str, ...] = ()  # the real file's path components under the drop (no links), opened by the ingest
+    is_link: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,12 +96,35 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
+def _real_target(p: Path, root: Path) -> tuple[Path | None, str | None]:
+    """(resolved target, None) for a link whose target stays inside ``root``, else (None, reason)."""
+    try:
+        target = Path(os.path.realpath(p, strict=True))
+    except FileNotFoundError:
+        target = Path(os.path.realpath(p))
+        if not _inside(target, root):
+            return None, "symlink leaves the drop folder"
+        return None, "dangling symlink"
+    except (OSError, RuntimeError) as e:
+        if getattr(e, "errno", None) == errno.ELOOP or "loop" in str(e).lower():
+            return None, "symlink loop"
+        return None, f"symlink cannot be resolved: {e}"
+    if not _inside(target, root):
+        return None, "symlink leaves the drop folder"
+    return target, None
+
+
 def list_drop_files(drop: Path) -> tuple[list[DropFile], list[SkippedFile]]:
     """Files of a drop to ingest, sorted by relative path, and the files skipped with reasons."""
     root = drop.resolve()
     files: list[DropFile] = []
     skipped: list[SkippedFile] = []
-    for dirpath, dirnames, filenames in os.walk(drop, followlinks=False):
+
+    def walk_error(e: OSError) -> None:  # an unreadable folder is reported, not silently left out
+        rel = Path(e.filename).relative_to(drop).as_posix() if e.filename else "?"
+        skipped.append(SkippedFile(display_name(rel), f"folder cannot be read: {e.strerror or e}"))
+
+    for dirpath, dirnames, filenames in os.walk(drop, followlinks=False, onerror=walk_error):
         here = Path(dirpath)
         # symlinked directories are listed in dirnames but not walked: check them explicitly
         for d in list(dirnames):
@@ -66,29 +133,41 @@ def list_drop_files(drop: Path) -> tuple[list[DropFile], list[SkippedFile]]:
                 dirnames.remove(d)
             elif p.is_symlink():
                 dirnames.remove(d)
-                rel = p.relative_to(drop).as_posix()
-                if _inside(p.resolve(), root):
-                    skipped.append(SkippedFile(rel, "symlinked directory (its target is ingested directly)"))
-                else:
-                    skipped.append(SkippedFile(rel, "symlink leaves the drop folder"))
+                rel = display_name(p.relative_to(drop).as_posix())
+                target, reason = _real_target(p, root)
+                if target is not None:
+                    reason = "symlinked directory (its target is ingested directly)"
+                skipped.append(SkippedFile(rel, reason))
         for name in filenames:
-            p = here / name
-            rel = p.relative_to(drop).as_posix()
             if name.startswith((".", "_")):
                 continue
-            if p.is_symlink():
-                target = p.resolve()
-                if not _inside(target, root):
-                    skipped.append(SkippedFile(rel, "symlink leaves the drop folder"))
-                    continue
-                if not target.is_file():
-                    skipped.append(SkippedFile(rel, "symlink to something that is not a regular file"))
-                    continue
-            elif not p.is_file():
-                skipped.append(SkippedFile(rel, "not a regular file"))
+            p = here / name
+            rel = display_name(p.relative_to(drop).as_posix())
+            try:
+                st = os.lstat(p)
+            except OSError as e:
+                skipped.append(SkippedFile(rel, f"cannot be inspected: {e.strerror or e}"))
                 continue
-            files.append(DropFile(p, rel, p.stat().st_size))
+            real, is_link = p, stat.S_ISLNK(st.st_mode)
+            if is_link:
+                target, reason = _real_target(p, root)
+                if target is None:
+                    skipped.append(SkippedFile(rel, reason))
+                    continue
+                real = target
+                try:
+                    st = os.stat(target)
+                except OSError as e:
+                    skipped.append(SkippedFile(rel, f"cannot be inspected: {e.strerror or e}"))
+                    continue
+            if not stat.S_ISREG(st.st_mode):
+                what = "symlink to something that is not a regular file" if is_link else "not a regular file"
+                skipped.append(SkippedFile(rel, what))
+                continue
+            parts = real.resolve().relative_to(root).parts if is_link else p.relative_to(drop).parts
+            files.append(DropFile(p, rel, st.st_size, tuple(parts), is_link))
     files.sort(key=lambda f: f.relpath)
+    skipped.sort(key=lambda s: s.relpath)
     return files, skipped
 
 

@@ -1,10 +1,19 @@
-"""Ingesting one drop: list its files, hash them, append the videos the table does not hold yet.
+"""Ingesting one drop: list its files, read each once, append the videos the table does not hold yet.
 
-One row per unique video: the id is the SHA-256 of the content, so a file already in the table (from this
-drop or any other) is skipped, and duplicates inside a drop keep a real file over a symlink, then the
-first path in sorted order.
-New rows are appended in chunks bounded by bytes, one commit per chunk, each carrying transaction
-properties, so a crash loses at most one chunk and a re-run skips what was committed.
+One row per unique video: the id is the SHA-256 of the bytes stored for it. Each file is opened once,
+without following links (:mod:`mmfs_assets.ingest.safe_open`), hashed while it is read, and the bytes of
+that same read are what goes into the blob column, so neither a re-pointed link nor a file rewritten
+mid-ingest can store something else than what was hashed.
+
+Memory is bounded: rows are appended in chunks of at most ``chunk_bytes``; a file larger than
+``inline_max_bytes`` is only hashed (streaming) and stored as a pointer to its real path in the drop
+(``video_storage='pointer'`` on that row). Duplicates inside a drop keep a real file over a symlink, then
+the first path in sorted order. Files already in the table (from any drop) are skipped, and after every
+commit a deterministic dedup keeps only the first-committed row of each id (:mod:`mmfs_assets.table.dedup`),
+so two ingests that race (in two Dagster instances, or without any pool) still leave one row per video.
+
+A file that cannot be read (permissions, a link that appeared after listing, changed while read) becomes a
+skip entry with its reason; it never fails the drop.
 """
 
 from __future__ import annotations
@@ -15,18 +24,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pyarrow as pa
 import numpy as np
-from lance.blob import BlobType, blob_array
+import pyarrow as pa
+from lance.blob import BlobType
 
-from mmfs_assets.ingest.drops import DropFile, SkippedFile, list_drop_files
-from mmfs_assets.ingest.hashing import sha256_file
+from mmfs_assets.ingest.drops import DropFile, DropRefusedError, SkippedFile, list_drop_files
+from mmfs_assets.ingest.safe_open import DropReader, ReadResult
 from mmfs_assets.table import append_rows, open_or_create
 from mmfs_assets.table.append import FRAGMENT_ROWS
+from mmfs_assets.table.dedup import dedup_ids
 from mmfs_loader import schema as S
 from mmfs_loader.sql import is_in
 
-ID_LOOKUP_BATCH = 512  # above this many files, one scan of the id column beats repeated IN lookups
+ID_LOOKUP_BATCH = 512  # above this many ids, one scan of the id column beats repeated IN lookups
+INLINE_MAX_BYTES = 2 << 30  # larger files are stored as pointers (setting MMFS_INLINE_MAX_BYTES)
 
 
 @dataclass
@@ -38,6 +49,8 @@ class IngestReport:
     new_bytes: int = 0
     already_in_table: int = 0
     duplicates_in_drop: int = 0
+    duplicates_removed: int = 0  # rows of a racing ingest of the same videos, removed by the post-commit dedup
+    pointer_rows: int = 0  # files over inline_max_bytes stored as pointers
     skipped: list[SkippedFile] = field(default_factory=list)
     commits: list[int] = field(default_factory=list)
     lance_version: int | None = None
@@ -47,6 +60,14 @@ class IngestReport:
 
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass
+class _Pending:
+    file: DropFile
+    read: ReadResult
+    uri: str  # file:// URI of the real file in the drop (no link)
+    storage: str  # "inline" or "pointer"
 
 
 def _existing_ids(ds, ids: list[str]) -> set[str]:
@@ -61,51 +82,39 @@ def _existing_ids(ds, ids: list[str]) -> set[str]:
     return found
 
 
-def inline_blobs(paths: list[Path]) -> pa.ExtensionArray:
-    """A blob v2 array of the files' bytes, read straight into one Arrow buffer.
-
-    ``lance.blob.blob_array`` goes through Python ``bytes`` objects and ``pa.array`` (two copies, about
-    400 MB/s here); reading into a preallocated buffer is one copy from the page cache.
-    """
-    sizes = np.array([p.stat().st_size for p in paths], dtype=np.int64)
-    offsets = np.zeros(len(paths) + 1, dtype=np.int64)
+def blob_column(items: list[_Pending]) -> pa.ExtensionArray:
+    """A blob v2 array: the bytes already read for inline rows (one Arrow buffer), the URI for pointer rows."""
+    n = len(items)
+    inline = np.array([p.storage == "inline" for p in items], dtype=bool)
+    sizes = np.array([p.read.size if p.storage == "inline" else 0 for p in items], dtype=np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
-    data = np.empty(int(offsets[-1]), dtype=np.uint8)
-    for p, start, size in zip(paths, offsets[:-1], sizes):
-        with open(p, "rb", buffering=0) as f:
-            view = memoryview(data)[start : start + size]
-            got = 0
-            while got < size:
-                n = f.readinto(view[got:])
-                if not n:
-                    raise OSError(f"{p} shrank while it was being ingested")
-                got += n
-    n = len(paths)
-    payload = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    parts = [p.read.data for p in items if p.storage == "inline" and p.read.size]
+    data = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts else np.empty(0, np.uint8))
+    validity = None if inline.all() else pa.py_buffer(np.packbits(inline, bitorder="little"))
+    payload = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=int((~inline).sum())
+    )
+    uris = pa.array([None if p.storage == "inline" else p.uri for p in items], pa.utf8())
     storage = pa.StructArray.from_arrays(
-        [payload, pa.nulls(n, pa.utf8()), pa.nulls(n, pa.uint64()), pa.nulls(n, pa.uint64())],
+        [payload, uris, pa.nulls(n, pa.uint64()), pa.nulls(n, pa.uint64())],
         names=["data", "uri", "position", "size"],
     )
     return pa.ExtensionArray.from_storage(BlobType(), storage)
 
 
-def _rows(drop_id: str, files: list[tuple[DropFile, str]], video_storage: str) -> pa.Table:
+def _rows(drop_id: str, items: list[_Pending]) -> pa.Table:
     now = datetime.now(timezone.utc)
-    uris = [f.path.resolve().as_uri() for f, _ in files]
-    if video_storage == "inline":
-        videos = inline_blobs([f.path for f, _ in files])
-    else:
-        videos = blob_array(uris)
     return pa.table(
         {
-            S.ID: pa.array([h for _, h in files], pa.string()),
-            S.DROP_ID: pa.array([drop_id] * len(files), pa.string()),
-            S.SOURCE_URI: pa.array(uris, pa.string()),
-            S.FILE_NAME: pa.array([f.relpath for f, _ in files], pa.string()),
-            S.SIZE_BYTES: pa.array([f.size for f, _ in files], pa.int64()),
-            S.INGESTED_AT: pa.array([now] * len(files), pa.timestamp("us", tz="UTC")),
-            S.VIDEO_STORAGE: pa.array([video_storage] * len(files), pa.string()),
-            S.VIDEO: videos,
+            S.ID: pa.array([p.read.sha256 for p in items], pa.string()),
+            S.DROP_ID: pa.array([drop_id] * len(items), pa.string()),
+            S.SOURCE_URI: pa.array([p.uri for p in items], pa.string()),
+            S.FILE_NAME: pa.array([p.file.relpath for p in items], pa.string()),
+            S.SIZE_BYTES: pa.array([p.read.size for p in items], pa.int64()),
+            S.INGESTED_AT: pa.array([now] * len(items), pa.timestamp("us", tz="UTC")),
+            S.VIDEO_STORAGE: pa.array([p.storage for p in items], pa.string()),
+            S.VIDEO: blob_column(items),
         },
         schema=S.INGEST_SCHEMA,
     )
@@ -120,70 +129,97 @@ def ingest_drop(
     storage_options: dict[str, str] | None = None,
     video_storage: str = "inline",
     chunk_bytes: int = 256 << 20,
+    inline_max_bytes: int = INLINE_MAX_BYTES,
     fragment_rows: int = FRAGMENT_ROWS,
     progress: Progress | None = None,
+    before_read: Callable[[DropFile], None] | None = None,
 ) -> IngestReport:
-    """Append the drop's new videos to the table and report what happened."""
+    """Append the drop's new videos to the table and report what happened.
+
+    ``before_read(file)`` is called just before each file is opened: a test hook that lets a race (a link
+    re-pointed, a folder swapped) happen deterministically between the listing and the read.
+    """
     if video_storage not in ("inline", "pointer"):
         raise ValueError(f"video_storage must be 'inline' or 'pointer', not {video_storage!r}")
-    if not drop_path.is_dir():
-        raise FileNotFoundError(f"drop folder {drop_path} does not exist")
+    drop_path = Path(drop_path)
+    if drop_path.is_symlink() or not drop_path.is_dir():
+        raise DropRefusedError(f"drop folder {drop_path} is not a real folder (a symlink, missing or a file)")
     rep = IngestReport(drop_id)
     files, rep.skipped = list_drop_files(drop_path)
     rep.files = len(files)
-    total = sum(f.size for f in files)
-    t0 = time.perf_counter()
-    hashed: list[tuple[DropFile, str]] = []
-    done = 0
-    for f in files:
-        hashed.append((f, sha256_file(f.path)))
-        done += f.size
-        if progress:
-            progress("hash", done, total)
-    rep.bytes_hashed = done
-    rep.seconds_hashing = time.perf_counter() - t0
-
-    unique: dict[str, DropFile] = {}
     # duplicates keep the real file over a link to it, then the first path in sorted order
-    for f, h in sorted(hashed, key=lambda fh: (fh[0].path.is_symlink(), fh[0].relpath)):
-        if h in unique:
-            rep.duplicates_in_drop += 1
-        else:
-            unique[h] = f
+    files.sort(key=lambda f: (f.is_link, f.relpath))
+    total = sum(f.size for f in files)
+    root = drop_path.resolve()
     ds = open_or_create(uri, storage_options)
-    existing = _existing_ids(ds, list(unique))
-    rep.already_in_table = len(existing)
-    todo = [(f, h) for h, f in unique.items() if h not in existing]
     rep.lance_version = ds.version
-
-    t1 = time.perf_counter()
-    new_total = sum(f.size for f, _ in todo)
-    written = 0
-    chunk: list[tuple[DropFile, str]] = []
-    chunk_size = 0
+    seen: set[str] = set()
+    pending: list[_Pending] = []
+    pending_bytes = 0
+    known: list[str] = []  # ids already in the table: a run killed between its commit and its dedup left them
+    hashed = 0
+    t_write = 0.0
+    t0 = time.perf_counter()
 
     def flush() -> None:
-        nonlocal chunk, chunk_size, written
-        if not chunk:
+        nonlocal pending, pending_bytes, t_write
+        if not pending:
             return
-        out = append_rows(
-            uri, _rows(drop_id, chunk, video_storage), properties, storage_options, fragment_rows=fragment_rows
-        )
-        rep.commits.append(out.version)
-        rep.lance_version = out.version
-        rep.new_rows += len(chunk)
-        rep.new_bytes += chunk_size
-        rep.new_ids.extend(h for _, h in chunk)
-        written += chunk_size
-        if progress:
-            progress("write", written, new_total)
-        chunk, chunk_size = [], 0
+        t = time.perf_counter()
+        existing = _existing_ids(ds, [p.read.sha256 for p in pending])
+        rep.already_in_table += len(existing)
+        known.extend(existing)
+        todo = [p for p in pending if p.read.sha256 not in existing]
+        if todo:
+            out = append_rows(uri, _rows(drop_id, todo), properties, storage_options, fragment_rows=fragment_rows)
+            rep.commits.append(out.version)
+            rep.lance_version = out.version
+            rep.duplicates_removed += dedup_ids(uri, [p.read.sha256 for p in todo], storage_options)
+            rep.new_rows += len(todo)
+            rep.new_bytes += sum(p.read.size for p in todo)
+            rep.pointer_rows += sum(p.storage == "pointer" for p in todo)
+            rep.new_ids.extend(p.read.sha256 for p in todo)
+            if progress:
+                progress("write", rep.new_bytes, total)
+        pending, pending_bytes = [], 0
+        t_write += time.perf_counter() - t
 
-    for f, h in todo:
-        if chunk and chunk_size + f.size > chunk_bytes:
-            flush()
-        chunk.append((f, h))
-        chunk_size += f.size
-    flush()
-    rep.seconds_writing = time.perf_counter() - t1
+    def on_bytes(n: int) -> None:
+        nonlocal hashed
+        hashed += n
+        if progress:
+            progress("hash", hashed, total)
+
+    with DropReader(drop_path) as reader:
+        for f in files:
+            if before_read:
+                before_read(f)
+            keep = video_storage == "inline" and f.size <= inline_max_bytes
+            if keep and pending and pending_bytes + f.size > chunk_bytes:
+                flush()  # bounded memory: the chunk goes out before this file's bytes come in
+            try:
+                r = reader.read(f.parts, keep_bytes=keep, on_bytes=on_bytes)
+            except OSError as e:
+                rep.skipped.append(SkippedFile(f.relpath, f"cannot be read: {e.strerror or e}"))
+                continue
+            if r.data is not None and r.size > inline_max_bytes:  # grew past the limit since listing
+                r.data = None
+            rep.bytes_hashed += r.size
+            if r.sha256 in seen:
+                rep.duplicates_in_drop += 1
+                continue
+            seen.add(r.sha256)
+            storage = "inline" if r.data is not None else "pointer"
+            pending.append(_Pending(f, r, root.joinpath(*f.parts).as_uri(), storage))
+            pending_bytes += r.size if storage == "inline" else 0
+            if pending_bytes >= chunk_bytes:
+                flush()
+        flush()
+    # a run killed between its append and its dedup may have left a second row for a video of this drop
+    rep.duplicates_removed += dedup_ids(uri, known, storage_options)
+    rep.skipped.sort(key=lambda s: s.relpath)
+    elapsed = time.perf_counter() - t0
+    rep.seconds_writing = t_write
+    rep.seconds_hashing = elapsed - t_write
     return rep
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lance
 import pyarrow as pa
 
@@ -25,6 +27,24 @@ def _exists(uri: str, storage_options: dict[str, str] | None) -> lance.LanceData
         raise
 
 
+class TableLocationError(ValueError):
+    """The table URI points at something that is not a Lance table and must not become one."""
+
+
+def check_location(uri: str) -> None:
+    """Refuse to create the table inside a local folder that already holds other files."""
+    if "://" in uri:
+        return
+    p = Path(uri)
+    if p.exists() and not p.is_dir():
+        raise TableLocationError(f"MMFS_TABLE_URI={uri} is a file, not a Lance table folder")
+    if p.is_dir() and not (p / "_versions").is_dir() and any(p.iterdir()):
+        raise TableLocationError(
+            f"MMFS_TABLE_URI={uri} is a non-empty folder that is not a Lance table: refusing to create "
+            "the table inside it (point MMFS_TABLE_URI at a new path, e.g. .../videos.lance)"
+        )
+
+
 def open_or_create(uri: str, storage_options: dict[str, str] | None = None) -> lance.LanceDataset:
     """Open the table, creating it empty (with stable row ids) if it does not exist yet.
 
@@ -33,6 +53,7 @@ def open_or_create(uri: str, storage_options: dict[str, str] | None = None) -> l
     ds = _exists(uri, storage_options)
     if ds is not None:
         return ds
+    check_location(uri)
     try:
         return lance.write_dataset(
             INGEST_SCHEMA.empty_table(),
