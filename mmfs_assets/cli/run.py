@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from mmfs_assets.assets import ALL_ASSETS
-from mmfs_assets.ingest.drops import unsafe_reason
+from mmfs_assets.ingest.drops import refusal
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.resources import build_resources
 from mmfs_assets.settings import Settings
@@ -41,11 +41,8 @@ def materialize_drop(
 ) -> dg.ExecuteInProcessResult:
     """Register drop ``key`` as a partition if needed and materialize ``select`` (default: all) for it."""
     settings = settings or Settings.from_env()
-    if reason := unsafe_reason(key):
+    if reason := refusal(Path(settings.drop_dir), key):
         raise MaterializeError(reason)
-    drop = Path(settings.drop_dir) / key
-    if not drop.is_dir():
-        raise MaterializeError(f"no drop folder {drop} (MMFS_DROP_DIR={settings.drop_dir})")
     names = select or ASSET_NAMES
     unknown = sorted(set(names) - set(ASSET_NAMES))
     if unknown:

@@ -82,6 +82,15 @@ def _existing_ids(ds, ids: list[str]) -> set[str]:
     return found
 
 
+def _is_utf8(parts: tuple[str, ...]) -> bool:
+    """Whether a path (decoded with surrogateescape) is valid UTF-8, as a URI to it must be."""
+    try:
+        "/".join(parts).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def blob_column(items: list[_Pending]) -> pa.ExtensionArray:
     """A blob v2 array: the bytes already read for inline rows (one Arrow buffer), the URI for pointer rows."""
     n = len(items)
@@ -205,11 +214,15 @@ def ingest_drop(
             if r.data is not None and r.size > inline_max_bytes:  # grew past the limit since listing
                 r.data = None
             rep.bytes_hashed += r.size
+            storage = "inline" if r.data is not None else "pointer"
+            if storage == "pointer" and not _is_utf8(f.parts):
+                rep.skipped.append(SkippedFile(f.relpath, "file name is not valid UTF-8, so it cannot be stored "
+                                               "as a pointer: rename it (or raise MMFS_INLINE_MAX_BYTES)"))
+                continue
             if r.sha256 in seen:
                 rep.duplicates_in_drop += 1
                 continue
             seen.add(r.sha256)
-            storage = "inline" if r.data is not None else "pointer"
             pending.append(_Pending(f, r, root.joinpath(*f.parts).as_uri(), storage))
             pending_bytes += r.size if storage == "inline" else 0
             if pending_bytes >= chunk_bytes:
