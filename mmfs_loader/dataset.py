@@ -50,6 +50,17 @@ def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int
     return r, w
 
 
+def _check_args(**kw) -> None:
+    """Clear errors for sizes that make no sense (0 or negative batches, epochs, caches)."""
+    for name, lo in [("batch_size", 1), ("samples_per_epoch", 0), ("fetch_size", 1), ("cache_bytes", 0)]:
+        v = kw[name]
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            what = "a positive integer" if lo else "an integer >= 0"
+            raise ValueError(f"{name} must be {what} (or None), not {v!r}")
+
+
 class FeatureDataset(IterableDataset):
     """Samples (dicts of column -> value, always with ``id``) of a pinned table version.
 
@@ -93,6 +104,8 @@ class FeatureDataset(IterableDataset):
         cache_bytes: int = 512 << 20,
     ) -> None:
         super().__init__()
+        _check_args(batch_size=batch_size, samples_per_epoch=samples_per_epoch, fetch_size=fetch_size,
+                    cache_bytes=cache_bytes)
         table = open_table(uri, version=version, tag=tag, storage_options=storage_options)
         self.uri, self.tag, self.version = uri, tag, int(table.version)
         self.clip = ClipSpec.parse(clip)

@@ -111,21 +111,32 @@ def snapshot(
 @app.command()
 def status(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
     """Per drop: rows, and per column group how many rows are filled, errored and missing, and by whom."""
-    from mmfs_assets.cli.render import print_status
+    from mmfs_assets.cli.render import print_health, print_status
     from mmfs_assets.settings import Settings
+    from mmfs_loader.health import check_table
     from mmfs_loader.status import table_status
     from mmfs_loader.table import TableNotFoundError, open_table
 
     s = Settings.from_env()
-    try:
-        ds = open_table(s.table_uri, storage_options=s.storage_options or None)
-    except TableNotFoundError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     if fmt is Format.csv:
         console.print("[red]error:[/red] status supports --format table or json")
         raise typer.Exit(2)
+    opts = s.storage_options or None
+    health = check_table(s.table_uri, opts)
+    if not health.latest_ok and health.latest_version is not None:
+        print_health(s.table_uri, health, console)
+        raise typer.Exit(1)
+    try:
+        ds = open_table(s.table_uri, storage_options=opts)
+    except TableNotFoundError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    except Exception as e:  # noqa: BLE001 - a damaged table is reported, not dumped as a traceback
+        console.print(f"[red]error:[/red] the table at {s.table_uri} cannot be opened: {str(e).splitlines()[0]}")
+        raise typer.Exit(1) from e
     print_status(table_status(ds), fmt, out)
+    if fmt is Format.table:
+        print_health(s.table_uri, health, console)
 
 
 def main() -> None:

@@ -85,3 +85,19 @@ def print_status(status: list[DropStatus], fmt: Format, console: Console) -> Non
         if not s.groups:
             table.add_row(s.drop_id, str(s.rows), "-", "", "", "", "", end_section=True)
     console.print(table)
+
+
+def print_health(uri: str, health, console: Console) -> None:
+    """Damaged versions (with the newest readable one to pin) and the orphan data file count."""
+    if health.damaged:
+        newest = health.newest_readable
+        console.print(
+            f"[red]damaged:[/red] version(s) {', '.join(map(str, sorted(health.damaged, reverse=True)))} of {uri} "
+            f"cannot be read ({next(iter(health.damaged.values()))})."
+        )
+        if newest is not None:
+            console.print(f"newest readable version: {newest}; pinned reads work: `mmfs sql --version {newest} ...`, "
+                          f"FeatureDataset(version={newest})")
+    if health.orphan_data_files:
+        console.print(f"orphan data files: {health.orphan_data_files} (left by killed or losing writers; "
+                      "harmless to readers; cleanup is not scheduled yet)")
