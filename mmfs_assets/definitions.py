@@ -8,7 +8,7 @@ from mmfs_assets.assets import ALL_ASSETS, video_metadata, videos
 from mmfs_assets.assets.features import feature_assets
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.resources import build_resources
-from mmfs_assets.sensors import drop_sensor, features_automation
+from mmfs_assets.sensors import dead_run_reaper, drop_sensor, features_automation
 
 
 def build_definitions(features: list[Feature] | None = None) -> dg.Definitions:
@@ -16,7 +16,7 @@ def build_definitions(features: list[Feature] | None = None) -> dg.Definitions:
     assets = ALL_ASSETS if features is None else [videos, video_metadata, *feature_assets(features)]
     return dg.Definitions(
         assets=assets,
-        sensors=[drop_sensor, features_automation],
+        sensors=[drop_sensor, features_automation, dead_run_reaper],
         resources=build_resources(),
         executor=dg.multiprocess_executor,
     )

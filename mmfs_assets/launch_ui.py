@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     home = Path(os.environ.get("DAGSTER_HOME") or root / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
+    from mmfs_assets.instance.home import InstanceError, init_home
+
+    try:
+        init_home(home)  # once, under the lock: the webserver, daemon and code server start at the same time
+    except InstanceError as e:
+        raise SystemExit(f"error: {e}") from e
     host = os.environ.get("MMFS_UI_HOST", "127.0.0.1")
     port = os.environ.get("MMFS_UI_PORT", "3000")
     dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")

@@ -7,6 +7,7 @@ import dagster as dg
 
 from mmfs_assets.assets import videos
 from mmfs_assets.ingest.drops import is_ready, refusal
+from mmfs_assets.instance.liveness import free_dead_runs
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.resources import DropFolderResource
 
@@ -69,3 +70,20 @@ features_automation = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     description="Materializes feature columns for new drops as soon as their ingest lands (eager automation).",
 )
+
+
+REAPER_INTERVAL_S = 30
+
+
+@dg.sensor(
+    name="dead_run_reaper",
+    minimum_interval_seconds=REAPER_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Marks runs failed whose process is gone (e.g. a killed `mmfs materialize`) and frees the pool "
+        "slots they held, so the next ingest or GPU step does not wait forever."
+    ),
+)
+def dead_run_reaper(context: dg.SensorEvaluationContext):
+    freed = free_dead_runs(context.instance, log=context.log.warning)
+    return dg.SkipReason(f"freed the pool slots of dead runs {freed}" if freed else "no dead runs hold pool slots")

@@ -26,32 +26,46 @@ def demo(
     videos: Annotated[int, typer.Option("--videos", "-n", help="good sample videos to generate")] = 10,
     models: Annotated[Optional[str], typer.Option(
         help="tiny (random-init test models, the default here) or pretrained (real weights)")] = None,
+    ephemeral: Annotated[bool, typer.Option(help="use a throwaway Dagster instance instead of $DAGSTER_HOME")] = False,
 ) -> None:
     """Make sample videos in a new drop, run the whole pipeline, print a summary and a SQL query."""
     from mmfs_assets.cli.demo import run_demo
+    from mmfs_assets.instance.home import InstanceError
 
     if models not in (None, "tiny", "pretrained"):
         console.print(f"[red]error:[/red] --models must be tiny or pretrained, not {models!r}")
         raise typer.Exit(2)
-    run_demo(out, videos, models)
+    try:
+        run_demo(out, videos, models, ephemeral=ephemeral)
+    except InstanceError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
 
 
 @app.command()
 def materialize(
     partition: Annotated[str, typer.Option("--partition", "-p", help="drop folder name under MMFS_DROP_DIR")],
     select: Annotated[Optional[list[str]], typer.Option("--select", "-s", help="asset to materialize (repeatable; default all)")] = None,
+    ephemeral: Annotated[bool, typer.Option(help="use a throwaway Dagster instance (no history, no pools) instead of $DAGSTER_HOME")] = False,
 ) -> None:
     """Register drop PARTITION if needed and materialize the selected assets for it, in this process."""
+    from dagster import DagsterExecutionInterruptedError
+
     from mmfs_assets.cli.progress_bars import rich_progress
     from mmfs_assets.cli.run import MaterializeError, dagster_instance, materialize_drop, result_summary
+    from mmfs_assets.instance.home import InstanceError
 
-    instance = dagster_instance()
     try:
+        instance = dagster_instance(ephemeral)
         with rich_progress(console):
-            result = materialize_drop(partition, select, instance)
-    except MaterializeError as e:
+            result = materialize_drop(partition, select, instance,
+                                      notify=lambda msg: console.print(f"[yellow]{msg}[/yellow]"))
+    except (MaterializeError, InstanceError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
+    except (KeyboardInterrupt, DagsterExecutionInterruptedError) as e:
+        console.print("[red]interrupted:[/red] the run was stopped and its pool slots released")
+        raise typer.Exit(130) from e
     for asset, md in result_summary(result):
         console.print(f"[green]✓[/green] {asset} [{partition}]: " + ", ".join(
             f"{k}={v}" for k, v in md.items() if isinstance(v, (int, float, str)) and len(str(v)) < 80))
@@ -60,6 +74,41 @@ def materialize(
             if ev.is_step_failure:
                 console.print(f"[red]failed:[/red] {ev.step_key}: {ev.step_failure_data.error.message.strip()}")
         raise typer.Exit(1)
+
+
+home_app = typer.Typer(help="The Dagster home ($DAGSTER_HOME): check and repair.", no_args_is_help=True)
+app.add_typer(home_app, name="home")
+
+
+@home_app.command("check")
+def home_check() -> None:
+    """Initialise $DAGSTER_HOME if needed and report whether its storages are healthy (exit 1 if not)."""
+    from mmfs_assets.instance.home import InstanceError, damage, home_from_env, init_home
+
+    try:
+        home = home_from_env()
+        init_home(home)
+    except InstanceError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    out.print(f"{home}: healthy" if not damage(home) else f"{home}: damaged")
+
+
+@home_app.command("repair")
+def home_repair() -> None:
+    """Repair a $DAGSTER_HOME broken by concurrent first use (one schema stamp per storage; history kept)."""
+    from mmfs_assets.instance.home import InstanceError, home_from_env, init_home, repair_home
+
+    try:
+        home = home_from_env()
+        fixed = repair_home(home)
+        init_home(home)
+    except InstanceError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    for rel, rows in fixed.items():
+        out.print(f"repaired {home / rel}: {len(rows)} schema stamps -> 1")
+    out.print(f"{home}: healthy" + ("" if fixed else " (nothing to repair)"))
 
 
 @app.command("sql")

@@ -44,7 +44,7 @@ def make_demo_drop(settings: Settings, n_good: int, with_bad: bool = True) -> tu
     return drop_id, final
 
 
-def run_demo(console: Console, n_good: int, models: str | None = None) -> None:
+def run_demo(console: Console, n_good: int, models: str | None = None, ephemeral: bool = False) -> None:
     from mmfs_assets.cli.progress_bars import rich_progress
     from mmfs_assets.cli.render import Format, print_arrow, print_status
     from mmfs_assets.cli.run import dagster_instance, materialize_drop, result_summary
@@ -67,9 +67,9 @@ def run_demo(console: Console, n_good: int, models: str | None = None) -> None:
     with console.status("making sample videos with PyAV..."):
         drop_id, path = make_demo_drop(settings, n_good)
     console.print(f"made drop [bold]{drop_id}[/bold] with {sum(1 for p in path.rglob('*') if p.is_file()) - 1} files")
-    instance = dagster_instance()
+    instance = dagster_instance(ephemeral)
     with rich_progress(console):
-        result = materialize_drop(drop_id, None, instance, settings)
+        result = materialize_drop(drop_id, None, instance, settings, notify=lambda m: console.print(f"[yellow]{m}[/yellow]"))
     if not result.success:
         raise SystemExit(f"pipeline failed for {drop_id}: see `dagster dev` or the logs above")
     for asset, md in result_summary(result):

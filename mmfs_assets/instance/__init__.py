@@ -1,0 +1,1 @@
+"""The Dagster instance MMFS runs against: initialised once under a lock, freed of dead runs' pool slots."""

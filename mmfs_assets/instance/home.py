@@ -1,0 +1,132 @@
+"""``DAGSTER_HOME``: required (absolute), initialised once under a lock, checked and repairable.
+
+Dagster creates its SQLite storages (``history/runs.db``, ``history/runs/index.db``,
+``schedules/schedules.db``) lazily, the first time an instance is built on a home, and stamps each with
+its alembic revision. Several processes doing that at once on a fresh home race: some die ("table ...
+already exists", a UNIQUE error on ``alembic_version``) and the home can be left with two rows in an
+``alembic_version`` table, after which every run fails ("more than one head"). MMFS therefore builds the
+instance once under an exclusive ``flock`` on ``$DAGSTER_HOME/.mmfs-init.lock`` before any run (the CLI,
+the demo and ``make ui`` all go through :func:`open_instance`), checks the stamps cheaply with sqlite3,
+and ``mmfs home repair`` fixes a home broken before this existed (keeping its run history).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+
+LOCK_NAME = ".mmfs-init.lock"
+STORAGE_DBS = ("history/runs.db", "history/runs/index.db", "schedules/schedules.db")
+EPHEMERAL_ENV = "MMFS_EPHEMERAL_INSTANCE"
+
+
+class InstanceError(RuntimeError):
+    """The Dagster home is missing, relative or damaged; the message says what to do."""
+
+
+def home_from_env() -> Path:
+    """The absolute ``DAGSTER_HOME``, or InstanceError saying how to set it."""
+    raw = os.environ.get("DAGSTER_HOME", "").strip()
+    if not raw:
+        raise InstanceError(
+            "DAGSTER_HOME is not set. Runs are recorded there (the UI shows them) and its pools keep "
+            "ingests and GPU steps from running over each other. Set it to an absolute folder, e.g. "
+            "`export DAGSTER_HOME=$PWD/dagster_home` (`make` does this), or pass --ephemeral for a "
+            "throwaway instance with no history and no pools."
+        )
+    if not os.path.isabs(raw):
+        raise InstanceError(f"DAGSTER_HOME must be an absolute path, not {raw!r} (try $PWD/{raw})")
+    return Path(raw)
+
+
+@contextmanager
+def home_lock(home: Path):
+    """An exclusive lock on the home, held while it is initialised or repaired."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / LOCK_NAME, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _stamps(db: Path) -> list[str] | None:
+    """The rows of ``alembic_version`` (None: no such file or table yet)."""
+    if not db.exists():
+        return None
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return [r[0] for r in con.execute("SELECT version_num FROM alembic_version")]
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        con.close()
+
+
+def damage(home: Path) -> dict[str, list[str]]:
+    """Storage files of ``home`` whose schema stamp is not exactly one revision (empty: healthy)."""
+    out = {}
+    for rel in STORAGE_DBS:
+        rows = _stamps(home / rel)
+        if rows is not None and len(rows) != 1:
+            out[rel] = rows
+    return out
+
+
+def _damage_message(home: Path, bad: dict[str, list[str]]) -> str:
+    what = "; ".join(f"{rel} has {len(rows)} schema stamps {rows}" for rel, rows in bad.items())
+    return (
+        f"the Dagster home {home} is damaged ({what}), probably by several processes using it for the first "
+        "time at once. Repair it with `mmfs home repair` (keeps the run history), or move it aside and "
+        "start a new one."
+    )
+
+
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+    from dagster._core.storage.runs.sqlite import sqlite_run_storage
+    from dagster._core.storage.sql import get_alembic_config
+
+    return ScriptDirectory.from_config(get_alembic_config(sqlite_run_storage.__file__)).as_revision_number("head")
+
+
+def repair_home(home: Path) -> dict[str, list[str]]:
+    """Keep one schema stamp per storage file (the current head when present); returns what was fixed."""
+    with home_lock(home):
+        bad = damage(home)
+        head = _head() if bad else None
+        for rel, rows in bad.items():
+            keep = head if head in rows else max(rows)
+            con = sqlite3.connect(home / rel, timeout=30)
+            with con:
+                con.execute(
+                    "DELETE FROM alembic_version WHERE rowid NOT IN "
+                    "(SELECT MIN(rowid) FROM alembic_version WHERE version_num = ?)",
+                    (keep,),
+                )
+            con.close()
+        return bad
+
+
+def init_home(home: Path) -> None:
+    """Create and stamp every storage of ``home`` once, under the lock; refuse a damaged home."""
+    with home_lock(home):
+        if bad := damage(home):
+            raise InstanceError(_damage_message(home, bad))
+        with dg.DagsterInstance.from_config(str(home)):
+            pass  # building it creates history/runs.db, history/runs/index.db and schedules/schedules.db
+
+
+def open_instance(ephemeral: bool = False) -> dg.DagsterInstance:
+    """The instance the UI shows ($DAGSTER_HOME, initialised), or an explicit ephemeral one."""
+    if ephemeral or os.environ.get(EPHEMERAL_ENV) == "1":
+        return dg.DagsterInstance.ephemeral()
+    home = home_from_env()
+    init_home(home)
+    return dg.DagsterInstance.get()
