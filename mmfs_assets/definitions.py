@@ -7,6 +7,7 @@ import dagster as dg
 from mmfs_assets.assets import ALL_ASSETS, video_metadata, videos
 from mmfs_assets.assets.features import feature_assets
 from mmfs_assets.features.spec import Feature
+from mmfs_assets.instance import dagster_patches  # noqa: F401 - fixes a busy wait on pool slots
 from mmfs_assets.resources import build_resources
 from mmfs_assets.sensors import dead_run_reaper, drop_sensor, features_automation
 

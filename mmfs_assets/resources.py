@@ -1,29 +1,52 @@
-"""Dagster resources: the shared Lance table and the drop folder, configured from the environment."""
+"""Dagster resources: the shared Lance table and the drop folder, configured from the environment.
+
+No secret value is ever resource config: Dagster stores resource config in run and job snapshots
+(``$DAGSTER_HOME/history/runs.db``) and shows it on the UI's Resources page and in the launchpad. The
+storage options are split by key (:func:`mmfs_assets.settings.split_storage_options`): the public ones
+(endpoint, region, ``allow_http``) are plain config, visible in the UI; when secret ones (keys, tokens,
+passwords) are present, the resource gets ``secret_storage_options = dg.EnvVar("MMFS_STORAGE_OPTIONS")``,
+which Dagster stores and shows by name only and resolves in the run's process. Credentials can also come
+from the standard ``AWS_*`` environment, which Lance reads itself. Never log a resource or its
+``options``: both hold the resolved secrets.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 import lance
 
-from mmfs_assets.settings import Settings
+from mmfs_assets.settings import STORAGE_OPTIONS_ENV, Settings, split_storage_options
 
 
 class LanceTableResource(dg.ConfigurableResource):
     """The one shared Lance table every asset writes its own columns of."""
 
     uri: str
-    storage_options: dict[str, str] = {}
+    storage_options: dict[str, str] = {}  # public options only (shown in the UI)
+    secret_storage_options: Optional[str] = None  # dg.EnvVar(MMFS_STORAGE_OPTIONS): JSON, resolved in the run
     video_storage: str = "inline"
     inline_max_bytes: int = 2 << 30  # larger files are stored as pointers (bounded ingest memory)
 
     def open(self) -> lance.LanceDataset:
-        return lance.dataset(self.uri, storage_options=self.storage_options or None)
+        return lance.dataset(self.uri, storage_options=self.options)
 
     @property
     def options(self) -> dict[str, str] | None:
-        return self.storage_options or None
+        """Every storage option: the public ones plus the secret ones from the environment variable."""
+        opts = dict(self.storage_options)
+        if self.secret_storage_options:
+            _, secret = split_storage_options(
+                {str(k): str(v) for k, v in json.loads(self.secret_storage_options).items()}
+            )
+            opts.update(secret)
+        return opts or None
+
+    def __repr__(self) -> str:  # the resolved secret must not reach a log line by accident
+        return f"LanceTableResource(uri={self.uri!r}, storage_options={self.storage_options!r}, secrets=...)"
 
 
 class DropFolderResource(dg.ConfigurableResource):
@@ -49,10 +72,12 @@ class ModelsResource(dg.ConfigurableResource):
 
 def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
     s = settings or Settings.from_env()
+    public, secret = split_storage_options(s.storage_options)
     return {
         "lance_table": LanceTableResource(
             uri=s.table_uri,
-            storage_options=s.storage_options,
+            storage_options=public,
+            secret_storage_options=dg.EnvVar(STORAGE_OPTIONS_ENV) if secret else None,
             video_storage=s.video_storage,
             inline_max_bytes=s.inline_max_bytes,
         ),

@@ -22,9 +22,27 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+STORAGE_OPTIONS_ENV = "MMFS_STORAGE_OPTIONS"
+# Option names that carry credentials (AWS/GCS/Azure keys, tokens, passwords, SAS, service accounts).
+_SECRET_KEY = re.compile(r"(secret|token|password|passwd|credential|sas|private|service_account|(^|_)key(_|$)|key_id)", re.I)
+_URL_WITH_USER = re.compile(r"://[^/@\s]+@")
+
+
+def is_secret_option(name: str, value: str = "") -> bool:
+    """Whether a storage option must never be stored or shown: by its name, or a URL with a user in it."""
+    return bool(_SECRET_KEY.search(name) or _URL_WITH_USER.search(value or ""))
+
+
+def split_storage_options(opts: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(public options, secret options)."""
+    public = {k: v for k, v in opts.items() if not is_secret_option(k, v)}
+    return public, {k: v for k, v in opts.items() if k not in public}
 
 
 def _abs_local(uri: str) -> str:

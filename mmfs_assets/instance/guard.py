@@ -23,6 +23,7 @@ import dagster as dg
 from dagster import RunsFilter
 from dagster._utils.interrupts import check_captured_interrupt, pop_captured_interrupt
 
+from mmfs_assets.instance import dagster_patches  # noqa: F401 - fixes a busy wait on pool slots
 from mmfs_assets.instance.liveness import HOST_TAG, PoolUser, free_dead_runs, pool_users, this_host
 
 TOKEN_TAG = "mmfs/invocation"
