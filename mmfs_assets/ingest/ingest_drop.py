@@ -91,15 +91,55 @@ def _is_utf8(parts: tuple[str, ...]) -> bool:
         return False
 
 
-def blob_column(items: list[_Pending]) -> pa.ExtensionArray:
-    """A blob v2 array: the bytes already read for inline rows (one Arrow buffer), the URI for pointer rows."""
+class ChunkBuffer:
+    """One preallocated buffer the files of a chunk are read into, back to back (no second copy)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.buf: np.ndarray | None = None
+        self.used = 0
+
+    def alloc(self, size: int) -> np.ndarray:
+        if size > self.capacity - self.used:  # only for a file larger than a whole chunk (sent alone)
+            return np.empty(size, dtype=np.uint8)
+        if self.buf is None:
+            self.buf = np.empty(self.capacity, dtype=np.uint8)
+        view = self.buf[self.used : self.used + size]
+        self.used += size
+        return view
+
+    def rollback(self, mark: int) -> None:
+        """Forget the allocations made since ``mark`` (a duplicate or a failed read): the space is reused."""
+        self.used = min(self.used, mark)
+
+    def contents(self, items: list["_Pending"]) -> np.ndarray | None:
+        """The bytes of ``items`` as one array without copying, when they are exactly the buffer's content."""
+        inline = [p.read.data for p in items if p.storage == "inline" and p.read.size]
+        if self.buf is None or sum(len(d) for d in inline) != self.used:
+            return None
+        if all(np.shares_memory(d, self.buf) for d in inline):
+            return self.buf[: self.used]
+        return None
+
+    def reset(self) -> None:
+        self.used = 0
+
+
+def blob_column(items: list[_Pending], contiguous: np.ndarray | None = None) -> pa.ExtensionArray:
+    """A blob v2 array: the bytes already read for inline rows (one Arrow buffer), the URI for pointer rows.
+
+    ``contiguous``: the inline rows' bytes already back to back in one array (used without a copy).
+    """
     n = len(items)
     inline = np.array([p.storage == "inline" for p in items], dtype=bool)
     sizes = np.array([p.read.size if p.storage == "inline" else 0 for p in items], dtype=np.int64)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     parts = [p.read.data for p in items if p.storage == "inline" and p.read.size]
-    data = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts else np.empty(0, np.uint8))
+    if contiguous is not None:
+        data = contiguous
+    else:
+        data = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts else np.empty(0, np.uint8))
     validity = None if inline.all() else pa.py_buffer(np.packbits(inline, bitorder="little"))
     payload = pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=int((~inline).sum())
@@ -112,7 +152,7 @@ def blob_column(items: list[_Pending]) -> pa.ExtensionArray:
     return pa.ExtensionArray.from_storage(BlobType(), storage)
 
 
-def _rows(drop_id: str, items: list[_Pending]) -> pa.Table:
+def _rows(drop_id: str, items: list[_Pending], contiguous: np.ndarray | None = None) -> pa.Table:
     now = datetime.now(timezone.utc)
     return pa.table(
         {
@@ -123,7 +163,7 @@ def _rows(drop_id: str, items: list[_Pending]) -> pa.Table:
             S.SIZE_BYTES: pa.array([p.read.size for p in items], pa.int64()),
             S.INGESTED_AT: pa.array([now] * len(items), pa.timestamp("us", tz="UTC")),
             S.VIDEO_STORAGE: pa.array([p.storage for p in items], pa.string()),
-            S.VIDEO: blob_column(items),
+            S.VIDEO: blob_column(items, contiguous),
         },
         schema=S.INGEST_SCHEMA,
     )
@@ -163,6 +203,7 @@ def ingest_drop(
     ds = open_or_create(uri, storage_options)
     rep.lance_version = ds.version
     seen: set[str] = set()
+    chunk = ChunkBuffer(chunk_bytes)
     pending: list[_Pending] = []
     pending_bytes = 0
     known: list[str] = []  # ids already in the table: a run killed between its commit and its dedup left them
@@ -180,7 +221,9 @@ def ingest_drop(
         known.extend(existing)
         todo = [p for p in pending if p.read.sha256 not in existing]
         if todo:
-            out = append_rows(uri, _rows(drop_id, todo), properties, storage_options, fragment_rows=fragment_rows)
+            rows = _rows(drop_id, todo, chunk.contents(todo))
+            out = append_rows(uri, rows, properties, storage_options, fragment_rows=fragment_rows)
+            del rows
             rep.commits.append(out.version)
             rep.lance_version = out.version
             rep.duplicates_removed += dedup_ids(uri, [p.read.sha256 for p in todo], storage_options)
@@ -191,6 +234,7 @@ def ingest_drop(
             if progress:
                 progress("write", rep.new_bytes, total)
         pending, pending_bytes = [], 0
+        chunk.reset()  # the append has written the bytes: the buffer is reused for the next chunk
         t_write += time.perf_counter() - t
 
     def on_bytes(n: int) -> None:
@@ -207,20 +251,22 @@ def ingest_drop(
             if keep and pending and pending_bytes + f.size > chunk_bytes:
                 flush()  # bounded memory: the chunk goes out before this file's bytes come in
             try:
-                r = reader.read(f.parts, keep_bytes=keep, on_bytes=on_bytes)
+                mark = chunk.used
+                r = reader.read(f.parts, keep_bytes=keep, on_bytes=on_bytes, alloc=chunk.alloc)
             except OSError as e:
+                chunk.rollback(mark)
                 rep.skipped.append(SkippedFile(f.relpath, f"cannot be read: {e.strerror or e}"))
                 continue
-            if r.data is not None and r.size > inline_max_bytes:  # grew past the limit since listing
-                r.data = None
             rep.bytes_hashed += r.size
             storage = "inline" if r.data is not None else "pointer"
             if storage == "pointer" and not _is_utf8(f.parts):
+                chunk.rollback(mark)
                 rep.skipped.append(SkippedFile(f.relpath, "file name is not valid UTF-8, so it cannot be stored "
                                                "as a pointer: rename it (or raise MMFS_INLINE_MAX_BYTES)"))
                 continue
             if r.sha256 in seen:
                 rep.duplicates_in_drop += 1
+                chunk.rollback(mark)
                 continue
             seen.add(r.sha256)
             pending.append(_Pending(f, r, root.joinpath(*f.parts).as_uri(), storage))

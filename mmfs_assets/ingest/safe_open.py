@@ -77,14 +77,18 @@ class DropReader:
         os.set_blocking(f, True)
         return f
 
-    def read(self, parts: tuple[str, ...], *, keep_bytes: bool, on_bytes=None) -> ReadResult:
-        """Hash (and, with ``keep_bytes``, keep) the whole file read through one descriptor."""
+    def read(self, parts: tuple[str, ...], *, keep_bytes: bool, on_bytes=None, alloc=None) -> ReadResult:
+        """Hash (and, with ``keep_bytes``, keep) the whole file read through one descriptor.
+
+        ``alloc(size)`` gives the uint8 array the bytes are read into (default: a new one), so a caller
+        can read a chunk of files into one buffer without copying them again.
+        """
         fd = self.open(parts)
         try:
             before = os.fstat(fd)
             size = before.st_size
             h = hashlib.sha256()
-            data = np.empty(size, dtype=np.uint8) if keep_bytes else None
+            data = ((alloc or _new)(size)) if keep_bytes else None
             got = _read_all(fd, h, data, size, on_bytes)
             after = os.fstat(fd)
             if got != size or after.st_size != size or after.st_mtime_ns != before.st_mtime_ns:
@@ -94,6 +98,10 @@ class DropReader:
             return ReadResult(h.hexdigest(), size, data)
         finally:
             os.close(fd)
+
+
+def _new(size: int) -> np.ndarray:
+    return np.empty(size, dtype=np.uint8)
 
 
 def _open_at(name: str, flags: int, dir_fd: int) -> int:
