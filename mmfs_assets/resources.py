@@ -59,6 +59,12 @@ class DropFolderResource(dg.ConfigurableResource):
         return Path(self.root) / drop_id
 
 
+class ProbeResource(dg.ConfigurableResource):
+    """How the metadata probe judges damage: more concealed/corrupt frames than this quarantines a video."""
+
+    max_corrupt_frames: int = 0
+
+
 class ModelsResource(dg.ConfigurableResource):
     """How feature assets load their models: profile, device, per-feature settings, commit chunk size."""
 
@@ -81,6 +87,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             video_storage=s.video_storage,
             inline_max_bytes=s.inline_max_bytes,
         ),
+        "probe": ProbeResource(max_corrupt_frames=s.max_corrupt_frames),
         "drop_folder": DropFolderResource(root=s.drop_dir, quiet_seconds=s.drop_quiet_seconds),
         "models": ModelsResource(
             profile=s.model_profile, model_dir=s.model_dir, device=s.device, chunk_rows=s.fill_chunk_rows, env=s.feature_env

@@ -7,6 +7,7 @@
 | ``MMFS_STORAGE_OPTIONS``| ``{}``              | JSON object of Lance storage options (object stores)  |
 | ``MMFS_VIDEO_STORAGE`` | ``inline``           | ``inline`` (bytes in the table) or ``pointer`` (URI)  |
 | ``MMFS_INLINE_MAX_BYTES`` | ``2147483648``    | inline files larger than this are stored as pointers (bounded ingest memory) |
+| ``MMFS_MAX_CORRUPT_FRAMES`` | ``0``           | a video with more concealed/corrupt frames (or lost packets) is quarantined |
 | ``MMFS_DROP_QUIET_SECONDS`` | ``60``          | a drop without ``_READY`` is ready after this long unchanged |
 | ``MMFS_MODEL_PROFILE`` | ``pretrained``       | ``pretrained`` (real weights) or ``tiny`` (random-init test models) |
 | ``MMFS_MODEL_DIR``     | ``data/models``      | where tiny models are written (and a place for local weights) |
@@ -62,6 +63,7 @@ class Settings(BaseModel):
     storage_options: dict[str, str] = Field(default_factory=dict)
     video_storage: Literal["inline", "pointer"] = "inline"
     inline_max_bytes: int = Field(2 << 30, ge=0)
+    max_corrupt_frames: int = Field(0, ge=0)
     drop_quiet_seconds: float = 60.0
     model_profile: Literal["pretrained", "tiny"] = "pretrained"
     model_dir: str = "data/models"
@@ -93,6 +95,7 @@ class Settings(BaseModel):
             ("drop_dir", "MMFS_DROP_DIR"),
             ("video_storage", "MMFS_VIDEO_STORAGE"),
             ("inline_max_bytes", "MMFS_INLINE_MAX_BYTES"),
+            ("max_corrupt_frames", "MMFS_MAX_CORRUPT_FRAMES"),
             ("drop_quiet_seconds", "MMFS_DROP_QUIET_SECONDS"),
             ("model_profile", "MMFS_MODEL_PROFILE"),
             ("model_dir", "MMFS_MODEL_DIR"),

@@ -100,6 +100,8 @@ METADATA = ColumnGroup(
         pa.field("has_audio", pa.bool_()),
         pa.field("keyframe_interval", pa.float64()),
         pa.field("is_vfr", pa.bool_()),
+        pa.field("corrupt_frames", pa.int32()),  # frames FFmpeg concealed or flagged corrupt
+        pa.field("lost_frames", pa.int32()),  # packets that decoded to no frame
     ),
 )
 

@@ -7,7 +7,7 @@ from mmfs_assets.assets.videos import run_properties, videos
 from mmfs_assets.ingest.describe import METADATA_CODE_VERSION, describe_partition
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
-from mmfs_assets.resources import LanceTableResource
+from mmfs_assets.resources import LanceTableResource, ProbeResource
 from mmfs_loader import schema as S
 
 G = S.METADATA
@@ -23,11 +23,14 @@ G = S.METADATA
     check_specs=[dg.AssetCheckSpec("metadata_complete", asset="video_metadata")],
     description=(
         "Fills the metadata column group (width, height, fps, duration_s, num_frames, codec, pix_fmt, "
-        "bit_rate, rotation, has_audio, keyframe_interval, is_vfr) for the drop's rows, decoding each "
-        "video from the table; broken files get a metadata_error (quarantine) instead of failing the run."
+        "bit_rate, rotation, has_audio, keyframe_interval, is_vfr, corrupt_frames, lost_frames) for the "
+        "drop's rows, decoding each video from the table; broken or damaged files get a metadata_error "
+        "(quarantine) instead of failing the run."
     ),
 )
-def video_metadata(context: dg.AssetExecutionContext, lance_table: LanceTableResource) -> dg.MaterializeResult:
+def video_metadata(
+    context: dg.AssetExecutionContext, lance_table: LanceTableResource, probe: ProbeResource
+) -> dg.MaterializeResult:
     key = context.partition_key
     rep = describe_partition(
         lance_table.uri,
@@ -35,6 +38,7 @@ def video_metadata(context: dg.AssetExecutionContext, lance_table: LanceTableRes
         properties=run_properties(context, "video_metadata", METADATA_CODE_VERSION),
         storage_options=lance_table.options,
         progress=tracker(context.log.info, f"metadata {key}"),
+        max_corrupt_frames=probe.max_corrupt_frames,
     )
     summary = summarize_group(lance_table.open(), G, key, rep.producer)
     return dg.MaterializeResult(

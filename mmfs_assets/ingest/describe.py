@@ -23,12 +23,13 @@ from mmfs_assets.table.chunks import fragment_chunks
 from mmfs_loader import schema as S
 from mmfs_loader.sql import equals
 
-METADATA_CODE_VERSION = "metadata-v1"
+METADATA_CODE_VERSION = "metadata-v2"  # v2: corrupt_frames, lost_frames, damage quarantine
 
 
-def metadata_producer() -> str:
-    """Who made the metadata values: the probe's code version and the exact decoder build."""
-    return f"mmfs.probe:{METADATA_CODE_VERSION}/pyav-{av.__version__}/ffmpeg-{av.ffmpeg_version_info}"
+def metadata_producer(max_corrupt_frames: int = 0) -> str:
+    """Who made the metadata values: the probe's code version, the exact decoder build, the damage threshold."""
+    return (f"mmfs.probe:{METADATA_CODE_VERSION}/pyav-{av.__version__}/ffmpeg-{av.ffmpeg_version_info}"
+            f"|max_corrupt_frames={max_corrupt_frames}")
 
 
 @dataclass
@@ -46,7 +47,7 @@ class DescribeReport:
     seconds: float = 0.0
 
 
-def _probe_row(ds, rowid: int, size: int) -> ProbeResult:
+def _probe_row(ds, rowid: int, size: int, max_corrupt_frames: int = 0) -> ProbeResult:
     try:
         blob = ds.take_blobs(S.VIDEO, ids=[rowid])[0]
     except Exception as e:  # noqa: BLE001 - a missing pointer target is this row's error
@@ -55,7 +56,7 @@ def _probe_row(ds, rowid: int, size: int) -> ProbeResult:
         return ProbeResult(error="no video stored for this row")
     try:
         with blob:
-            return probe_video(blob, size_bytes=size)
+            return probe_video(blob, size_bytes=size, max_corrupt_frames=max_corrupt_frames)
     except Exception as e:  # noqa: BLE001
         return ProbeResult(error=f"probe failed: {type(e).__name__}: {e}")
 
@@ -78,10 +79,16 @@ def describe_partition(
     chunk_rows: int = 256,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_corrupt_frames: int = 0,
 ) -> DescribeReport:
-    """Probe the partition's rows that lack current metadata and write the metadata group."""
+    """Probe the partition's rows that lack current metadata and write the metadata group.
+
+    A video with more than ``max_corrupt_frames`` concealed/corrupt frames or lost packets is quarantined.
+    """
+    if max_corrupt_frames < 0:
+        raise ValueError(f"max_corrupt_frames must be >= 0, not {max_corrupt_frames}")
     t0 = time.perf_counter()
-    producer = metadata_producer()
+    producer = metadata_producer(max_corrupt_frames)
     rep = DescribeReport(drop_id, producer)
     ds = ensure_group_columns(uri, S.METADATA, storage_options)
     where = equals(S.DROP_ID, drop_id)
@@ -101,7 +108,8 @@ def describe_partition(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
         for chunk in fragment_chunks(frag_of, chunk_rows):
             ids = [int(x) for x in rowids[chunk]]
-            results = list(pool.map(lambda a: _probe_row(ds, *a), zip(ids, [int(s) for s in sizes[chunk]])))
+            results = list(pool.map(lambda a: _probe_row(ds, *a, max_corrupt_frames),
+                                    zip(ids, [int(s) for s in sizes[chunk]])))
             values = _values(ids, results, producer)
             out = replace_columns(
                 uri, values, locate_filter=where, properties=properties, storage_options=storage_options

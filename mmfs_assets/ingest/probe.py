@@ -8,6 +8,14 @@ colour conversion is the cheap part of decoding; it is what makes the metadata t
 finds bit-flipped or truncated files.
 
 A bad file never raises: the result carries an ``error`` string and whatever values were known.
+
+Damage that FFmpeg conceals is counted too: a few bytes flipped inside the compressed frames do not stop
+the decoder, it hides the broken macroblocks (error concealment) and goes on. ``corrupt_frames`` counts
+frames FFmpeg flags as concealed or corrupt (``AVFrame.decode_error_flags`` / ``AV_FRAME_FLAG_CORRUPT``,
+PyAV's ``frame.is_corrupt``), ``lost_frames`` the packets that produced no frame. Above
+``max_corrupt_frames`` (setting ``MMFS_MAX_CORRUPT_FRAMES``, default 0) the video is quarantined with a
+``metadata_error`` saying so. Frame threading stays on (``AUTO``); slice threading would disable H.264's
+error detection.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ def _header_duration(container, stream) -> float | None:
     return None
 
 
-def probe_video(src: str | BinaryIO, size_bytes: int | None = None) -> ProbeResult:
+def probe_video(src: str | BinaryIO, size_bytes: int | None = None, max_corrupt_frames: int = 0) -> ProbeResult:
     """Describe one video; ``src`` is a path or a seekable binary file (e.g. a Lance ``BlobFile``)."""
     r = ProbeResult()
     if size_bytes == 0:
@@ -84,16 +92,21 @@ def probe_video(src: str | BinaryIO, size_bytes: int | None = None) -> ProbeResu
         keys: list[bool] = []
         rotation = 0
         decode_error = None
+        packets = corrupt = 0
         try:
-            for frame in container.decode(v):
-                if not pts:
-                    rotation = int(round(frame.rotation or 0)) % 360
-                    r.values["width"] = r.values["width"] or frame.width
-                    r.values["height"] = r.values["height"] or frame.height
-                    r.values["pix_fmt"] = r.values["pix_fmt"] or frame.format.name
-                t = frame.time if frame.time is not None else (float(frame.pts * tb) if frame.pts is not None else None)
-                pts.append(t if t is not None else (pts[-1] if pts else 0.0))
-                keys.append(bool(frame.key_frame))
+            for packet in container.demux(v):
+                if packet.size:  # the final flush packet is empty
+                    packets += 1
+                for frame in packet.decode():
+                    if not pts:
+                        rotation = int(round(frame.rotation or 0)) % 360
+                        r.values["width"] = r.values["width"] or frame.width
+                        r.values["height"] = r.values["height"] or frame.height
+                        r.values["pix_fmt"] = r.values["pix_fmt"] or frame.format.name
+                    t = frame.time if frame.time is not None else (float(frame.pts * tb) if frame.pts is not None else None)
+                    pts.append(t if t is not None else (pts[-1] if pts else 0.0))
+                    keys.append(bool(frame.key_frame))
+                    corrupt += bool(frame.is_corrupt)
         except av.error.FFmpegError as e:
             decode_error = f"decode failed after {len(pts)} frames: {e.strerror or e}"
         except Exception as e:  # noqa: BLE001
@@ -101,6 +114,8 @@ def probe_video(src: str | BinaryIO, size_bytes: int | None = None) -> ProbeResu
         n = len(pts)
         r.values["num_frames"] = n
         r.values["rotation"] = rotation
+        r.values["corrupt_frames"] = corrupt
+        r.values["lost_frames"] = max(0, packets - n) if decode_error is None else None
         if n == 0:
             return _fail(r, decode_error or "no decodable video frames")
         _timing(r, np.asarray(pts, dtype=np.float64), keys, v)
@@ -110,6 +125,13 @@ def probe_video(src: str | BinaryIO, size_bytes: int | None = None) -> ProbeResu
         r.values["bit_rate"] = int(bit_rate) if bit_rate else None
         if decode_error:
             return _fail(r, decode_error)
+        damaged = corrupt + r.values["lost_frames"]
+        if damaged > max_corrupt_frames:
+            return _fail(
+                r,
+                f"damaged: {corrupt} of {n} decoded frames concealed or corrupt, {r.values['lost_frames']} "
+                f"packets without a frame (more than MMFS_MAX_CORRUPT_FRAMES={max_corrupt_frames})",
+            )
         span = r.values["duration_s"]
         if header_dur and span < TRUNCATION_FRACTION * header_dur - TRUNCATION_SLACK_S:
             return _fail(r, f"truncated: {n} frames decode, spanning {span:.2f} s of the {header_dur:.2f} s the header declares")
