@@ -14,8 +14,9 @@ the decoder, it hides the broken macroblocks (error concealment) and goes on. ``
 frames FFmpeg flags as concealed or corrupt (``AVFrame.decode_error_flags`` / ``AV_FRAME_FLAG_CORRUPT``,
 PyAV's ``frame.is_corrupt``), ``lost_frames`` the packets that produced no frame. Above
 ``max_corrupt_frames`` (setting ``MMFS_MAX_CORRUPT_FRAMES``, default 0) the video is quarantined with a
-``metadata_error`` saying so. Frame threading stays on (``AUTO``); slice threading would disable H.264's
-error detection.
+``metadata_error`` saying so. Each video decodes on one thread (``NONE``): frame threading makes the
+flags racy and slice threading disables H.264's error concealment (measured: 24/24 and 23/24 damaged
+H.264 files found, 12/12 at 720p, no false positive on 18 clean files; HEVC hides most damage).
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ def probe_video(src: str | BinaryIO, size_bytes: int | None = None, max_corrupt_
             pix_fmt=cc.pix_fmt,
         )
         header_dur = _header_duration(container, v)
-        v.thread_type = "AUTO"
+        # One thread per video: with frame threading FFmpeg's corrupt flags are racy (a frame with one
+        # concealed macroblock is flagged in some runs, not others); probes run in a pool, one per core.
+        v.thread_type = "NONE"
         tb = v.time_base
         pts: list[float] = []
         keys: list[bool] = []
@@ -125,6 +128,9 @@ def probe_video(src: str | BinaryIO, size_bytes: int | None = None, max_corrupt_
         r.values["bit_rate"] = int(bit_rate) if bit_rate else None
         if decode_error:
             return _fail(r, decode_error)
+        span = r.values["duration_s"]
+        if header_dur and span < TRUNCATION_FRACTION * header_dur - TRUNCATION_SLACK_S:
+            return _fail(r, f"truncated: {n} frames decode, spanning {span:.2f} s of the {header_dur:.2f} s the header declares")
         damaged = corrupt + r.values["lost_frames"]
         if damaged > max_corrupt_frames:
             return _fail(
@@ -132,9 +138,6 @@ def probe_video(src: str | BinaryIO, size_bytes: int | None = None, max_corrupt_
                 f"damaged: {corrupt} of {n} decoded frames concealed or corrupt, {r.values['lost_frames']} "
                 f"packets without a frame (more than MMFS_MAX_CORRUPT_FRAMES={max_corrupt_frames})",
             )
-        span = r.values["duration_s"]
-        if header_dur and span < TRUNCATION_FRACTION * header_dur - TRUNCATION_SLACK_S:
-            return _fail(r, f"truncated: {n} frames decode, spanning {span:.2f} s of the {header_dur:.2f} s the header declares")
     return r
 
 
