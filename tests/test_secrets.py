@@ -7,7 +7,6 @@ stores run and job snapshots compressed, so a plain grep would miss them).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import zlib
