@@ -51,7 +51,7 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir, model_dir):
                              "repositoryLocationName: \"mmfs\"}) { ... on Sensors { results { name "
                              "sensorState { status } } } } }")["sensorsOrError"]["results"]
         assert {s["name"]: s["sensorState"]["status"] for s in sensors} == {
-            "drop_sensor": "RUNNING", "features_automation": "RUNNING"}
+            "drop_sensor": "RUNNING", "features_automation": "RUNNING", "dead_run_reaper": "RUNNING"}
         staging = drops / "_incoming"
         staging.mkdir()
         for f in good + bad:
@@ -72,8 +72,12 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir, model_dir):
         assert ds.count_rows(filter="metadata_error IS NULL") == 3
         for f in FEATURES:  # the automation followed the metadata with every feature
             assert ds.count_rows(filter=f"{f}_producer IS NOT NULL AND {f}_error IS NULL") == 3, f
-        runs = server.gql("{ runsOrError { ... on Runs { results { status tags { key value } } } } }")
-        runs = runs["runsOrError"]["results"]
+        q = "{ runsOrError { ... on Runs { results { status tags { key value } } } } }"
+        while time.time() < deadline:  # a run's materialization lands a moment before the run itself ends
+            runs = server.gql(q)["runsOrError"]["results"]
+            if not any(r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED") for r in runs):
+                break
+            time.sleep(1)
         assert all(r["status"] == "SUCCESS" for r in runs), (
             [(r["status"], {t["key"]: t["value"] for t in r["tags"]}) for r in runs],
             (tmp_path / "dagster_dev.log").read_text()[-4000:],
