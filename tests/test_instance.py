@@ -219,3 +219,23 @@ def test_the_reaper_sensor_frees_a_dead_cli_run(home, tmp_path):
         assert dead_run in dead_run_reaper(ctx).skip_message
         assert inst.get_run_by_id(dead_run).status == dg.DagsterRunStatus.FAILURE
         assert inst.event_log_storage.get_concurrency_info("gpu").claimed_slots == []
+
+
+def test_dead_waiters_do_not_inherit_the_slot(home, env, fixture_dir, tmp_path):
+    """A run killed while it waited leaves a pending entry that a freed slot would be handed to."""
+    make_drop(env, "q1", sorted((fixture_dir / "good").iterdir())[:1])
+    holder, holder_run = _start_holder("lance_ingest", tmp_path)
+    waiter = subprocess.Popen([sys.executable, "-c", BLOCKED], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    while "waits for a slot" not in (line := waiter.stderr.readline()):
+        assert line, "the waiter ended before it waited"
+    for p in (waiter, holder):  # both die: the holder inside its step, the waiter in the queue
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    r = _cli("materialize", "--partition", "q1", "--select", "videos")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("pool slot of dead run") == 2 and holder_run in r.stderr
+    with dg.DagsterInstance.get() as inst:
+        info = inst.event_log_storage.get_concurrency_info("lance_ingest")
+        assert info.claimed_slots == [] and info.pending_steps == []
+        assert sorted(r.status.value for r in inst.get_runs()) == ["FAILURE", "FAILURE", "SUCCESS"]
