@@ -239,3 +239,34 @@ def test_dead_waiters_do_not_inherit_the_slot(home, env, fixture_dir, tmp_path):
         info = inst.event_log_storage.get_concurrency_info("lance_ingest")
         assert info.claimed_slots == [] and info.pending_steps == []
         assert sorted(r.status.value for r in inst.get_runs()) == ["FAILURE", "FAILURE", "SUCCESS"]
+
+
+def test_a_lost_wake_up_is_handed_the_free_slot(home):
+    """Dagster's claim checks for a free slot, then enqueues: a slot freed in between wakes nobody."""
+    from mmfs_assets.instance.guard import _wake_lost_claims
+    from mmfs_assets.instance.home import open_instance
+
+    with open_instance() as inst:
+        st = inst.event_log_storage
+        st.initialize_concurrency_limit_to_default("gpu")
+        assert st.claim_concurrency_slot("gpu", "run-a", "s").slot_status.value == "CLAIMED"
+        b_saw_free = st.has_unassigned_slots("gpu")  # B checks while A holds the slot...
+        st.free_concurrency_slots_for_run("run-a")  # ...A frees it and finds nobody waiting...
+        st.add_pending_step("gpu", "run-b", "s", should_assign=b_saw_free)  # ...then B enqueues
+        assert st.claim_concurrency_slot("gpu", "run-b", "s").slot_status.value == "BLOCKED"
+        _wake_lost_claims(inst, ["gpu"])  # what the watchdog does every half second
+        assert st.claim_concurrency_slot("gpu", "run-b", "s").slot_status.value == "CLAIMED"
+
+
+def test_an_old_schema_stamp_is_migrated_on_first_use(home):
+    """The quieter outcome of the first-use race: one stamp, an older revision. Init migrates it."""
+    from mmfs_assets.instance.home import _head, _stamps
+
+    assert _cli("home", "check").returncode == 0
+    con = sqlite3.connect(home / STORAGE_DBS[0])
+    with con:
+        con.execute("UPDATE alembic_version SET version_num = '5771160a95ad'")
+    con.close()
+    r = _cli("home", "check")
+    assert r.returncode == 0 and "healthy" in r.stdout, r.stderr
+    assert _stamps(home / STORAGE_DBS[0]) == [_head()]

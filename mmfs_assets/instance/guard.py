@@ -7,8 +7,9 @@ flag that this loop never reads, so a blocked ``materialize`` prints nothing and
 :func:`guarded_materialize` therefore (1) frees the slots of dead runs (:mod:`.liveness`), (2) waits for a
 free slot in its own loop first, saying which run holds it (Ctrl-C works there as usual), and (3) runs
 the assets with a watchdog thread that repeats that message if the run still blocks (another run took the
-slot in between) and turns an interrupt Dagster swallowed into a ``KeyboardInterrupt`` in the main thread,
-after marking the run canceling. The run then ends CANCELED and leaves no slot behind.
+slot in between), hands a free slot to waiting steps (Dagster loses that wake-up when a slot is freed
+between its check and its enqueue), and turns an interrupt Dagster swallowed into a ``KeyboardInterrupt``
+in the main thread, after marking the run canceling. The run then ends CANCELED and leaves no slot behind.
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ def wait_for_pools(instance: dg.DagsterInstance, pools: list[str], notify: Calla
         time.sleep(poll_s)
 
 
+def _wake_lost_claims(instance: dg.DagsterInstance, pools: list[str]) -> None:
+    """Hand free slots to waiting steps: Dagster's claim checks for a free slot and then enqueues, so a
+    slot freed in between is handed to nobody and the waiter sleeps forever (a lost wake-up)."""
+    storage = instance.event_log_storage
+    for pool in pools:
+        if storage.has_unassigned_slots(pool):
+            storage.assign_pending_steps([pool])
+
+
 def _raise_in_main(exc: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(threading.main_thread().ident), ctypes.py_object(exc)
@@ -94,6 +104,7 @@ def guarded_materialize(assets, *, instance: dg.DagsterInstance, pools: list[str
                     interrupted_at = time.monotonic() + 5
             else:
                 interrupted_at = None
+            _wake_lost_claims(instance, pools)
             if time.monotonic() - last < NOTICE_EVERY_S:
                 continue
             for pool in pools:

@@ -115,12 +115,19 @@ def repair_home(home: Path) -> dict[str, list[str]]:
 
 
 def init_home(home: Path) -> None:
-    """Create and stamp every storage of ``home`` once, under the lock; refuse a damaged home."""
+    """Create and stamp every storage of ``home`` once, under the lock; refuse a damaged home.
+
+    A storage stamped with an older revision (the other outcome of the first-use race: one row, not the
+    head) opens, but is migrated here to the head, as ``dagster instance migrate`` would.
+    """
     with home_lock(home):
         if bad := damage(home):
             raise InstanceError(_damage_message(home, bad))
-        with dg.DagsterInstance.from_config(str(home)):
-            pass  # building it creates history/runs.db, history/runs/index.db and schedules/schedules.db
+        # building it creates history/runs.db, history/runs/index.db and schedules/schedules.db
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            stamps = [_stamps(home / rel) for rel in STORAGE_DBS]
+            if any(s is not None and s != [_head()] for s in stamps):
+                instance.upgrade()
 
 
 def open_instance(ephemeral: bool = False) -> dg.DagsterInstance:
