@@ -34,6 +34,7 @@ bench: venv
 	$(BIN)/python bench/ingest_metadata.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/pool_wait.py
 
 clean:
 	rm -rf data dagster_home/storage dagster_home/history dagster_home/logs dagster_home/schedules
