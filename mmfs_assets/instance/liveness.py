@@ -8,8 +8,8 @@ of finished runs, but only while the daemon runs and only for runs the code serv
 
 So MMFS checks itself, from the CLI before each run and from the ``dead_run_reaper`` sensor: for every run
 holding or waiting for a slot, the process that emitted its RUN_START must still exist (same host: the
-default SQLite storage lives on one machine; runs tagged with another ``mmfs/host`` are left alone) and be
-older than the run (a recycled pid does not count as alive).
+default SQLite storage lives on one machine; runs tagged with another ``mmfs/host``, and untagged runs on a
+shared storage such as Postgres, are left alone) and be older than the run (a recycled pid is not alive).
 """
 
 from __future__ import annotations
@@ -76,9 +76,13 @@ def pid_alive(pid: int | None, not_before: float | None = None) -> bool:
     return True
 
 
-def _local(run: dg.DagsterRun | None) -> bool:
+def _local(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> bool:
+    """Whether the run's process would be on this machine: tagged with this host, or (untagged, e.g.
+    launched by the daemon) on an instance whose SQLite storage only processes of this machine use."""
     host = (run.tags or {}).get(HOST_TAG) if run else None
-    return host is None or host == this_host()
+    if host is not None:
+        return host == this_host()
+    return "sqlite" in type(instance.run_storage).__name__.lower()
 
 
 def pool_users(instance: dg.DagsterInstance, pool: str) -> list[PoolUser]:
@@ -98,7 +102,7 @@ def pool_users(instance: dg.DagsterInstance, pool: str) -> list[PoolUser]:
         pid = run_pid(instance, run_id) if run else None
         if run is None or run.status in FINISHED_STATUSES:
             alive = False
-        elif not _local(run):
+        elif not _local(instance, run):
             alive = True  # another host's process: not ours to judge
         elif pid is None:
             alive = True  # not started yet (no RUN_START): the launcher's start timeout covers it
