@@ -1,1 +1,1 @@
-"""Turning a drop folder into table rows: listing, hashing, probing."""
+"""Turning a drop folder into table rows: listing, no-follow reads (hashed as read), probing."""
