@@ -45,8 +45,9 @@ class LanceTableResource(dg.ConfigurableResource):
             opts.update(secret)
         return opts or None
 
-    def __repr__(self) -> str:  # the resolved secret must not reach a log line by accident
-        return f"LanceTableResource(uri={self.uri!r}, storage_options={self.storage_options!r}, secrets=...)"
+    def __repr_args__(self):  # repr() and str(): the resolved secret must not reach a log line by accident
+        for name, value in super().__repr_args__():
+            yield name, ("***" if name == "secret_storage_options" and value else value)
 
 
 class DropFolderResource(dg.ConfigurableResource):
@@ -79,6 +80,11 @@ class ModelsResource(dg.ConfigurableResource):
 def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
     s = settings or Settings.from_env()
     public, secret = split_storage_options(s.storage_options)
+    if secret and split_storage_options(Settings.from_env().storage_options)[1] != secret:
+        raise ValueError(
+            f"secret storage options ({', '.join(sorted(secret))}) reach runs only through the environment "
+            f"variable {STORAGE_OPTIONS_ENV}: set them there (or in the standard AWS_* variables)"
+        )
     return {
         "lance_table": LanceTableResource(
             uri=s.table_uri,

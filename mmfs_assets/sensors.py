@@ -7,7 +7,7 @@ import dagster as dg
 
 from mmfs_assets.assets import videos
 from mmfs_assets.ingest.drops import is_ready, refusal
-from mmfs_assets.instance.liveness import free_dead_runs
+from mmfs_assets.instance.liveness import free_dead_runs, wake_lost_claims
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.resources import DropFolderResource
 
@@ -86,4 +86,5 @@ REAPER_INTERVAL_S = 30
 )
 def dead_run_reaper(context: dg.SensorEvaluationContext):
     freed = free_dead_runs(context.instance, log=context.log.warning)
+    wake_lost_claims(context.instance)  # a slot freed between a claim's check and its enqueue wakes nobody
     return dg.SkipReason(f"freed the pool slots of dead runs {freed}" if freed else "no dead runs hold pool slots")

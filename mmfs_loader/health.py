@@ -15,8 +15,8 @@ from pathlib import Path
 import lance
 
 U64_MAX = (1 << 64) - 1
-CHECK_NEWEST = 20  # how many of the newest versions are checked for damage
-ORPHAN_MAX_VERSIONS = 500  # counting orphans opens every version: skipped (None) above this
+CHECK_NEWEST = 20  # how far back (from the latest) a readable version is looked for
+ORPHAN_MAX_VERSIONS = 200  # counting orphans opens every version: skipped (None) above this
 
 
 @dataclass
@@ -66,16 +66,14 @@ def check_table(uri: str, storage_options: dict[str, str] | None = None) -> Tabl
     if not versions:
         return h
     h.latest_version = versions[-1]
-    readable: list[lance.LanceDataset] = []
-    for v in reversed(versions[-CHECK_NEWEST:]):
+    for v in reversed(versions[-CHECK_NEWEST:]):  # newest first: one open when the latest is fine
         try:
-            ds = lance.dataset(uri, version=v, storage_options=storage_options)
+            lance.dataset(uri, version=v, storage_options=storage_options)
         except Exception as e:  # noqa: BLE001 - a damaged manifest is what we are looking for
             h.damaged[v] = _first_line(e)
             continue
-        readable.append(ds)
-        if h.newest_readable is None:
-            h.newest_readable = v
+        h.newest_readable = v
+        break
     h.orphan_data_files = _count_orphans(uri, versions, storage_options)
     return h
 

@@ -86,7 +86,7 @@ def test_folder_swapped_for_a_link_after_listing_is_skipped(env, fixture_dir, tm
 
     rep = ingest_drop(drop, "race-dir", env.table_uri, properties={}, before_read=swap)
     reasons = {s.relpath: s.reason for s in rep.skipped}
-    assert "symlink appeared" in reasons["sub/v.mp4"]
+    assert "no longer a real folder" in reasons["sub/v.mp4"]
     rows = _stored(env.table_uri)
     assert [r[S.FILE_NAME] for r in rows] == [good[0].name]
     _assert_ids_are_content_hashes(rows)
@@ -263,3 +263,50 @@ def test_large_files_stream_in_bounded_memory(env, tmp_path):
     assert rows["huge.mp4"][S.VIDEO_STORAGE] == "pointer" and rows["huge.mp4"][S.SIZE_BYTES] == 96 << 20
     assert rows["huge.mp4"][S.ID] == hashlib.sha256(b"\0" * (96 << 20)).hexdigest()
     assert rows["small.mp4"][S.VIDEO_STORAGE] == "inline"
+
+
+def test_a_file_that_grows_past_the_limit_after_listing_is_stored_as_a_pointer(env, tmp_path):
+    """The inline limit is judged on the opened file, not on its listed size."""
+    drop = Path(env.drop_dir) / "grow"
+    drop.mkdir()
+    (drop / "a.mp4").write_bytes(b"small")
+
+    def grow(f):
+        with open(drop / "a.mp4", "ab") as fh:
+            fh.truncate(64 << 20)
+
+    tracemalloc.start()
+    try:
+        rep = ingest_drop(drop, "grow", env.table_uri, properties={}, inline_max_bytes=4 << 20, before_read=grow)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rep.pointer_rows == 1 and peak < 24 << 20
+    _assert_ids_are_content_hashes(_stored(env.table_uri))
+
+
+def test_chunk_buffer_keeps_one_copy_and_compacts_kept_files():
+    import numpy as np
+
+    from mmfs_assets.ingest.rows import ChunkBuffer, Pending
+    from mmfs_assets.ingest.safe_open import ReadResult
+
+    buf = ChunkBuffer(100)
+    items = []
+    for i, n in enumerate([10, 20, 30]):
+        mark = buf.used
+        data = buf.alloc(n)
+        data[:] = i + 1
+        items.append(Pending(None, ReadResult(str(i), n, data), "", "inline"))
+    dup = buf.alloc(5)  # a duplicate read, given back
+    buf.rollback(buf.used - len(dup))
+    assert buf.used == 60 and mark == 30
+    whole = buf.contents(items)
+    assert whole is not None and np.shares_memory(whole, buf.buf) and len(whole) == 60
+    kept = [items[0], items[2]]  # the middle one was already in the table
+    packed = buf.contents(kept)
+    assert np.shares_memory(packed, buf.buf) and len(packed) == 40  # moved down, no new buffer
+    assert packed[:10].tolist() == [1] * 10 and packed[10:].tolist() == [3] * 30
+    assert kept[1].read.data.tolist() == [3] * 30
+    big = buf.alloc(500)  # larger than the chunk: its own array, never in the shared buffer
+    assert not np.shares_memory(big, buf.buf if buf.buf is not None else np.empty(0))

@@ -44,7 +44,7 @@ def _cli(*args, **kw) -> subprocess.CompletedProcess:
 
 
 HOLDER = textwrap.dedent("""
-    import socket, sys, time
+    import sys, time
     import dagster as dg
     pool, marker = sys.argv[1], sys.argv[2]
 
@@ -53,7 +53,8 @@ HOLDER = textwrap.dedent("""
         open(marker, "w").write("in the step")
         time.sleep(600)
 
-    dg.materialize([hold], instance=dg.DagsterInstance.get(), tags={"mmfs/host": socket.gethostname()})
+    from mmfs_assets.instance.liveness import HOST_TAG, this_host
+    dg.materialize([hold], instance=dg.DagsterInstance.get(), tags={HOST_TAG: this_host()})
 """)
 
 
@@ -243,7 +244,7 @@ def test_dead_waiters_do_not_inherit_the_slot(home, env, fixture_dir, tmp_path):
 
 def test_a_lost_wake_up_is_handed_the_free_slot(home):
     """Dagster's claim checks for a free slot, then enqueues: a slot freed in between wakes nobody."""
-    from mmfs_assets.instance.guard import _wake_lost_claims
+    from mmfs_assets.instance.liveness import wake_lost_claims
     from mmfs_assets.instance.home import open_instance
 
     with open_instance() as inst:
@@ -254,7 +255,7 @@ def test_a_lost_wake_up_is_handed_the_free_slot(home):
         st.free_concurrency_slots_for_run("run-a")  # ...A frees it and finds nobody waiting...
         st.add_pending_step("gpu", "run-b", "s", should_assign=b_saw_free)  # ...then B enqueues
         assert st.claim_concurrency_slot("gpu", "run-b", "s").slot_status.value == "BLOCKED"
-        _wake_lost_claims(inst, ["gpu"])  # what the watchdog does every half second
+        wake_lost_claims(inst, ["gpu"])  # what the watchdog (every 0.5 s) and the reaper sensor do
         assert st.claim_concurrency_slot("gpu", "run-b", "s").slot_status.value == "CLAIMED"
 
 

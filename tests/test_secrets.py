@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import lance
+import pytest
 
 from mmfs_assets.cli.run import materialize_drop
 from mmfs_assets.instance.home import open_instance
@@ -94,3 +95,35 @@ def test_without_secrets_no_env_var_is_needed(env, monkeypatch):
     assert res.secret_storage_options is None and res.storage_options == PUBLIC and res.options == PUBLIC
     monkeypatch.delenv("MMFS_STORAGE_OPTIONS")
     assert build_resources(Settings.from_env())["lance_table"].options is None
+
+
+def test_a_resolved_resource_never_prints_its_secrets(env, fixture_dir, tmp_path, monkeypatch):
+    """Inside a run the EnvVar is resolved: repr/str/f-strings of the resource must still hide it."""
+    import dagster as dg
+
+    from mmfs_assets.resources import build_resources
+
+    monkeypatch.setenv("MMFS_STORAGE_OPTIONS", json.dumps({**SECRETS, **PUBLIC}))
+    seen = {}
+
+    @dg.asset(required_resource_keys={"lance_table"})
+    def show(context) -> None:
+        lance_table = context.resources.lance_table
+        seen["text"] = f"{lance_table} {lance_table!r} {str(lance_table)}"
+        seen["options"] = lance_table.options
+
+    with dg.instance_for_test() as inst:
+        res = build_resources(Settings.from_env())
+        assert dg.materialize([show], instance=inst, resources={"lance_table": res["lance_table"]}).success
+    assert seen["options"] == {**SECRETS, **PUBLIC}  # resolved in the run...
+    assert not [s for s in SECRETS.values() if s in seen["text"]]  # ...and never printed
+    assert "eu-north-1" in seen["text"]
+
+
+def test_settings_with_secrets_must_come_from_the_environment(monkeypatch):
+    from mmfs_assets.resources import build_resources
+
+    monkeypatch.delenv("MMFS_STORAGE_OPTIONS", raising=False)
+    s = Settings(storage_options={**SECRETS, **PUBLIC})
+    with pytest.raises(ValueError, match="MMFS_STORAGE_OPTIONS"):
+        build_resources(s)

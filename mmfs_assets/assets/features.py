@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.video_metadata import video_metadata
 from mmfs_assets.assets.videos import run_properties
@@ -35,6 +36,7 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
     )
     def _fill(context: dg.AssetExecutionContext, lance_table: LanceTableResource, models: ModelsResource) -> dg.MaterializeResult:
         key = context.partition_key
+        tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
         try:
             ctx = model_context(feature, profile=models.profile, model_dir=models.model_dir, device=models.device, env=models.env)
             model = load_model(feature, ctx)

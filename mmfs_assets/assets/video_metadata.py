@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.videos import run_properties, videos
 from mmfs_assets.ingest.describe import METADATA_CODE_VERSION, describe_partition
@@ -32,6 +33,7 @@ def video_metadata(
     context: dg.AssetExecutionContext, lance_table: LanceTableResource, probe: ProbeResource
 ) -> dg.MaterializeResult:
     key = context.partition_key
+    tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
     rep = describe_partition(
         lance_table.uri,
         key,

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.assets.digest import table_digest
 from mmfs_assets.ingest.drops import DropRefusedError, resolve_drop
 from mmfs_assets.ingest.ingest_drop import ingest_drop
@@ -12,6 +13,11 @@ from mmfs_loader import schema as S
 from mmfs_loader.sql import equals
 
 INGEST_CODE_VERSION = "ingest-v1"
+
+
+def _md_code(text: str) -> str:
+    """Text safe inside a markdown code span: a file name cannot close it or start a new line."""
+    return text.replace("`", "'").replace("\r", "\\r").replace("\n", "\\n")
 
 
 def run_properties(context: dg.AssetExecutionContext, asset: str, code_version: str) -> dict[str, str]:
@@ -39,6 +45,7 @@ def videos(
     context: dg.AssetExecutionContext, lance_table: LanceTableResource, drop_folder: DropFolderResource
 ) -> dg.MaterializeResult:
     key = context.partition_key
+    tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
     try:
         path = resolve_drop(drop_folder.root, key)
     except DropRefusedError as e:
@@ -71,7 +78,7 @@ def videos(
             "stored_as_pointer_over_size_limit": rep.pointer_rows if lance_table.video_storage == "inline" else 0,
             "files": rep.files,
             "files_skipped": dg.MetadataValue.md(
-                "\n".join(f"- `{s.relpath}`: {s.reason}" for s in rep.skipped) or "none"
+                "\n".join(f"- `{_md_code(s.relpath)}`: {_md_code(s.reason)}" for s in rep.skipped) or "none"
             ),
             "bytes_new": rep.new_bytes,
             "commits": len(rep.commits),

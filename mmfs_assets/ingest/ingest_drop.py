@@ -34,6 +34,8 @@ from mmfs_loader.sql import is_in
 
 ID_LOOKUP_BATCH = 512  # above this many ids, one scan of the id column beats repeated IN lookups
 INLINE_MAX_BYTES = 2 << 30  # larger files are stored as pointers (setting MMFS_INLINE_MAX_BYTES)
+NOT_UTF8_POINTER = ("file name is not valid UTF-8, so it cannot be stored as a pointer: rename it "
+                    "(or raise MMFS_INLINE_MAX_BYTES)")
 
 
 @dataclass
@@ -149,21 +151,25 @@ def ingest_drop(
             if before_read:
                 before_read(f)
             keep = video_storage == "inline" and f.size <= inline_max_bytes
+            if not keep and not is_utf8(f.parts):  # checked before hashing a (large) file for nothing
+                rep.skipped.append(SkippedFile(f.relpath, NOT_UTF8_POINTER))
+                continue
             if keep and pending and pending_bytes + f.size > chunk_bytes:
                 flush()  # bounded memory: the chunk goes out before this file's bytes come in
+            mark = chunk.used
             try:
-                mark = chunk.used
-                r = reader.read(f.parts, keep_bytes=keep, on_bytes=on_bytes, alloc=chunk.alloc)
-            except OSError as e:
+                r = reader.read(f.parts, keep_bytes=keep, on_bytes=on_bytes, alloc=chunk.alloc,
+                                keep_max=inline_max_bytes)
+            except (OSError, MemoryError) as e:
                 chunk.rollback(mark)
-                rep.skipped.append(SkippedFile(f.relpath, f"cannot be read: {e.strerror or e}"))
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+                rep.skipped.append(SkippedFile(f.relpath, f"cannot be read: {reason}"))
                 continue
             rep.bytes_hashed += r.size
             storage = "inline" if r.data is not None else "pointer"
             if storage == "pointer" and not is_utf8(f.parts):
                 chunk.rollback(mark)
-                rep.skipped.append(SkippedFile(f.relpath, "file name is not valid UTF-8, so it cannot be stored "
-                                               "as a pointer: rename it (or raise MMFS_INLINE_MAX_BYTES)"))
+                rep.skipped.append(SkippedFile(f.relpath, NOT_UTF8_POINTER))
                 continue
             if r.sha256 in seen:
                 rep.duplicates_in_drop += 1

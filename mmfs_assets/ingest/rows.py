@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -41,6 +42,8 @@ class ChunkBuffer:
 
     def alloc(self, size: int) -> np.ndarray:
         if size > self.capacity - self.used:  # only for a file larger than a whole chunk (sent alone)
+            if self.used == 0:
+                self.buf = None  # not held beside it: memory stays max(chunk, inline limit)
             return np.empty(size, dtype=np.uint8)
         if self.buf is None:
             self.buf = np.empty(self.capacity, dtype=np.uint8)
@@ -53,13 +56,25 @@ class ChunkBuffer:
         self.used = min(self.used, mark)
 
     def contents(self, items: list["Pending"]) -> np.ndarray | None:
-        """The bytes of ``items`` as one array without copying, when they are exactly the buffer's content."""
-        inline = [p.read.data for p in items if p.storage == "inline" and p.read.size]
-        if self.buf is None or sum(len(d) for d in inline) != self.used:
+        """The bytes of ``items`` back to back as one array, without a new buffer; None if they are not
+        all in this buffer. When only some of the buffer's files are kept (the others were already in the
+        table), the kept ones are moved down over the gaps first (memmove, in order, so none is overwritten
+        before it has moved) and their ``data`` views updated."""
+        inline = [p for p in items if p.storage == "inline" and p.read.size]
+        if self.buf is None or not inline:
             return None
-        if all(np.shares_memory(d, self.buf) for d in inline):
-            return self.buf[: self.used]
-        return None
+        base = self.buf.ctypes.data
+        starts = [p.read.data.ctypes.data - base for p in inline]
+        if not all(np.shares_memory(p.read.data, self.buf) for p in inline) or starts != sorted(starts):
+            return None
+        dst = 0
+        for p, start in zip(inline, starts):
+            n = p.read.size
+            if start != dst:
+                ctypes.memmove(base + dst, base + start, n)
+                p.read.data = self.buf[dst : dst + n]
+            dst += n
+        return self.buf[:dst]
 
     def reset(self) -> None:
         self.used = 0

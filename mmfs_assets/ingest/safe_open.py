@@ -77,18 +77,21 @@ class DropReader:
         os.set_blocking(f, True)
         return f
 
-    def read(self, parts: tuple[str, ...], *, keep_bytes: bool, on_bytes=None, alloc=None) -> ReadResult:
+    def read(self, parts: tuple[str, ...], *, keep_bytes: bool, on_bytes=None, alloc=None,
+             keep_max: int | None = None) -> ReadResult:
         """Hash (and, with ``keep_bytes``, keep) the whole file read through one descriptor.
 
         ``alloc(size)`` gives the uint8 array the bytes are read into (default: a new one), so a caller
-        can read a chunk of files into one buffer without copying them again.
+        can read a chunk of files into one buffer without copying them again. A file larger than
+        ``keep_max`` *when opened* (it may have grown since it was listed) is only hashed.
         """
         fd = self.open(parts)
         try:
             before = os.fstat(fd)
             size = before.st_size
             h = hashlib.sha256()
-            data = ((alloc or _new)(size)) if keep_bytes else None
+            keep = keep_bytes and (keep_max is None or size <= keep_max)
+            data = ((alloc or _new)(size)) if keep else None
             got = _read_all(fd, h, data, size, on_bytes)
             after = os.fstat(fd)
             if got != size or after.st_size != size or after.st_mtime_ns != before.st_mtime_ns:
@@ -108,8 +111,10 @@ def _open_at(name: str, flags: int, dir_fd: int) -> int:
     try:
         return os.open(name, flags, dir_fd=dir_fd)
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):  # a link where O_NOFOLLOW forbids one, or a link to a folder
+        if e.errno == errno.ELOOP:  # a link where O_NOFOLLOW forbids one
             raise UnsafeFileError(f"a symlink appeared at {name!r} after the drop was listed") from e
+        if e.errno == errno.ENOTDIR:  # a folder replaced by a link to one, or by a file
+            raise UnsafeFileError(f"{name!r} is no longer a real folder (replaced after the drop was listed)") from e
         raise
 
 

@@ -25,10 +25,13 @@ from dagster import RunsFilter
 from dagster._utils.interrupts import check_captured_interrupt, pop_captured_interrupt
 
 from mmfs_assets.instance import dagster_patches  # noqa: F401 - fixes a busy wait on pool slots
-from mmfs_assets.instance.liveness import HOST_TAG, PoolUser, free_dead_runs, pool_users, this_host
+from mmfs_assets.instance.liveness import (
+    HOST_TAG, PoolUser, free_dead_runs, pool_users, this_host, wake_lost_claims,
+)
 
 TOKEN_TAG = "mmfs/invocation"
 NOTICE_EVERY_S = 10.0
+SWEEP_EVERY_S = 5.0
 
 
 def _holders(users: list[PoolUser], me: str | None = None) -> str:
@@ -60,15 +63,6 @@ def wait_for_pools(instance: dg.DagsterInstance, pools: list[str], notify: Calla
         time.sleep(poll_s)
 
 
-def _wake_lost_claims(instance: dg.DagsterInstance, pools: list[str]) -> None:
-    """Hand free slots to waiting steps: Dagster's claim checks for a free slot and then enqueues, so a
-    slot freed in between is handed to nobody and the waiter sleeps forever (a lost wake-up)."""
-    storage = instance.event_log_storage
-    for pool in pools:
-        if storage.has_unassigned_slots(pool):
-            storage.assign_pending_steps([pool])
-
-
 def _raise_in_main(exc: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(threading.main_thread().ident), ctypes.py_object(exc)
@@ -85,7 +79,7 @@ def guarded_materialize(assets, *, instance: dg.DagsterInstance, pools: list[str
     done = threading.Event()
 
     def watchdog() -> None:
-        last, interrupted_at, run_id = 0.0, None, None
+        last, last_sweep, interrupted_at, run_id = 0.0, time.monotonic(), None, None
         while not done.wait(0.5):
             if run_id is None:
                 runs = instance.get_runs(RunsFilter(tags={TOKEN_TAG: token}), limit=1)
@@ -104,7 +98,10 @@ def guarded_materialize(assets, *, instance: dg.DagsterInstance, pools: list[str
                     interrupted_at = time.monotonic() + 5
             else:
                 interrupted_at = None
-            _wake_lost_claims(instance, pools)
+            if time.monotonic() - last_sweep >= SWEEP_EVERY_S:  # a dead waiter must not get the freed slot
+                free_dead_runs(instance, pools, log=notify)
+                last_sweep = time.monotonic()
+            wake_lost_claims(instance, pools)
             if time.monotonic() - last < NOTICE_EVERY_S:
                 continue
             for pool in pools:

@@ -88,21 +88,27 @@ def _damage_message(home: Path, bad: dict[str, list[str]]) -> str:
     )
 
 
-def _head() -> str:
+def _revisions() -> list[str]:
+    """Dagster's schema revisions, newest first."""
     from alembic.script import ScriptDirectory
     from dagster._core.storage.runs.sqlite import sqlite_run_storage
     from dagster._core.storage.sql import get_alembic_config
 
-    return ScriptDirectory.from_config(get_alembic_config(sqlite_run_storage.__file__)).as_revision_number("head")
+    script = ScriptDirectory.from_config(get_alembic_config(sqlite_run_storage.__file__))
+    return [r.revision for r in script.walk_revisions()]
+
+
+def _head() -> str:
+    return _revisions()[0]
 
 
 def repair_home(home: Path) -> dict[str, list[str]]:
     """Keep one schema stamp per storage file (the current head when present); returns what was fixed."""
     with home_lock(home):
         bad = damage(home)
-        head = _head() if bad else None
+        order = _revisions() if bad else []
         for rel, rows in bad.items():
-            keep = head if head in rows else max(rows)
+            keep = next((r for r in order if r in rows), rows[0])  # the newest stamp present
             con = sqlite3.connect(home / rel, timeout=30)
             with con:
                 con.execute(

@@ -36,7 +36,33 @@ class PoolUser:
 
 
 def this_host() -> str:
-    return socket.gethostname()
+    """Where a pid means something: host name, boot id and pid namespace (containers sharing a
+    hostname or a SQLite volume see different processes under the same pid)."""
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            parts.append(f.read().strip()[:8])
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    return "/".join(parts)
+
+
+def tag_run_host(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Tag a run with the machine its process runs on (called by MMFS's assets when a step starts), so
+    liveness checks elsewhere never judge a pid from another machine or container."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and HOST_TAG not in (run.tags or {}):
+        instance.add_run_tags(run_id, {HOST_TAG: this_host()})
+
+
+def wake_lost_claims(instance: dg.DagsterInstance, pools: list[str] | None = None) -> None:
+    """Hand free slots to waiting steps: Dagster's claim checks for a free slot and then enqueues, so a
+    slot freed in between is handed to nobody and the waiter sleeps forever (a lost wake-up)."""
+    storage = instance.event_log_storage
+    for pool in pools if pools is not None else sorted(storage.get_concurrency_keys()):
+        if storage.has_unassigned_slots(pool):
+            storage.assign_pending_steps([pool])
 
 
 def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
