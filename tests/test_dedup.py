@@ -45,6 +45,7 @@ def test_racing_ingests_leave_one_row_per_video(env, fixture_dir, monkeypatch):
     monkeypatch.setattr(mod, "append_rows", append_after_b)
     rep = mod.ingest_drop(a, "a", env.table_uri, properties={})
     assert raced and rep.duplicates_removed == 3
+    assert rep.new_rows == 2  # 5 appended, 3 of them lost to B's earlier commit
     t = lance.dataset(env.table_uri).to_table(columns=[S.ID, S.DROP_ID])
     ids = t[S.ID].to_pylist()
     assert len(ids) == len(set(ids)) == 7

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from mmfs_assets.ingest.drops import DropFile, DropRefusedError, SkippedFile, list_drop_files
@@ -124,16 +125,21 @@ def ingest_drop(
         known.extend(existing)
         todo = [p for p in pending if p.read.sha256 not in existing]
         if todo:
-            rows = ingest_rows(drop_id, todo, chunk.contents(todo))
+            stamp = datetime.now(timezone.utc)  # identifies this chunk's rows among those the dedup removes
+            rows = ingest_rows(drop_id, todo, chunk.contents(todo), now=stamp)
             out = append_rows(uri, rows, properties, storage_options, fragment_rows=fragment_rows)
             del rows
             rep.commits.append(out.version)
             rep.lance_version = out.version
-            rep.duplicates_removed += dedup_ids(uri, [p.read.sha256 for p in todo], storage_options)
-            rep.new_rows += len(todo)
-            rep.new_bytes += sum(p.read.size for p in todo)
-            rep.pointer_rows += sum(p.storage == "pointer" for p in todo)
-            rep.new_ids.extend(p.read.sha256 for p in todo)
+            removed = dedup_ids(uri, [p.read.sha256 for p in todo], storage_options)
+            rep.duplicates_removed += len(removed)
+            # rows of this chunk that lost to another ingest's earlier commit are not new after all
+            lost = {r.id for r in removed if r.drop_id == drop_id and r.ingested_at == stamp}
+            kept = [p for p in todo if p.read.sha256 not in lost]
+            rep.new_rows += len(kept)
+            rep.new_bytes += sum(p.read.size for p in kept)
+            rep.pointer_rows += sum(p.storage == "pointer" for p in kept)
+            rep.new_ids.extend(p.read.sha256 for p in kept)
             if progress:
                 progress("write", rep.new_bytes, total)
         pending, pending_bytes = [], 0
@@ -182,7 +188,7 @@ def ingest_drop(
                 flush()
         flush()
     # a run killed between its append and its dedup may have left a second row for a video of this drop
-    rep.duplicates_removed += dedup_ids(uri, known, storage_options)
+    rep.duplicates_removed += len(dedup_ids(uri, known, storage_options))
     rep.skipped.sort(key=lambda s: s.relpath)
     elapsed = time.perf_counter() - t0
     rep.seconds_writing = t_write

@@ -107,8 +107,9 @@ def blob_column(items: list[Pending], contiguous: np.ndarray | None = None) -> p
     return pa.ExtensionArray.from_storage(BlobType(), storage)
 
 
-def ingest_rows(drop_id: str, items: list[Pending], contiguous: np.ndarray | None = None) -> pa.Table:
-    now = datetime.now(timezone.utc)
+def ingest_rows(drop_id: str, items: list[Pending], contiguous: np.ndarray | None = None,
+                now: datetime | None = None) -> pa.Table:
+    now = now or datetime.now(timezone.utc)
     return pa.table(
         {
             S.ID: pa.array([p.read.sha256 for p in items], pa.string()),

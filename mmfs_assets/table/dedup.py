@@ -11,6 +11,8 @@ concurrent feature fills (DataReplacement) and appends; a delete that loses a ra
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
 
 import lance
 
@@ -22,29 +24,39 @@ LOOKUP_BATCH = 512
 MAX_ATTEMPTS = 10
 
 
-def duplicate_rowids(ds: lance.LanceDataset, ids: list[str]) -> list[int]:
-    """Stable row ids of every row of ``ids`` except the first committed one per id."""
-    rows: dict[str, list[int]] = defaultdict(list)
+@dataclass(frozen=True)
+class Removed:
+    """A row the dedup deleted: which drop appended it, and when."""
+
+    id: str
+    drop_id: str
+    ingested_at: datetime | None
+
+
+def duplicates(ds: lance.LanceDataset, ids: list[str]) -> dict[int, Removed]:
+    """Every row of ``ids`` except the first committed one per id, by stable row id."""
+    rows: dict[str, list[tuple[int, Removed]]] = defaultdict(list)
     for i in range(0, len(ids), LOOKUP_BATCH):
-        t = ds.to_table(columns=[S.ID], filter=is_in(S.ID, ids[i : i + LOOKUP_BATCH]), with_row_id=True)
-        for id_, rid in zip(t[S.ID].to_pylist(), t["_rowid"].to_pylist()):
-            rows[id_].append(rid)
-    return sorted(r for rs in rows.values() if len(rs) > 1 for r in sorted(rs)[1:])
+        t = ds.to_table(columns=[S.ID, S.DROP_ID, S.INGESTED_AT], filter=is_in(S.ID, ids[i : i + LOOKUP_BATCH]),
+                        with_row_id=True)
+        for r in t.to_pylist():
+            rows[r[S.ID]].append((r["_rowid"], Removed(r[S.ID], r[S.DROP_ID], r[S.INGESTED_AT])))
+    return {rid: rem for rs in rows.values() if len(rs) > 1 for rid, rem in sorted(rs, key=lambda x: x[0])[1:]}
 
 
-def dedup_ids(uri: str, ids: list[str], storage_options: dict[str, str] | None = None) -> int:
-    """Delete all but the first committed row of each of ``ids``; returns how many rows were deleted."""
+def dedup_ids(uri: str, ids: list[str], storage_options: dict[str, str] | None = None) -> list[Removed]:
+    """Delete all but the first committed row of each of ``ids``; returns the rows deleted."""
     if not ids:
-        return 0
+        return []
     ids = sorted(set(ids))
     for attempt in range(MAX_ATTEMPTS):
         ds = lance.dataset(uri, storage_options=storage_options)
-        losers = duplicate_rowids(ds, ids)
+        losers = duplicates(ds, ids)
         if not losers:
-            return 0
+            return []
         try:
-            ds.delete(f"_rowid IN ({', '.join(str(r) for r in losers)})")
-            return len(losers)
+            ds.delete(f"_rowid IN ({', '.join(str(r) for r in sorted(losers))})")
+            return list(losers.values())
         except OSError as e:
             if not is_conflict(e) or attempt == MAX_ATTEMPTS - 1:
                 raise
