@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import lance
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mmfs_assets.table.retry import backoff, is_conflict
 from mmfs_loader import schema as S
 from mmfs_loader.sql import is_in
 
-LOOKUP_BATCH = 512
+LOOKUP_BATCH = 512  # above this many ids, one scan of the table's ids instead of an IN filter
 MAX_ATTEMPTS = 10
 
 
@@ -35,10 +37,14 @@ class Removed:
 
 def duplicates(ds: lance.LanceDataset, ids: list[str]) -> dict[int, Removed]:
     """Every row of ``ids`` except the first committed one per id, by stable row id."""
+    cols = [S.ID, S.DROP_ID, S.INGESTED_AT]
+    if len(ids) > LOOKUP_BATCH:  # many ids (a large re-ingested drop): one projected scan beats many IN scans
+        t = ds.to_table(columns=cols, with_row_id=True)
+        tables = [t.filter(pc.is_in(t[S.ID], value_set=pa.array(ids, pa.string())))]
+    else:
+        tables = [ds.to_table(columns=cols, filter=is_in(S.ID, ids), with_row_id=True)]
     rows: dict[str, list[tuple[int, Removed]]] = defaultdict(list)
-    for i in range(0, len(ids), LOOKUP_BATCH):
-        t = ds.to_table(columns=[S.ID, S.DROP_ID, S.INGESTED_AT], filter=is_in(S.ID, ids[i : i + LOOKUP_BATCH]),
-                        with_row_id=True)
+    for t in tables:
         for r in t.to_pylist():
             rows[r[S.ID]].append((r["_rowid"], Removed(r[S.ID], r[S.DROP_ID], r[S.INGESTED_AT])))
     return {rid: rem for rs in rows.values() if len(rs) > 1 for rid, rem in sorted(rs, key=lambda x: x[0])[1:]}
