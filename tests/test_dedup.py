@@ -80,3 +80,30 @@ def test_a_run_killed_between_append_and_dedup_is_repaired_by_the_next_ingest(en
     assert rep.new_rows == 0 and rep.duplicates_removed == 3
     ids = lance.dataset(env.table_uri).to_table(columns=[S.ID])[S.ID].to_pylist()
     assert len(ids) == len(set(ids)) == 7
+
+
+def test_dedup_of_many_ids_scans_once_and_keeps_the_first_commit(tmp_path, monkeypatch):
+    """Above the IN-list size the dedup reads the id column once; the choice of survivors is the same."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from mmfs_assets.table import dedup
+
+    uri = str(tmp_path / "t.lance")
+
+    def rows(ids, drop):
+        now = datetime.now(timezone.utc)
+        return pa.table({S.ID: ids, S.DROP_ID: [drop] * len(ids),
+                         S.INGESTED_AT: pa.array([now] * len(ids), pa.timestamp("us", tz="UTC"))})
+
+    lance.write_dataset(rows([f"v{k}" for k in range(1000)], "first"), uri, enable_stable_row_ids=True)
+    lance.write_dataset(rows([f"v{k}" for k in range(0, 1000, 3)], "second"), uri, mode="append")
+    scans = []
+    real = lance.LanceDataset.to_table
+    monkeypatch.setattr(lance.LanceDataset, "to_table", lambda self, *a, **k: scans.append(k) or real(self, *a, **k))
+    removed = dedup.dedup_ids(uri, [f"v{k}" for k in range(1000)])
+    assert len(removed) == 334 and {r.drop_id for r in removed} == {"second"}
+    assert all(k.get("filter") is None for k in scans)  # no IN lists, whole-id scans only
+    t = lance.dataset(uri).to_table(columns=[S.ID, S.DROP_ID])
+    assert t.num_rows == 1000 and set(t[S.DROP_ID].to_pylist()) == {"first"}
