@@ -64,6 +64,8 @@ class ProbeResource(dg.ConfigurableResource):
     """How the metadata probe judges damage: more concealed/corrupt frames than this quarantines a video."""
 
     max_corrupt_frames: int = 0
+    decode_workers: int = 0  # 0: the cores this process may use
+    decode_timeout_s: float = 300.0
 
 
 class ModelsResource(dg.ConfigurableResource):
@@ -73,7 +75,9 @@ class ModelsResource(dg.ConfigurableResource):
     model_dir: str = "data/models"
     device: str = "auto"
     chunk_rows: int = 256
-    decode_workers: int = 0  # 0: min(4, cores)
+    decoder: str = "auto"  # auto | cpu | nvdec (mmfs_assets.engine.decoders)
+    decode_workers: int = 0  # 0: the cores this process may use
+    decode_timeout_s: float = 300.0
     env: dict[str, str] = {}  # MMFS_<FEATURE>_MODEL / _FRAMES / _BATCH_SIZE
 
 
@@ -93,9 +97,12 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             video_storage=s.video_storage,
             inline_max_bytes=s.inline_max_bytes,
         ),
-        "probe": ProbeResource(max_corrupt_frames=s.max_corrupt_frames),
+        "probe": ProbeResource(
+            max_corrupt_frames=s.max_corrupt_frames, decode_workers=s.decode_workers, decode_timeout_s=s.decode_timeout_s
+        ),
         "drop_folder": DropFolderResource(root=s.drop_dir, quiet_seconds=s.drop_quiet_seconds),
         "models": ModelsResource(
-            profile=s.model_profile, model_dir=s.model_dir, device=s.device, chunk_rows=s.fill_chunk_rows, env=s.feature_env
+            profile=s.model_profile, model_dir=s.model_dir, device=s.device, chunk_rows=s.fill_chunk_rows,
+            decoder=s.decoder, decode_workers=s.decode_workers, decode_timeout_s=s.decode_timeout_s, env=s.feature_env,
         ),
     }

@@ -13,7 +13,10 @@
 | ``MMFS_MODEL_DIR``     | ``data/models``      | where tiny models are written (and a place for local weights) |
 | ``MMFS_DEVICE``        | ``auto``             | ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]`` |
 | ``MMFS_FILL_CHUNK_ROWS``| ``256``             | rows per feature commit (a crash loses at most one chunk) |
-| ``MMFS_<FEATURE>_MODEL``, ``_FRAMES``, ``_BATCH_SIZE`` | feature defaults | per feature, e.g. ``MMFS_CLIP_MODEL`` |
+| ``MMFS_DECODER``       | ``auto``             | ``auto`` (NVDEC beside CPU workers when CUDA and PyNvVideoCodec are there), ``cpu``, ``nvdec`` |
+| ``MMFS_DECODE_WORKERS``| cores available      | decode worker processes per fill (one FFmpeg thread each) |
+| ``MMFS_DECODE_TIMEOUT_S``| ``300``            | a decode past this (a probe: plus 1 s per MB) kills its worker; the row gets an error |
+| ``MMFS_<FEATURE>_MODEL``, ``_FRAMES``, ``_BATCH_SIZE``, ``_SAMPLING`` | feature defaults | per feature, e.g. ``MMFS_CLIP_MODEL``, ``MMFS_DEPTH_SAMPLING=keyframe`` |
 
 Relative local paths are resolved against the working directory once, when the settings are read, so
 every process (webserver, daemon, run workers) agrees on the same absolute location.
@@ -52,7 +55,7 @@ def _abs_local(uri: str) -> str:
 
 def _is_feature_setting(name: str) -> bool:
     """``MMFS_<FEATURE>_MODEL`` / ``_FRAMES`` / ``_BATCH_SIZE`` (``MMFS_MODEL_*`` are global settings)."""
-    return name.startswith("MMFS_") and not name.startswith("MMFS_MODEL_") and name.endswith(("_MODEL", "_FRAMES", "_BATCH_SIZE"))
+    return name.startswith("MMFS_") and not name.startswith("MMFS_MODEL_") and name.endswith(("_MODEL", "_FRAMES", "_BATCH_SIZE", "_SAMPLING"))
 
 
 class Settings(BaseModel):
@@ -69,6 +72,9 @@ class Settings(BaseModel):
     model_dir: str = "data/models"
     device: str = "auto"
     fill_chunk_rows: int = Field(256, ge=1)
+    decoder: Literal["auto", "cpu", "nvdec"] = "auto"
+    decode_workers: int = Field(0, ge=0)  # 0: the cores this process may use
+    decode_timeout_s: float = Field(300.0, gt=0)
     feature_env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("table_uri", "drop_dir", "model_dir")
@@ -101,6 +107,9 @@ class Settings(BaseModel):
             ("model_dir", "MMFS_MODEL_DIR"),
             ("device", "MMFS_DEVICE"),
             ("fill_chunk_rows", "MMFS_FILL_CHUNK_ROWS"),
+            ("decoder", "MMFS_DECODER"),
+            ("decode_workers", "MMFS_DECODE_WORKERS"),
+            ("decode_timeout_s", "MMFS_DECODE_TIMEOUT_S"),
         ]:
             if env.get(name):
                 values[key] = env[name]

@@ -102,6 +102,7 @@ METADATA = ColumnGroup(
         pa.field("is_vfr", pa.bool_()),
         pa.field("corrupt_frames", pa.int32()),  # frames FFmpeg concealed or flagged corrupt
         pa.field("lost_frames", pa.int32()),  # packets that decoded to no frame
+        pa.field("keyframe_times", pa.list_(pa.float64())),  # s from the stream start: plans seeks
     ),
 )
 

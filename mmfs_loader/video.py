@@ -1,11 +1,22 @@
-"""Decoding chosen frames of one video, with seeks planned from the metadata columns.
+"""The decode engine's CPU decoder: chosen frames of one video, planned from the metadata columns.
 
 Both the feature fills (frames at the centres of equal slices) and the training loader (a window of
-consecutive or strided frames at a drawn position) call :func:`decode_at` with the times they want.
-Walking the times in order, the decoder seeks (to the keyframe before the target) only when the next
-target is further ahead than the video's keyframe interval (a metadata column), so a keyframe surely
-lies between; otherwise it decodes forward from where it is. Decoding every frame would cost the whole
-video; seeking before every target would re-decode the same GOP again and again on long-GOP videos.
+consecutive or strided frames at a drawn position) call :func:`decode_frames` with the times they want,
+so there is one implementation of "which frames, at what cost".
+
+Decoding is planned from the video's keyframe times (metadata column ``keyframe_times``):
+
+- ``exact`` (the frame on screen at each target time): for each target, the keyframe before it is
+  looked up; when that keyframe lies beyond the decoder's position the decoder seeks to it, otherwise it
+  decodes forward from where it is. On a 1 s GOP with targets 1 s apart this decodes about half a GOP
+  per frame taken instead of the whole video.
+- ``keyframe``: each target is snapped to the nearest keyframe and only keyframes are decoded (FFmpeg
+  ``skip_frame=NONKEY``, one seek per distinct keyframe): about one frame decoded per frame taken. A
+  video with fewer keyframes than targets repeats frames; the returned times say which frames came.
+
+Every call reports the frames it decoded, so callers can count the decode amplification (frames
+decoded per frame taken). Rows described before keyframe times were recorded fall back to seeking only
+when the next target is more than one mean keyframe interval ahead.
 
 Scaling and RGB conversion happen in FFmpeg (swscale) straight to the requested size; the display
 rotation (metadata ``rotation``) is applied so frames come out upright.
@@ -20,6 +31,8 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
+SAMPLING_MODES = ("exact", "keyframe")
+
 
 class DecodeError(RuntimeError):
     """This video's frames cannot be decoded."""
@@ -33,15 +46,18 @@ class VideoPlan:
     fps: float
     keyframe_interval: float  # frames between keyframes (mean)
     rotation: int = 0
+    keyframe_times: tuple[float, ...] | None = None  # seconds from the stream start, ascending
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> VideoPlan:
         """The plan from a row's metadata columns (missing values fall back to safe defaults)."""
+        kts = row.get("keyframe_times")
         return cls(
             duration_s=float(row.get("duration_s") or 0.0),
             fps=float(row.get("fps") or 0.0),
             keyframe_interval=float(row.get("keyframe_interval") or 0.0),
             rotation=int(row.get("rotation") or 0),
+            keyframe_times=tuple(float(x) for x in kts) if kts else None,
         )
 
     def targets(self, count: int) -> np.ndarray:
@@ -49,8 +65,29 @@ class VideoPlan:
         return (np.arange(count) + 0.5) * (self.duration_s / count)
 
 
-# The metadata columns a plan is built from.
-PLAN_COLUMNS = ("duration_s", "fps", "keyframe_interval", "rotation")
+# The metadata columns a plan is built from (``keyframe_times`` only where the table has it).
+PLAN_COLUMNS = ("duration_s", "fps", "keyframe_interval", "rotation", "keyframe_times")
+REQUIRED_PLAN_COLUMNS = PLAN_COLUMNS[:4]
+
+
+def plan_columns(names: Sequence[str]) -> list[str]:
+    """The plan columns a table with columns ``names`` has (older tables lack ``keyframe_times``)."""
+    return [c for c in PLAN_COLUMNS if c in names or c in REQUIRED_PLAN_COLUMNS]
+
+
+@dataclass
+class Decoded:
+    """Frames taken (uint8 RGB ``[K, H, W, 3]``), their presentation times, and what it cost."""
+
+    frames: np.ndarray
+    timestamps: np.ndarray
+    frames_decoded: int
+    seeks: int
+
+    @property
+    def amplification(self) -> float:
+        """Frames decoded per frame taken."""
+        return self.frames_decoded / max(1, len(self.frames))
 
 
 def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -61,59 +98,159 @@ def output_size(width: int, height: int, short_side: int | None) -> tuple[int, i
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def decode_at(
-    src: str | BinaryIO, plan: VideoPlan, times: Sequence[float] | np.ndarray, short_side: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The frames on screen at ``times`` (seconds from the video's start, ascending), as uint8 RGB
-    ``[K, H, W, 3]``, and their presentation times. ``src`` is a path or a seekable file (a Lance blob)."""
+def decode_frames(
+    src: str | BinaryIO,
+    plan: VideoPlan,
+    times: Sequence[float] | np.ndarray,
+    short_side: int | None = None,
+    *,
+    mode: str = "exact",
+    threads: int = 0,
+) -> Decoded:
+    """The frames at ``times`` (seconds from the video's start, ascending) under sampling ``mode``.
+
+    ``src`` is a path or a seekable file (a Lance blob). ``threads``: FFmpeg decoder threads (0: FFmpeg's
+    default; 1 in the engine's worker processes, where processes give the parallelism).
+    """
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"sampling mode {mode!r}: choose one of {SAMPLING_MODES}")
     try:
         with av.open(src, metadata_errors="ignore") as c:
-            return _sample(c, plan, np.asarray(times, dtype=np.float64), short_side)
+            s = next((st for st in c.streams if st.type == "video"), None)
+            if s is None:
+                raise DecodeError("no video stream")
+            if threads:
+                s.thread_type = "NONE" if threads == 1 else "AUTO"
+                s.codec_context.thread_count = threads
+            sampler = _Sampler(c, s, plan, short_side)
+            want = np.asarray(times, dtype=np.float64)
+            if mode == "keyframe" and plan.keyframe_times:
+                return sampler.keyframes(want)
+            if mode == "keyframe":
+                return sampler.keyframes_unplanned(want)
+            return sampler.exact(want)
     except av.error.FFmpegError as e:
         raise DecodeError(f"decode failed: {e.strerror or e}") from e
 
 
-def _sample(c, plan: VideoPlan, times: np.ndarray, short_side: int | None) -> tuple[np.ndarray, np.ndarray]:
-    s = next((st for st in c.streams if st.type == "video"), None)
-    if s is None:
-        raise DecodeError("no video stream")
-    tb = s.time_base
-    fps = plan.fps if plan.fps and plan.fps > 0 else 25.0
-    half = 0.5 / fps
-    gop_s = max(plan.keyframe_interval, 1.0) / fps
-    start = float(s.start_time * tb) if s.start_time is not None and tb else 0.0
-    frames: list[np.ndarray] = []
-    stamps: list[float] = []
-    size: tuple[int, int] | None = None
-    it = None  # the running decode iterator
-    pos: float | None = None  # time of the last frame the iterator gave
-    last = None  # (time, frame): the last frame decoded
-    taken_t: float | None = None  # time of the last frame taken
-    for t in start + times:
-        if taken_t is not None and taken_t >= t - half:
-            frames.append(frames[-1])  # the frame on screen at t is the one already taken
-            stamps.append(stamps[-1])
-            continue
-        if it is None or pos is None or t - pos > gop_s:
-            c.seek(int(t / tb), stream=s, backward=True, any_frame=False)
-            it = c.decode(s)
+def decode_at(
+    src: str | BinaryIO, plan: VideoPlan, times: Sequence[float] | np.ndarray, short_side: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The frames on screen at ``times`` and their presentation times (``exact`` mode)."""
+    d = decode_frames(src, plan, times, short_side)
+    return d.frames, d.timestamps
+
+
+class _Sampler:
+    """One open video stream and the decoder's position in it."""
+
+    def __init__(self, c, s, plan: VideoPlan, short_side: int | None) -> None:
+        self.c, self.s, self.plan, self.short_side = c, s, plan, short_side
+        self.tb = s.time_base
+        self.fps = plan.fps if plan.fps and plan.fps > 0 else 25.0
+        self.half = 0.5 / self.fps
+        self.start = float(s.start_time * self.tb) if s.start_time is not None and self.tb else 0.0
+        self.size: tuple[int, int] | None = None
+        self.decoded = 0
+        self.seeks = 0
+        self.it = None  # the running decode iterator
+        self.pos: float | None = None  # stream time of the last frame the iterator gave
+        self.last = None  # (time, frame): the last frame decoded
+
+    def _seek(self, t_abs: float) -> None:
+        self.c.seek(int(round(t_abs / self.tb)), stream=self.s, backward=True, any_frame=False)
+        self.it = self.c.decode(self.s)
+        self.pos = None
+        self.seeks += 1
+
+    def _next_at_or_after(self, t_abs: float):
+        """Decode forward to the first frame shown at or after ``t_abs`` (minus half a frame)."""
+        if self.it is None:
+            self.it = self.c.decode(self.s)
         hit = None
-        for f in it:
-            pos = f.time if f.time is not None else (pos + 1 / fps if pos is not None else 0.0)
-            last = (pos, f)
-            if pos >= t - half:
-                hit = last
+        for f in self.it:
+            self.decoded += 1
+            self.pos = f.time if f.time is not None else (self.pos + 1 / self.fps if self.pos is not None else 0.0)
+            self.last = (self.pos, f)
+            if self.pos >= t_abs - self.half:
+                hit = self.last
                 break
         if hit is None:  # the stream ended before t: the last frame is what is on screen
-            if last is None:
-                raise DecodeError(f"no frame decodes at or before t={t - start:.3f}s")
-            hit = last
-        if size is None:
-            size = output_size(hit[1].width, hit[1].height, short_side)
-        rgb = hit[1].reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA").to_ndarray()
-        if plan.rotation % 360:
-            rgb = np.ascontiguousarray(np.rot90(rgb, k=(plan.rotation % 360) // 90))
-        taken_t = hit[0]
-        frames.append(rgb)
-        stamps.append(hit[0] - start)
-    return np.stack(frames), np.asarray(stamps, dtype=np.float64)
+            if self.last is None:
+                raise DecodeError(f"no frame decodes at or before t={t_abs - self.start:.3f}s")
+            hit = self.last
+            self.it = None  # exhausted: a later target starts a new iterator (after a seek)
+        return hit
+
+    def _rgb(self, frame) -> np.ndarray:
+        if self.size is None:
+            self.size = output_size(frame.width, frame.height, self.short_side)
+        rgb = frame.reformat(width=self.size[0], height=self.size[1], format="rgb24", interpolation="AREA").to_ndarray()
+        if self.plan.rotation % 360:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=(self.plan.rotation % 360) // 90))
+        return rgb
+
+    def _result(self, frames: list[np.ndarray], stamps: list[float]) -> Decoded:
+        return Decoded(np.stack(frames), np.asarray(stamps, dtype=np.float64), self.decoded, self.seeks)
+
+    def exact(self, times: np.ndarray) -> Decoded:
+        kts = np.asarray(self.plan.keyframe_times, dtype=np.float64) if self.plan.keyframe_times else None
+        gop_s = max(self.plan.keyframe_interval, 1.0) / self.fps
+        frames: list[np.ndarray] = []
+        stamps: list[float] = []
+        taken_t: float | None = None
+        for t in self.start + times:
+            if taken_t is not None and taken_t >= t - self.half:
+                frames.append(frames[-1])  # the frame on screen at t is the one already taken
+                stamps.append(stamps[-1])
+                continue
+            if kts is not None:
+                # the keyframe at or before the wanted frame; seek when it lies beyond the decoder
+                i = max(0, int(np.searchsorted(kts, t - self.start - self.half + 1e-9, side="right")) - 1)
+                key_abs = self.start + kts[i]
+                if self.it is None or self.pos is None or key_abs > self.pos + 1e-9:
+                    self._seek(key_abs)
+            elif self.it is None or self.pos is None or t - self.pos > gop_s:
+                self._seek(t)
+            hit = self._next_at_or_after(t)
+            taken_t = hit[0]
+            frames.append(self._rgb(hit[1]))
+            stamps.append(hit[0] - self.start)
+        return self._result(frames, stamps)
+
+    def keyframes(self, times: np.ndarray) -> Decoded:
+        """Each target snapped to the nearest keyframe (ties to the earlier); only keyframes decoded."""
+        kts = np.asarray(self.plan.keyframe_times, dtype=np.float64)
+        idx = np.abs(kts[None, :] - times[:, None]).argmin(axis=1)  # argmin takes the earlier on a tie
+        self.s.codec_context.skip_frame = "NONKEY"
+        frames: list[np.ndarray] = []
+        stamps: list[float] = []
+        taken: int | None = None
+        for i in idx:
+            if taken == int(i):
+                frames.append(frames[-1])
+                stamps.append(stamps[-1])
+                continue
+            key_abs = self.start + kts[int(i)]
+            if self.it is None or self.pos is None or key_abs > self.pos + self.half:
+                self._seek(key_abs)
+            hit = self._next_at_or_after(key_abs)
+            taken = int(i)
+            frames.append(self._rgb(hit[1]))
+            stamps.append(hit[0] - self.start)
+        return self._result(frames, stamps)
+
+    def keyframes_unplanned(self, times: np.ndarray) -> Decoded:
+        """Without recorded keyframe times: the keyframe at or before each target."""
+        self.s.codec_context.skip_frame = "NONKEY"
+        frames: list[np.ndarray] = []
+        stamps: list[float] = []
+        for t in self.start + times:
+            self._seek(t)
+            hit = self._next_at_or_after(-np.inf)
+            if stamps and hit[0] - self.start == stamps[-1]:
+                frames.append(frames[-1])
+            else:
+                frames.append(self._rgb(hit[1]))
+            stamps.append(hit[0] - self.start)
+        return self._result(frames, stamps)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmfs_assets.features.fill import FillReport, fill_feature
+from mmfs_assets.engine.fill import fill_feature
+from mmfs_assets.engine.report import FillReport
 from mmfs_assets.features.models import load_model, model_context
 from mmfs_assets.features.spec import Feature, LoadedModel
 from mmfs_assets.ingest.describe import describe_partition

@@ -19,7 +19,7 @@ def _ingest(uri: str, drop: str, key: str) -> int:
 
 def _describe(uri: str, key: str) -> int:
     # one commit per row: many small commits racing the other writers
-    return describe_partition(uri, key, properties={"mmfs.asset": "video_metadata"}, chunk_rows=1).rows_described
+    return describe_partition(uri, key, properties={"mmfs.asset": "video_metadata"}, chunk_rows=1).rows_written
 
 
 def _unique_drop(env, key: str, files: list[Path]) -> Path:

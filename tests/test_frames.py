@@ -7,14 +7,24 @@ import numpy as np
 import pytest
 
 from mmfs_assets import samples
-from mmfs_assets.features.frames import VideoPlan, decode_clip, output_size
-from mmfs_assets.features.spec import FrameRequest
 from mmfs_assets.ingest.probe import probe_video
+from mmfs_loader.video import VideoPlan, decode_frames, output_size
 
 
-def _plan(path) -> VideoPlan:
+def _plan(path, keyframes: bool = True) -> VideoPlan:
     v = probe_video(str(path)).values
-    return VideoPlan(v["duration_s"], v["fps"], v["keyframe_interval"], v["rotation"])
+    if not keyframes:  # a row described before keyframe times were recorded
+        v = {**v, "keyframe_times": None}
+    return VideoPlan.from_row(v)
+
+
+class _Clip:
+    def __init__(self, rowid, d):
+        self.rowid, self.frames, self.timestamps = rowid, d.frames, d.timestamps
+
+
+def decode_clip(path: str, rowid: int, plan: VideoPlan, count: int, short_side=None, mode="exact", threads=0):
+    return _Clip(rowid, decode_frames(path, plan, plan.targets(count), short_side, mode=mode, threads=threads))
 
 
 def _reference(path, targets: np.ndarray, fps: float) -> tuple[list[np.ndarray], list[float]]:
@@ -34,11 +44,12 @@ def _reference(path, targets: np.ndarray, fps: float) -> tuple[list[np.ndarray],
     return out, times
 
 
+@pytest.mark.parametrize("keyframes", [True, False], ids=["planned", "unplanned"])
 @pytest.mark.parametrize("spec", samples.GOOD_SPECS, ids=lambda s: s.name)
-def test_sampled_frames_equal_a_full_decode(spec, fixture_dir):
+def test_sampled_frames_equal_a_full_decode(spec, keyframes, fixture_dir):
     path = fixture_dir / "good" / spec.name
-    plan = _plan(path)
-    clip = decode_clip(str(path), 7, plan, FrameRequest(5))
+    plan = _plan(path, keyframes)
+    clip = decode_clip(str(path), 7, plan, 5, threads=1)
     ref, times = _reference(path, plan.targets(5), plan.fps)
     assert clip.rowid == 7 and clip.frames.dtype == np.uint8 and clip.frames.shape[0] == 5
     np.testing.assert_allclose(clip.timestamps, times, atol=1e-6)
@@ -49,7 +60,7 @@ def test_sampled_frames_equal_a_full_decode(spec, fixture_dir):
 
 def test_frames_are_resized_and_upright(fixture_dir):
     path = fixture_dir / "good" / "h264_160x120_25fps_3s_rot90.mp4"
-    clip = decode_clip(str(path), 0, _plan(path), FrameRequest(3, short_side=60))
+    clip = decode_clip(str(path), 0, _plan(path), 3, short_side=60)
     assert clip.frames.shape == (3, 80, 60, 3)  # coded 160x120, displayed rotated by 90 degrees
     assert output_size(1280, 720, 224) == (398, 224)
     assert output_size(720, 1280, 224) == (224, 398)
@@ -57,6 +68,6 @@ def test_frames_are_resized_and_upright(fixture_dir):
 
 def test_more_targets_than_frames_repeat_frames(fixture_dir):
     path = fixture_dir / "good" / "h264_64x64_24fps_1s.mp4"
-    clip = decode_clip(str(path), 0, _plan(path), FrameRequest(48))
+    clip = decode_clip(str(path), 0, _plan(path), 48)
     assert clip.frames.shape[0] == 48
     assert len(np.unique(clip.timestamps)) == 24  # each of the 24 frames, each twice

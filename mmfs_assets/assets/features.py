@@ -6,7 +6,8 @@ from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.video_metadata import video_metadata
 from mmfs_assets.assets.videos import run_properties
-from mmfs_assets.features.fill import fill_feature
+from mmfs_assets.engine.decoders import DecoderUnavailableError
+from mmfs_assets.engine.fill import fill_feature
 from mmfs_assets.features.models import ModelUnavailableError, load_model, model_context
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.partitions import drops_partitions
@@ -43,17 +44,23 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
         except ModelUnavailableError as e:
             raise dg.Failure(description=str(e)) from e
         context.log.info(f"{feature.name}: producer {model.producer} on {model.device}")
-        rep = fill_feature(
-            lance_table.uri,
-            key,
-            feature,
-            model,
-            properties=run_properties(context, feature.name, feature.code_version),
-            storage_options=lance_table.options,
-            chunk_rows=models.chunk_rows,
-            decode_workers=models.decode_workers or None,
-            progress=tracker(context.log.info, f"{feature.name} {key}"),
-        )
+        try:
+            rep = fill_feature(
+                lance_table.uri,
+                key,
+                feature,
+                model,
+                properties=run_properties(context, feature.name, feature.code_version),
+                storage_options=lance_table.options,
+                chunk_rows=models.chunk_rows,
+                decode_workers=models.decode_workers or None,
+                decoder=models.decoder,
+                decode_timeout=models.decode_timeout_s,
+                progress=tracker(context.log.info, f"{feature.name} {key}"),
+                log=context.log.info,
+            )
+        except DecoderUnavailableError as e:
+            raise dg.Failure(description=str(e)) from e
         summary = summarize_group(lance_table.open(), g, key, model.producer)
         return dg.MaterializeResult(
             metadata={
@@ -66,11 +73,7 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
                 "nulls_without_error": summary.nulls_without_error,
                 "producer": model.producer,
                 "device": model.device,
-                "rows_per_s": round(rep.rows_per_s, 3),
-                "seconds_decode": round(rep.seconds_decode, 3),
-                "seconds_decode_wait": round(rep.seconds_decode_wait, 3),
-                "seconds_compute": round(rep.seconds_compute, 3),
-                "seconds_write": round(rep.seconds_write, 3),
+                **rep.metrics(),
                 "commits": rep.commits,
                 "commit_retries": rep.commit_retries,
                 "quarantine": summary.quarantine,

@@ -24,8 +24,8 @@ G = S.METADATA
     check_specs=[dg.AssetCheckSpec("metadata_complete", asset="video_metadata")],
     description=(
         "Fills the metadata column group (width, height, fps, duration_s, num_frames, codec, pix_fmt, "
-        "bit_rate, rotation, has_audio, keyframe_interval, is_vfr, corrupt_frames, lost_frames) for the "
-        "drop's rows, decoding each video from the table; broken or damaged files get a metadata_error "
+        "bit_rate, rotation, has_audio, keyframe_interval, keyframe_times, is_vfr, corrupt_frames, lost_frames) for the "
+        "drop's rows, decoding each video from the table in the fill engine's worker processes; broken or damaged files get a metadata_error "
         "(quarantine) instead of failing the run."
     ),
 )
@@ -41,19 +41,21 @@ def video_metadata(
         storage_options=lance_table.options,
         progress=tracker(context.log.info, f"metadata {key}"),
         max_corrupt_frames=probe.max_corrupt_frames,
+        workers=probe.decode_workers or None,
+        timeout=probe.decode_timeout_s,
     )
     summary = summarize_group(lance_table.open(), G, key, rep.producer)
     return dg.MaterializeResult(
         metadata={
             "lance_version": rep.lance_version,
             "rows": summary.rows,
-            "rows_described": rep.rows_described,
+            "rows_described": rep.rows_written,
             "rows_already_current": rep.rows_already_current,
             "errors": len(summary.errored),
             "producer": rep.producer,
             "commits": rep.commits,
-            "commit_retries": rep.retries,
-            "videos_per_s": round(rep.rows_described / rep.seconds, 2) if rep.seconds > 0 else 0.0,
+            "commit_retries": rep.commit_retries,
+            **rep.metrics(),
             "quarantine": summary.quarantine,
         },
         data_version=dg.DataVersion(summary.data_version),

@@ -74,7 +74,7 @@ def run_demo(console: Console, n_good: int, models: str | None = None, ephemeral
         raise SystemExit(f"pipeline failed for {drop_id}: see `dagster dev` or the logs above")
     for asset, md in result_summary(result):
         keys = [k for k in ("lance_version", "new_rows", "skipped_already_in_table", "rows", "errors",
-                            "throughput_mb_s", "videos_per_s", "rows_per_s", "seconds_decode", "seconds_compute",
+                            "throughput_mb_s", "videos_per_s", "decoder", "decode_amplification", "seconds_decode_wait", "seconds_compute",
                             "seconds_write") if k in md]
         console.print(f"[green]✓[/green] {asset}: " + ", ".join(f"{k}={md[k]}" for k in keys))
     ds = open_table(settings.table_uri, storage_options=settings.storage_options or None)

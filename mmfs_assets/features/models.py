@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mmfs_assets.features.spec import Feature, LoadedModel, ModelContext, producer_string
+from mmfs_loader.video import SAMPLING_MODES
 
 PROFILES = ("pretrained", "tiny")
 _fingerprints: dict[tuple[str, int, int], str] = {}
@@ -120,8 +121,12 @@ def model_context(
             raise ModelUnavailableError(f"{name}={raw!r} must be at least 1")
         return v
 
+    sampling = env.get(feature.sampling_env) or feature.default_sampling
+    if sampling not in SAMPLING_MODES:
+        raise ModelUnavailableError(f"{feature.sampling_env}={sampling!r}: choose one of {', '.join(SAMPLING_MODES)}")
     return ModelContext(
         spec=spec,
+        sampling=sampling,
         setting=feature.model_env,
         device=resolve_device(device),
         frames=_int(feature.frames_env),
@@ -139,6 +144,7 @@ def load_model(feature: Feature, ctx: ModelContext) -> LoadedModel:
         )
     try:
         loaded = feature.load(ctx)
+        loaded.sampling = ctx.sampling
         loaded.producer = producer_string(feature, loaded)
         return loaded
     except ModelUnavailableError:

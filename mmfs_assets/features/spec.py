@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mmfs_loader.schema import ColumnGroup
+from mmfs_loader.video import SAMPLING_MODES
+
+if TYPE_CHECKING:
+    from mmfs_assets.engine.preprocess import Preprocess
 
 
 @dataclass(frozen=True)
@@ -32,10 +36,11 @@ class FrameRequest:
 
 @dataclass
 class Clip:
-    """The decoded frames of one row: uint8 RGB ``[K, H, W, 3]`` and their timestamps in seconds."""
+    """The decoded frames of one row: uint8 RGB ``[K, H, W, 3]`` (numpy, or a torch tensor that may
+    live on the GPU when NVDEC decoded it) and their timestamps in seconds."""
 
     rowid: int
-    frames: np.ndarray
+    frames: Any
     timestamps: np.ndarray
 
 
@@ -44,18 +49,27 @@ class LoadedModel:
     """A loaded model, ready for batches.
 
     ``compute`` takes clips and returns, per value column of the group, one value per clip (in order).
-    ``model``, ``weights`` and ``details`` (dtype, decoding...) name what determines the values; the
-    engine combines them with the feature's code version and frame request into ``producer``, and rows
-    with another producer are recomputed by the next fill.
+    With ``preprocess`` declared it is called as ``compute(clips, pixels)``: ``pixels`` is the clips'
+    frames, preprocessed on ``device`` by the engine, ``[sum of K, 3, h, w]`` in clip order (the engine
+    calls it once per frame shape). ``postprocess``, a top-level function, turns one clip's computed
+    values into the stored ones in the engine's worker processes (e.g. depth PNG encoding).
+    ``model``, ``weights``, ``details`` (dtype, decoding...) and ``sampling`` name what determines the
+    values; the engine combines them with the feature's code version and frame request into
+    ``producer``, and rows with another producer are recomputed by the next fill.
     """
 
     model: str
     weights: str
     frames: FrameRequest
     batch_size: int
-    compute: Callable[[Sequence[Clip]], dict[str, list[Any]]]
+    compute: Callable[..., dict[str, list[Any]]]
     device: str = "cpu"
     details: dict[str, str] = field(default_factory=dict)
+    preprocess: Preprocess | None = None
+    postprocess: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    sampling: str = "exact"  # "exact" or "keyframe" (mmfs_loader.video)
+    input: str = "frames"  # "frames" (decoded clips) or "container" (the metadata probe reads the whole file)
+    dtype: Any = None  # torch dtype of ``pixels`` (None: float32)
     producer: str = ""  # set by mmfs_assets.features.models.load_model
 
 
@@ -68,6 +82,7 @@ class ModelContext:
     device: str  # "cpu" or "cuda"
     frames: int | None = None  # override of the feature's default frame count
     batch_size: int | None = None  # override of the feature's default batch size
+    sampling: str = "exact"  # the feature's sampling mode (its default or <setting>_SAMPLING)
     options: dict[str, str] = field(default_factory=dict)
 
 
@@ -76,8 +91,9 @@ class Feature:
     """One feature column group and how to compute it.
 
     ``setting`` is the prefix of its environment variables: ``<setting>_MODEL`` (hub id or local dir),
-    ``<setting>_FRAMES`` and ``<setting>_BATCH_SIZE``. ``build_tiny(dir)`` writes a tiny random-init model
-    in the same on-disk format as real weights, for ``MMFS_MODEL_PROFILE=tiny`` and tests.
+    ``<setting>_FRAMES``, ``<setting>_BATCH_SIZE`` and ``<setting>_SAMPLING`` (``exact`` or ``keyframe``,
+    default ``default_sampling``). ``build_tiny(dir)`` writes a tiny random-init model in the same
+    on-disk format as real weights, for ``MMFS_MODEL_PROFILE=tiny`` and tests.
     """
 
     name: str
@@ -89,6 +105,11 @@ class Feature:
     description: str
     build_tiny: Callable[[Path], None] | None = None
     uses_gpu: bool = True
+    default_sampling: str = "exact"
+
+    def __post_init__(self) -> None:
+        if self.default_sampling not in SAMPLING_MODES:
+            raise ValueError(f"feature {self.name!r}: default_sampling must be one of {SAMPLING_MODES}")
 
     @property
     def model_env(self) -> str:
@@ -102,14 +123,19 @@ class Feature:
     def batch_env(self) -> str:
         return f"{self.setting}_BATCH_SIZE"
 
+    @property
+    def sampling_env(self) -> str:
+        return f"{self.setting}_SAMPLING"
+
 
 def producer_string(feature: Feature, loaded: LoadedModel) -> str:
-    """The per-row provenance: ``<feature>:<code version>|model=...|weights=...|frames=KxS|...``."""
+    """The per-row provenance: ``<feature>:<code version>|model=...|weights=...|frames=KxS|sampling=...|...``."""
     parts = [
         f"{feature.name}:{feature.code_version}",
         f"model={loaded.model}",
         f"weights={loaded.weights}",
         f"frames={loaded.frames.describe()}",
+        f"sampling={loaded.sampling}",
     ]
     parts += [f"{k}={v}" for k, v in sorted(loaded.details.items())]
     return "|".join(parts)

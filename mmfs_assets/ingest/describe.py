@@ -1,29 +1,24 @@
 """Filling the metadata column group for one drop's rows, reading each video from the table.
 
-Only rows of the partition whose ``metadata_producer`` is not the current producer are probed, so a
-re-run after a crash (or a re-materialization) redoes only what is missing. Rows are handled in chunks
-of whole fragments; every chunk is one column-only commit (see :mod:`mmfs_assets.table.replace`).
+The metadata group is a feature whose input is the container rather than frames: the fill engine
+(:mod:`mmfs_assets.engine.fill`) runs :func:`mmfs_assets.ingest.probe.probe_video` in its worker
+processes. Only rows whose ``metadata_producer`` is not the current producer are probed, so a re-run
+after a crash (or a re-materialization) redoes only what is missing; every chunk of whole fragments is
+one column-only commit (see :mod:`mmfs_assets.table.replace`).
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import av
-import numpy as np
-import pyarrow as pa
 
-from mmfs_assets.ingest.probe import ProbeResult, probe_video
-from mmfs_assets.table import ensure_group_columns, replace_columns
-from mmfs_assets.table.chunks import fragment_chunks
+from mmfs_assets.engine.fill import DECODE_TIMEOUT_S, fill_feature
+from mmfs_assets.engine.report import FillReport
+from mmfs_assets.features.spec import Feature, FrameRequest, LoadedModel
 from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
 
-METADATA_CODE_VERSION = "metadata-v2"  # v2: corrupt_frames, lost_frames, damage quarantine
+METADATA_CODE_VERSION = "metadata-v3"  # v2: corrupt_frames, lost_frames, damage quarantine; v3: keyframe_times
 
 
 def metadata_producer(max_corrupt_frames: int = 0) -> str:
@@ -32,42 +27,32 @@ def metadata_producer(max_corrupt_frames: int = 0) -> str:
             f"|max_corrupt_frames={max_corrupt_frames}")
 
 
-@dataclass
-class DescribeReport:
-    drop_id: str
-    producer: str
-    rows_in_partition: int = 0
-    rows_described: int = 0
-    rows_already_current: int = 0
-    errors: int = 0
-    bytes_read: int = 0
-    commits: int = 0
-    retries: int = 0
-    lance_version: int | None = None
-    seconds: float = 0.0
+METADATA_FEATURE = Feature(
+    name="video_metadata",
+    group=S.METADATA,
+    code_version=METADATA_CODE_VERSION,
+    setting="MMFS_METADATA",
+    default_model="pyav-probe",
+    load=lambda ctx: probe_model(),
+    description="Width, height, fps, duration, frames, codec, keyframe times... of each video, from a full decode.",
+    uses_gpu=False,
+)
 
 
-def _probe_row(ds, rowid: int, size: int, max_corrupt_frames: int = 0) -> ProbeResult:
-    try:
-        blob = ds.take_blobs(S.VIDEO, ids=[rowid])[0]
-    except Exception as e:  # noqa: BLE001 - a missing pointer target is this row's error
-        return ProbeResult(error=f"cannot read the video: {type(e).__name__}: {e}")
-    if blob is None:
-        return ProbeResult(error="no video stored for this row")
-    try:
-        with blob:
-            return probe_video(blob, size_bytes=size, max_corrupt_frames=max_corrupt_frames)
-    except Exception as e:  # noqa: BLE001
-        return ProbeResult(error=f"probe failed: {type(e).__name__}: {e}")
-
-
-def _values(rowids: list[int], results: list[ProbeResult], producer: str) -> pa.Table:
-    cols: dict[str, pa.Array] = {"_rowid": pa.array(rowids, pa.uint64())}
-    for f in S.METADATA.value_fields:
-        cols[f.name] = pa.array([r.values.get(f.name) for r in results], f.type)
-    cols[S.METADATA.producer_column] = pa.array([producer] * len(results), pa.string())
-    cols[S.METADATA.error_column] = pa.array([r.error for r in results], pa.string())
-    return pa.table(cols)
+def probe_model(max_corrupt_frames: int = 0) -> LoadedModel:
+    """The metadata "model": the engine runs the probe in its workers on each row's container."""
+    if max_corrupt_frames < 0:
+        raise ValueError(f"max_corrupt_frames must be >= 0, not {max_corrupt_frames}")
+    return LoadedModel(
+        model="pyav-probe",
+        weights="none",
+        frames=FrameRequest(0),
+        batch_size=1,
+        compute=lambda clips: {},
+        details={"max_corrupt_frames": str(max_corrupt_frames)},
+        input="container",
+        producer=metadata_producer(max_corrupt_frames),
+    )
 
 
 def describe_partition(
@@ -80,48 +65,15 @@ def describe_partition(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     max_corrupt_frames: int = 0,
-) -> DescribeReport:
-    """Probe the partition's rows that lack current metadata and write the metadata group.
+    timeout: float | None = DECODE_TIMEOUT_S,
+) -> FillReport:
+    """Probe the partition's rows that lack current metadata and write the metadata group (one engine
+    with the feature fills: worker processes, chunked column-only commits, a crash or hang per row).
 
     A video with more than ``max_corrupt_frames`` concealed/corrupt frames or lost packets is quarantined.
     """
-    if max_corrupt_frames < 0:
-        raise ValueError(f"max_corrupt_frames must be >= 0, not {max_corrupt_frames}")
-    t0 = time.perf_counter()
-    producer = metadata_producer(max_corrupt_frames)
-    rep = DescribeReport(drop_id, producer)
-    ds = ensure_group_columns(uri, S.METADATA, storage_options)
-    where = equals(S.DROP_ID, drop_id)
-    rows = ds.to_table(
-        columns=[S.SIZE_BYTES, S.METADATA.producer_column], filter=where, with_row_id=True, with_row_address=True
+    return fill_feature(
+        uri, drop_id, METADATA_FEATURE, probe_model(max_corrupt_frames), properties=properties,
+        storage_options=storage_options, chunk_rows=chunk_rows, decode_workers=workers, progress=progress,
+        decode_timeout=timeout,
     )
-    rep.rows_in_partition = len(rows)
-    current = np.array([p == producer for p in rows[S.METADATA.producer_column].to_pylist()], dtype=bool)
-    rep.rows_already_current = int(current.sum())
-    todo = np.flatnonzero(~current)
-    rowids = rows["_rowid"].to_numpy()[todo]
-    sizes = rows[S.SIZE_BYTES].to_numpy(zero_copy_only=False)[todo]
-    frag_of = rows["_rowaddr"].to_numpy()[todo] >> 32
-    rep.lance_version = ds.version
-    workers = workers or max(1, os.cpu_count() or 1)
-    done = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
-        for chunk in fragment_chunks(frag_of, chunk_rows):
-            ids = [int(x) for x in rowids[chunk]]
-            results = list(pool.map(lambda a: _probe_row(ds, *a, max_corrupt_frames),
-                                    zip(ids, [int(s) for s in sizes[chunk]])))
-            values = _values(ids, results, producer)
-            out = replace_columns(
-                uri, values, locate_filter=where, properties=properties, storage_options=storage_options
-            )
-            rep.commits += 1
-            rep.retries += out.attempts - 1
-            rep.lance_version = out.version
-            rep.rows_described += len(ids)
-            rep.errors += sum(r.error is not None for r in results)
-            rep.bytes_read += int(sizes[chunk].sum())
-            done += len(ids)
-            if progress:
-                progress(done, len(todo))
-    rep.seconds = time.perf_counter() - t0
-    return rep

@@ -162,4 +162,6 @@ def _timing(r: ProbeResult, pts: np.ndarray, keys: list[bool], stream) -> None:
     r.values["duration_s"] = float(duration)
     r.values["is_vfr"] = is_vfr
     key_idx = [i for i, k in enumerate(keys) if k]
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+    r.values["keyframe_times"] = sorted({float(pts[i]) - start for i in key_idx})
     r.values["keyframe_interval"] = float(np.mean(np.diff(key_idx))) if len(key_idx) > 1 else float(n)

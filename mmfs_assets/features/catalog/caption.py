@@ -58,6 +58,7 @@ def _load(ctx: ModelContext) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoProcessor
 
+    from mmfs_assets.engine.preprocess import Preprocess
     from mmfs_assets.features.torch_frames import place, processor_size, quiet_transformers
 
     quiet_transformers()
@@ -74,13 +75,15 @@ def _load(ctx: ModelContext) -> LoadedModel:
         raise ModelUnavailableError(f"{ctx.spec!r} takes at most {max_frames} frames per video, {k} asked for")
     model_id, weights = hf_identity(ctx.spec, model.config)
     model, dtype = place(model, ctx.device)
-    size = processor_size(proc.image_processor.crop_size, 224)
+    ip = proc.image_processor
+    size = processor_size(ip.crop_size, 224)
     req = FrameRequest(k, size)
+    pre = Preprocess(size, tuple(ip.image_mean), tuple(ip.image_std), crop=bool(getattr(ip, "do_center_crop", True)))
 
-    def compute(clips: Sequence[Clip]) -> dict[str, list]:
-        pv = torch.stack([proc(images=list(c.frames), return_tensors="pt").pixel_values for c in clips]).to(ctx.device)
+    def compute(clips: Sequence[Clip], pixels: torch.Tensor) -> dict[str, list]:
+        pv = pixels.view(len(clips), -1, *pixels.shape[1:])  # [B, K, 3, H, W]: GIT's video input
         with torch.inference_mode():
-            ids = model.generate(pixel_values=pv.to(model.dtype), max_new_tokens=MAX_NEW_TOKENS, do_sample=False, num_beams=1)
+            ids = model.generate(pixel_values=pv, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, num_beams=1)
         texts = [t.strip() for t in proc.batch_decode(ids, skip_special_tokens=True)]
         return {"caption": texts, "caption_timestamps": [c.timestamps.tolist() for c in clips]}
 
@@ -92,6 +95,8 @@ def _load(ctx: ModelContext) -> LoadedModel:
         batch_size=ctx.batch_size or 8,
         compute=compute,
         device=ctx.device,
+        preprocess=pre,
+        dtype=model.dtype,
     )
 
 
@@ -104,4 +109,5 @@ FEATURE = Feature(
     load=_load,
     description="One caption per video from GIT (MMFS_CAPTION_MODEL, default microsoft/git-base-vatex) over 6 sampled frames.",
     build_tiny=build_tiny,
+    default_sampling="keyframe",
 )

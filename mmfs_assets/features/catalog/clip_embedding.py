@@ -1,7 +1,9 @@
 """CLIP embeddings (open_clip): K sampled frames per video, pooled into one L2-normalised vector.
 
 Each frame is embedded and L2-normalised, the K vectors are averaged and the mean is normalised again:
-the video's vector, stored as ``fixed_size_list<float32, D>``. :func:`clip_feature` declares another
+the video's vector, stored as ``fixed_size_list<float32, D>``. Frames are sampled at keyframes by default
+(``MMFS_CLIP_SAMPLING=keyframe``: about one frame decoded per frame embedded); ``exact`` takes the frames
+at the slice centres. :func:`clip_feature` declares another
 embedding model as its own column group beside this one (another name, setting and dimension).
 
 ``MMFS_CLIP_MODEL`` accepts ``NAME:TAG`` (open_clip model and pretrained tag, e.g. the default
@@ -74,7 +76,7 @@ def clip_feature(
     default_model: str = "ViT-B-32:laion2b_s34b_b79k",
     dim: int = 512,
     frames: int = 8,
-    batch_size: int = 16,
+    batch_size: int = 64,
 ) -> Feature:
     """Declare a CLIP-style embedding feature with its own column group ``name``."""
     group = ColumnGroup(
@@ -88,7 +90,8 @@ def clip_feature(
     def load(ctx: ModelContext) -> LoadedModel:
         import torch
 
-        from mmfs_assets.features.torch_frames import frames_tensor, place
+        from mmfs_assets.engine.preprocess import Preprocess
+        from mmfs_assets.features.torch_frames import place
 
         model, model_id, weights = _open(ctx.spec, ctx.device)
         out_dim = int(model.visual.output_dim)
@@ -105,10 +108,9 @@ def clip_feature(
         mean, std = pp.get("mean", OPENAI_MEAN), pp.get("std", OPENAI_STD)
         req = FrameRequest(ctx.frames or frames, size)
 
-        def compute(clips: Sequence[Clip]) -> dict[str, list]:
-            x = frames_tensor([f for c in clips for f in c.frames], size, mean, std).to(ctx.device, weight_dtype)
+        def compute(clips: Sequence[Clip], pixels: torch.Tensor) -> dict[str, list]:
             with torch.inference_mode():
-                e = model.encode_image(x).float()
+                e = model.encode_image(pixels).float()
             e = torch.nn.functional.normalize(e, dim=-1).view(len(clips), -1, out_dim).mean(dim=1)
             pooled = torch.nn.functional.normalize(e, dim=-1).cpu().numpy().astype(np.float32)
             return {name: list(pooled), f"{name}_timestamps": [c.timestamps.tolist() for c in clips]}
@@ -121,6 +123,8 @@ def clip_feature(
             batch_size=ctx.batch_size or batch_size,
             compute=compute,
             device=ctx.device,
+            preprocess=Preprocess(size, tuple(mean), tuple(std)),  # resize, centre crop, normalise (on the device)
+            dtype=weight_dtype,
         )
 
     feature = Feature(
@@ -135,6 +139,7 @@ def clip_feature(
             f"video, pooled into one L2-normalised {dim}-d vector."
         ),
         build_tiny=lambda d: build_tiny(dim, d),
+        default_sampling="keyframe",
     )
     return feature
 

@@ -10,13 +10,13 @@ directory with ``config.json``, ``model.safetensors`` and ``preprocessor_config.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 
-from mmfs_assets.features.models import hf_identity
+from mmfs_assets.engine.preprocess import Preprocess
+from mmfs_assets.features.models import ModelUnavailableError, hf_identity
 from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext
 from mmfs_loader import depth as D
 from mmfs_loader.schema import ColumnGroup
@@ -60,40 +60,57 @@ def build_tiny(directory: Path) -> None:
     ).save_pretrained(directory)
 
 
+def encode_maps(values: dict) -> dict:
+    """One clip's float depth maps -> the stored 16-bit PNGs, ranges and timestamps (runs in the
+    engine's worker processes, off the thread that feeds the GPU)."""
+    maps = values["maps"]
+    maps = maps.float().numpy() if hasattr(maps, "numpy") else maps
+    enc = [D.encode_frame(frame) for frame in maps]
+    return {
+        D.PNG: [e[0] for e in enc],
+        D.MIN: [e[1] for e in enc],
+        D.MAX: [e[2] for e in enc],
+        D.TIMESTAMPS: values[D.TIMESTAMPS],
+    }
+
+
+def preprocess_of(proc) -> Preprocess:
+    """The DPT processor's resize (aspect kept, sides rounded to a multiple) and normalisation, as data."""
+    from mmfs_assets.features.torch_frames import processor_size
+
+    if not getattr(proc, "keep_aspect_ratio", True) or getattr(proc, "do_pad", False):
+        raise ModelUnavailableError(
+            "the depth feature runs DPT processors that keep the aspect ratio without padding "
+            "(Depth Anything V2's); this processor does not"
+        )
+    return Preprocess(
+        size=processor_size(proc.size, 518),
+        mean=tuple(proc.image_mean),
+        std=tuple(proc.image_std),
+        crop=False,
+        multiple_of=int(getattr(proc, "ensure_multiple_of", 1) or 1),
+    )
+
+
 def _load(ctx: ModelContext) -> LoadedModel:
     import torch
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-    from mmfs_assets.features.torch_frames import place, processor_size, quiet_transformers
+    from mmfs_assets.features.torch_frames import place, quiet_transformers
 
     quiet_transformers()
     model = AutoModelForDepthEstimation.from_pretrained(ctx.spec)
     proc = AutoImageProcessor.from_pretrained(ctx.spec)
     model_id, weights = hf_identity(ctx.spec, model.config)
     model, dtype = place(model, ctx.device)
-    req = FrameRequest(ctx.frames or DEFAULT_FRAMES, processor_size(proc.size, 518))
+    pre = preprocess_of(proc)
+    req = FrameRequest(ctx.frames or DEFAULT_FRAMES, pre.size)
 
-    def compute(clips: Sequence[Clip]) -> dict[str, list]:
-        by_shape: dict[tuple, list[int]] = defaultdict(list)  # the processor keeps aspect: batch equal shapes
-        for i, c in enumerate(clips):
-            by_shape[c.frames.shape[1:]].append(i)
-        maps: list = [None] * len(clips)
-        for idx in by_shape.values():
-            frames = [f for i in idx for f in clips[i].frames]
-            pv = proc(images=frames, return_tensors="pt").pixel_values.to(ctx.device)
-            with torch.inference_mode():
-                depth = model(pixel_values=pv.to(model.dtype)).predicted_depth.float().cpu().numpy()
-            k = len(clips[idx[0]].frames)
-            for j, i in enumerate(idx):
-                maps[i] = depth[j * k : (j + 1) * k]
-        out: dict[str, list] = {D.PNG: [], D.MIN: [], D.MAX: [], D.TIMESTAMPS: []}
-        for c, m in zip(clips, maps):
-            enc = [D.encode_frame(frame) for frame in m]
-            out[D.PNG].append([e[0] for e in enc])
-            out[D.MIN].append([e[1] for e in enc])
-            out[D.MAX].append([e[2] for e in enc])
-            out[D.TIMESTAMPS].append(c.timestamps.tolist())
-        return out
+    def compute(clips: Sequence[Clip], pixels: torch.Tensor) -> dict[str, list]:
+        with torch.inference_mode():
+            depth = model(pixel_values=pixels).predicted_depth  # [sum K, h, w], one frame shape per call
+        maps = depth.float().cpu().split([len(c.frames) for c in clips])
+        return {"maps": list(maps), D.TIMESTAMPS: [c.timestamps.tolist() for c in clips]}
 
     return LoadedModel(
         model=model_id,
@@ -103,6 +120,9 @@ def _load(ctx: ModelContext) -> LoadedModel:
         batch_size=ctx.batch_size or 4,
         compute=compute,
         device=ctx.device,
+        preprocess=pre,
+        postprocess=encode_maps,
+        dtype=model.dtype,
     )
 
 

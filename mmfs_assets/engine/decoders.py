@@ -1,0 +1,121 @@
+"""Which decoder a fill uses (``MMFS_DECODER=auto|cpu|nvdec``) and the source that hands out frames.
+
+- ``cpu``: spawned worker processes, one single-threaded FFmpeg decoder each (:mod:`.pool`).
+- ``nvdec``: the GPU's video decoder through PyNvVideoCodec (:mod:`.nvdec`), frames stay on the device;
+  CPU workers still take what NVDEC cannot (VFR timing, codecs it refuses).
+- ``auto``: NVDEC alongside the CPU workers when the model runs on CUDA and PyNvVideoCodec is installed
+  (``pip install 'mmfs[gpu]'``), else CPU workers; the choice and its reason go to the run's log.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from mmfs_assets.engine import tasks
+from mmfs_assets.engine.pool import TaskFailed, WorkerPool
+
+DECODERS = ("auto", "cpu", "nvdec")
+
+
+class DecoderUnavailableError(RuntimeError):
+    """The decoder asked for cannot run here; the message says why and what to set."""
+
+
+@dataclass(frozen=True)
+class DecoderChoice:
+    nvdec: bool
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return "nvdec+cpu" if self.nvdec else "cpu"
+
+
+def nvdec_available() -> str | None:
+    """None when NVDEC can be used here, else why not."""
+    if importlib.util.find_spec("PyNvVideoCodec") is None:
+        return "PyNvVideoCodec is not installed (pip install 'mmfs[gpu]')"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    return None
+
+
+def choose_decoder(pref: str, device: str, *, probe=nvdec_available) -> DecoderChoice:
+    """The decoder for a fill whose model runs on ``device``, from the setting ``pref``."""
+    if pref not in DECODERS:
+        raise DecoderUnavailableError(f"MMFS_DECODER={pref!r}: choose one of {', '.join(DECODERS)}")
+    if pref == "cpu":
+        return DecoderChoice(False, "MMFS_DECODER=cpu")
+    if not str(device).startswith("cuda"):
+        if pref == "nvdec":
+            raise DecoderUnavailableError(f"MMFS_DECODER=nvdec but the model runs on {device}: NVDEC frames live on a CUDA device")
+        return DecoderChoice(False, f"auto: the model runs on {device}, so CPU workers decode")
+    why_not = probe()
+    if why_not is not None:
+        if pref == "nvdec":
+            raise DecoderUnavailableError(f"MMFS_DECODER=nvdec but {why_not}; use MMFS_DECODER=auto or cpu")
+        return DecoderChoice(False, f"auto: {why_not}, so CPU workers decode")
+    return DecoderChoice(True, f"{pref}: CUDA and PyNvVideoCodec present, NVDEC decodes alongside the CPU workers")
+
+
+def default_workers() -> int:
+    """``MMFS_DECODE_WORKERS`` or the cores this process may use."""
+    raw = os.environ.get("MMFS_DECODE_WORKERS", "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ValueError(f"MMFS_DECODE_WORKERS={raw!r} is not an integer") from None
+        if n < 1:
+            raise ValueError(f"MMFS_DECODE_WORKERS={raw!r} must be at least 1")
+        return n
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class FrameSource:
+    """Decode tasks spread over the CPU worker pool and, when chosen, an NVDEC lane.
+
+    ``submit`` returns a handle; ``result`` waits for it: a dict with ``frames`` (uint8 ``[K, H, W, 3]``
+    tensor, on the GPU when NVDEC decoded it), ``timestamps``, ``frames_decoded``, ``seconds`` (or an
+    ``error``), or a :class:`TaskFailed` when the decoder crashed or hung.
+    """
+
+    def __init__(self, pool: WorkerPool, nvdec: Any | None = None, decode_timeout: float | None = None, task=tasks.decode_row) -> None:
+        self.pool = pool
+        self.task = task
+        self.nvdec = nvdec
+        self.timeout = decode_timeout
+        self._args: dict[tuple[str, int], tuple] = {}
+        self.nvdec_rows = 0
+        self.nvdec_fallbacks = 0
+
+    def submit(self, rowid: int, plan, times: list[float], short_side: int | None, mode: str) -> tuple[str, int]:
+        args = (rowid, plan, times, short_side, mode)
+        if self.nvdec is not None and self.nvdec.accepts(plan) and not self.nvdec.full():
+            h = ("nvdec", self.nvdec.submit(*args))
+        else:
+            h = ("cpu", self.pool.submit(self.task, *args, timeout=self.timeout))
+        self._args[h] = args
+        return h
+
+    def result(self, h: tuple[str, int]) -> dict[str, Any] | TaskFailed:
+        args = self._args.pop(h)
+        if h[0] == "cpu":
+            return self.pool.result(h[1])
+        out = self.nvdec.result(h[1])
+        if isinstance(out, dict) and "error" not in out:
+            self.nvdec_rows += 1
+            return out
+        self.nvdec_fallbacks += 1  # NVDEC refused this video: a CPU worker decodes it
+        return self.pool.result(self.pool.submit(self.task, *args, timeout=self.timeout))
+
+    def poll(self) -> None:
+        self.pool.poll(0)

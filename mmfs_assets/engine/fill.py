@@ -1,0 +1,343 @@
+"""The fill engine: fill one column group (a feature, or the video metadata) for one partition's rows.
+
+1. Declare the group's columns (all-null ``add_columns``, retried; a no-op once they exist).
+2. Read the partition's rows; rows already filled by the current producer are skipped (resume). A
+   frames feature plans decoding from the metadata columns: rows without metadata wait for
+   ``video_metadata``, rows whose metadata has an error get an error row without decoding.
+3. Decoding (or probing, for the metadata group, whose input is the container) runs in spawned worker
+   processes (:mod:`.pool`; NVDEC alongside when chosen, :mod:`.decoders`), a bounded window of rows
+   ahead of the model. A decoder that crashes, hangs past the timeout or is killed makes that row's
+   ``<group>_error``; the run goes on.
+4. The model runs in this process on batches: uint8 frames go to the device once per batch and the
+   feature's declared preprocessing runs there (:mod:`.preprocess`); a feature's post-processing (depth
+   PNG encoding) goes back to the worker pool.
+5. Each finished chunk (whole fragments) is ONE column-only ``DataReplacement`` commit with transaction
+   properties, written by a background thread while the model computes the next chunk. A lost commit
+   race redoes only the file write (see :mod:`mmfs_assets.table.replace`), never the model call. A
+   crash loses at most the chunk in progress and the one being committed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mmfs_assets.engine import tasks
+from mmfs_assets.engine.decoders import FrameSource, choose_decoder, default_workers
+from mmfs_assets.engine.gpu_busy import GpuBusy
+from mmfs_assets.engine.pool import TaskFailed, WorkerPool
+from mmfs_assets.engine.preprocess import pixels
+from mmfs_assets.engine.report import FillReport
+from mmfs_assets.features.spec import Clip, Feature, LoadedModel
+from mmfs_assets.table import ensure_group_columns, replace_columns
+from mmfs_assets.table.chunks import fragment_chunks
+from mmfs_loader import schema as S
+from mmfs_loader.sql import equals
+from mmfs_loader.video import VideoPlan, plan_columns
+
+M = S.METADATA
+DECODE_TIMEOUT_S = 300.0  # one sampled decode; probes (whole video) get more per byte, see _probe_timeout
+Result = tuple[dict[str, Any] | None, str | None]  # (values, error)
+
+
+def _probe_timeout(base: float, size_bytes: int) -> float:
+    """A whole-video probe may take longer on a big file: ``base`` plus 1 s per MB (decoding at
+    1 MB/s is far below any real decoder, so only a hang reaches this)."""
+    return base + size_bytes / 1e6
+
+
+def _column(values: list[Any], f: pa.Field) -> pa.Array:
+    t = f.type
+    if pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type):
+        mask = np.array([v is None for v in values])
+        flat = np.zeros((len(values), t.list_size), dtype=t.value_type.to_pandas_dtype())
+        for i, v in enumerate(values):
+            if v is not None:
+                flat[i] = np.asarray(v, dtype=flat.dtype).reshape(t.list_size)
+        return pa.FixedSizeListArray.from_arrays(
+            pa.array(flat.reshape(-1)), t.list_size, mask=pa.array(mask) if mask.any() else None
+        )
+    return pa.array(values, type=t)
+
+
+def _values_table(feature: Feature, producer: str, rowids: list[int], results: dict[int, Result]) -> pa.Table:
+    g = feature.group
+    cols: dict[str, pa.Array] = {"_rowid": pa.array(rowids, pa.uint64())}
+    for f in g.value_fields:
+        cols[f.name] = _column([(results[r][0] or {}).get(f.name) for r in rowids], f)
+    cols[g.producer_column] = pa.array([producer] * len(rowids), pa.string())
+    cols[g.error_column] = pa.array([results[r][1] for r in rowids], pa.string())
+    return pa.table(cols)
+
+
+class _Model:
+    """The model side: batches of clips -> values, with device preprocessing and failure isolation."""
+
+    def __init__(self, model: LoadedModel, columns: Sequence[str]) -> None:
+        self.m = model
+        self.columns = list(columns) if model.postprocess is None else None  # post-processing makes the columns
+
+    def _run(self, clips: Sequence[Clip]) -> list[dict[str, Any]]:
+        m = self.m
+        if m.preprocess is None:
+            outs = [(list(range(len(clips))), m.compute(clips))]
+        else:
+            import torch
+
+            by_shape: dict[tuple, list[int]] = defaultdict(list)
+            for i, c in enumerate(clips):
+                by_shape[tuple(c.frames.shape[1:])].append(i)
+            outs = []
+            for idx in by_shape.values():
+                group = [clips[i] for i in idx]
+                frames = torch.cat([torch.as_tensor(c.frames) for c in group])
+                px = pixels(frames, m.preprocess, m.device, m.dtype or torch.float32)
+                outs.append((idx, m.compute(group, px)))
+        rows: list[dict[str, Any] | None] = [None] * len(clips)
+        for idx, out in outs:
+            columns = self.columns or list(out)
+            for c in columns:
+                if len(out.get(c, ())) != len(idx):
+                    raise ValueError(f"compute returned {len(out.get(c, ()))} values of {c!r} for {len(idx)} clips")
+            for j, i in enumerate(idx):
+                rows[i] = {c: out[c][j] for c in columns}
+        return rows  # type: ignore[return-value]
+
+    def __call__(self, clips: Sequence[Clip]) -> list[dict[str, Any] | str]:
+        """Per clip: its values, or an error string. A failing batch is retried clip by clip to isolate
+        the clip that breaks it; if every clip fails alone too, the model itself is broken and it raises."""
+        try:
+            return list(self._run(clips))
+        except Exception as batch_error:  # noqa: BLE001
+            if len(clips) == 1:
+                raise
+            results: list[dict[str, Any] | str] = []
+            for clip in clips:
+                try:
+                    results.append(self._run([clip])[0])
+                except Exception as e:  # noqa: BLE001
+                    results.append(f"compute failed: {type(e).__name__}: {e}")
+            if all(isinstance(r, str) for r in results):
+                raise batch_error
+            return results
+
+
+def _rows_to_fill(ds, feature: Feature, model: LoadedModel, where: str, rep: FillReport):
+    """(rows table, indices of the rows to fill) and the report's row counts."""
+    g = feature.group
+    container = model.input == "container"
+    names = ds.schema.names
+    cols = [S.SIZE_BYTES] if container else [*plan_columns(names), M.producer_column, M.error_column]
+    cols = list(dict.fromkeys([*cols, g.producer_column]))
+    rows = ds.to_table(columns=cols, filter=where, with_row_id=True, with_row_address=True)
+    rep.rows_in_partition = len(rows)
+    current = np.array([p == model.producer for p in rows[g.producer_column].to_pylist()], dtype=bool)
+    rep.rows_already_current = int(current.sum())
+    if container:
+        return rows, np.flatnonzero(~current)
+    has_meta = np.array([p is not None for p in rows[M.producer_column].to_pylist()], dtype=bool)
+    rep.rows_waiting_for_metadata = int((~current & ~has_meta).sum())
+    return rows, np.flatnonzero(~current & has_meta)
+
+
+def fill_feature(
+    uri: str,
+    drop_id: str,
+    feature: Feature,
+    model: LoadedModel,
+    *,
+    properties: dict[str, str],
+    storage_options: dict[str, str] | None = None,
+    chunk_rows: int = 256,
+    decode_workers: int | None = None,
+    decoder: str = "cpu",
+    decode_timeout: float | None = DECODE_TIMEOUT_S,
+    prefetch: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    decode_task: Callable[..., dict] = tasks.decode_row,
+) -> FillReport:
+    """Compute ``feature``'s group for the partition's rows that lack the current producer and write them.
+
+    ``decode_task``: the top-level function a worker runs per row (``tasks.decode_row``'s signature).
+    """
+    t_start = time.perf_counter()
+    g = feature.group
+    container = model.input == "container"
+    rep = FillReport(feature.name, drop_id, model.producer, sampling="" if container else model.sampling)
+    ds = ensure_group_columns(uri, g, storage_options)
+    rep.lance_version = ds.version
+    where = equals(S.DROP_ID, drop_id)
+    if not container and M.producer_column not in ds.schema.names:  # video_metadata never ran on this table
+        rep.rows_in_partition = rep.rows_waiting_for_metadata = ds.count_rows(filter=where)
+        rep.seconds_total = time.perf_counter() - t_start
+        return rep
+    rows, todo = _rows_to_fill(ds, feature, model, where, rep)
+    if not len(todo):
+        rep.seconds_total = time.perf_counter() - t_start
+        return rep
+    rowids = rows["_rowid"].to_numpy()
+    frag_of = rows["_rowaddr"].to_numpy() >> 32
+    meta = {c: rows[c].to_pylist() for c in rows.column_names if c not in ("_rowid", "_rowaddr")}
+    chunks = [todo[c] for c in fragment_chunks(frag_of[todo], chunk_rows)]
+    order = [int(i) for c in chunks for i in c]
+    workers = min(decode_workers or default_workers(), len(order))
+    window = prefetch or max(2 * model.batch_size, 4 * workers)
+    choice = choose_decoder("cpu" if container else decoder, model.device)
+    rep.decoder, rep.decoder_reason, rep.decode_workers = choice.name, choice.reason, workers
+    if log:
+        log(f"{feature.name}: decoding with {choice.name} ({choice.reason}), {workers} worker processes")
+    pool = WorkerPool(
+        workers, initializer=tasks.open_table, initargs=(uri, ds.version, storage_options),
+        timeout=decode_timeout, depth=max(2, math.ceil(window / workers)), name=f"mmfs-{feature.name}",
+    )
+    nvdec = None
+    committer = ThreadPoolExecutor(1, thread_name_prefix=f"commit-{feature.name}")
+    try:
+        if choice.nvdec:
+            from mmfs_assets.engine.nvdec import NvdecLane
+
+            nvdec = NvdecLane(ds)
+        source = FrameSource(pool, nvdec, decode_timeout, decode_task)
+        with GpuBusy(model.device) as busy:
+            _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, window, where,
+                  properties, storage_options, committer, progress)
+        rep.gpu_busy_percent = busy.percent
+        rep.nvdec_rows = source.nvdec_rows
+    finally:
+        committer.shutdown(wait=True)
+        rep.worker_restarts = pool.restarts
+        pool.close()
+        if nvdec is not None:
+            nvdec.close()
+    rep.seconds_total = time.perf_counter() - t_start
+    return rep
+
+
+def _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, window, where,
+          properties, storage_options, committer, progress) -> None:
+    g = feature.group
+    container = model.input == "container"
+    run_model = _Model(model, g.value_columns)
+    max_corrupt = int(model.details.get("max_corrupt_frames", 0)) if container else 0
+    timeout = pool._timeout
+    handles: deque = deque()
+    submitted = 0
+
+    def top_up() -> None:
+        nonlocal submitted
+        while submitted < len(order) and len(handles) < window:
+            i = order[submitted]
+            rowid = int(rowids[i])
+            if container:
+                size = int(meta[S.SIZE_BYTES][i] or 0)
+                to = None if timeout is None else _probe_timeout(timeout, size)
+                handles.append((i, pool.submit(tasks.probe_row, rowid, size, max_corrupt, timeout=to)))
+            elif meta[M.error_column][i]:
+                handles.append((i, None))
+            else:
+                plan = VideoPlan.from_row({c: meta[c][i] for c in meta})
+                times = [float(t) for t in plan.targets(model.frames.count)]
+                handles.append((i, source.submit(rowid, plan, times, model.frames.short_side, model.sampling)))
+            submitted += 1
+
+    last_commit: Future | None = None
+    done = 0
+
+    def wait_commit() -> None:
+        nonlocal last_commit, done
+        if last_commit is None:
+            return
+        t = time.perf_counter()
+        out, n_ids, seconds = last_commit.result()
+        rep.seconds_commit_wait += time.perf_counter() - t
+        rep.seconds_write += seconds
+        rep.commits += 1
+        rep.commit_retries += out.attempts - 1
+        rep.lance_version = out.version
+        done += n_ids
+        last_commit = None
+        if progress:
+            progress(done, len(order))
+
+    def commit(table: pa.Table, n_chunk: int, n_ids: int):
+        t = time.perf_counter()
+        out = replace_columns(
+            uri, table, locate_filter=where,
+            properties={**properties, "mmfs.producer": model.producer, "mmfs.chunk": f"{n_chunk}/{len(chunks)}"},
+            storage_options=storage_options,
+        )
+        return out, n_ids, time.perf_counter() - t
+
+    for n_chunk, chunk in enumerate(chunks, start=1):
+        results: dict[int, Result] = {}
+        post: dict[int, int] = {}
+        batch: list[Clip] = []
+
+        def flush() -> None:
+            t = time.perf_counter()
+            for clip, r in zip(batch, run_model(batch)):
+                if isinstance(r, str):
+                    results[clip.rowid] = (None, r)
+                elif model.postprocess is not None:
+                    post[clip.rowid] = pool.submit(tasks.call, model.postprocess, r)
+                else:
+                    results[clip.rowid] = (r, None)
+            rep.seconds_compute += time.perf_counter() - t
+            batch.clear()
+
+        for _ in chunk:
+            top_up()
+            i, h = handles.popleft()
+            rowid = int(rowids[i])
+            if h is None:
+                results[rowid] = (None, f"video has a metadata error: {meta[M.error_column][i]}")
+                continue
+            t = time.perf_counter()
+            out = pool.result(h) if container else source.result(h)
+            rep.seconds_decode_wait += time.perf_counter() - t
+            if isinstance(out, TaskFailed):
+                results[rowid] = ({} if container else None, f"decode failed: {out.message}")
+                continue
+            rep.seconds_decode += out.get("seconds", 0.0)
+            if container:
+                results[rowid] = (out["values"], out["error"])
+                rep.frames_decoded += out.get("frames_decoded", 0)
+                continue
+            if out.get("error"):
+                results[rowid] = (None, out["error"])
+                continue
+            frames = out["frames"]
+            k = int(frames.shape[0])
+            rep.frames_decoded += out["frames_decoded"]
+            rep.frames_taken += k
+            rep.amplification_per_row.append(out["frames_decoded"] / max(1, k))
+            if model.preprocess is None and hasattr(frames, "cpu"):
+                frames = frames.cpu().numpy()
+            batch.append(Clip(rowid, frames, np.asarray(out["timestamps"], dtype=np.float64)))
+            if len(batch) >= model.batch_size:
+                top_up()
+                flush()
+        if batch:
+            top_up()
+            flush()
+        t = time.perf_counter()
+        for rowid, tid in post.items():
+            v = pool.result(tid)
+            results[rowid] = (None, f"post-processing failed: {v.message}") if isinstance(v, TaskFailed) else (v, None)
+        rep.seconds_postprocess_wait += time.perf_counter() - t
+        ids = [int(rowids[i]) for i in chunk]
+        table = _values_table(feature, model.producer, ids, results)
+        errors = sum(results[r][1] is not None for r in ids)
+        rep.rows_errored += errors
+        rep.rows_computed += len(ids) - errors
+        wait_commit()  # one commit in flight: a failed commit stops the fill at the next chunk
+        last_commit = committer.submit(commit, table, n_chunk, len(ids))
+    wait_commit()

@@ -1,0 +1,305 @@
+"""A pool of spawned worker processes that outlives the tasks that break it.
+
+The fill engine decodes (and probes, and PNG-encodes) in these processes so the process that runs the
+model keeps one core for feeding the accelerator, and decoding scales past the GIL. Unlike a
+``multiprocessing.Pool`` or a ``DataLoader``, a task here may kill its worker: a decoder that segfaults,
+hangs past ``timeout`` or is killed from outside makes only that task fail (``TaskFailed``); the worker
+is replaced and the tasks queued behind it are sent elsewhere. Each worker has its own pipe (a worker
+killed mid-write cannot leave a shared queue's lock held) and a small queue of tasks (``depth``), so
+the pool always knows which task a dead worker was running: the oldest one it had not answered.
+
+Results are pickled with torch's reducers when torch is imported in the worker, so tensors travel as
+shared memory (a file descriptor), not as bytes through the pipe.
+
+No orphans: workers are spawned (no forked copy of a threaded parent), get ``SIGKILL`` when the parent
+dies (``PR_SET_PDEATHSIG``), also exit when their parent id changes, and :meth:`WorkerPool.close` kills
+whatever is left.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+STARTUP_TIMEOUT_S = 300.0  # spawning, importing torch/lance/av and opening the table
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """A task's failure, as a value: the row it was for gets ``message`` as its error."""
+
+    message: str
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the getppid check below still ends the worker
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _worker_main(conn: Connection, parent: int, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the pool
+    try:
+        import torch.multiprocessing  # noqa: F401 - registers the shared-memory tensor reducers
+
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as e:  # noqa: BLE001 - reported with the first task, so a run says why
+            init_error = f"worker setup failed: {type(e).__name__}: {e}"
+        else:
+            init_error = None
+    else:
+        init_error = None
+    try:
+        conn.send(("ready", None, None))  # task timeouts start now, not while torch imports
+    except (EOFError, OSError):
+        os._exit(0)
+    while True:
+        if not conn.poll(1.0):
+            if os.getppid() != parent:
+                os._exit(0)
+            continue
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)
+        if msg is None:
+            os._exit(0)
+        tid, fn, args = msg
+        if init_error is not None:
+            out: tuple = (tid, False, init_error)
+        else:
+            try:
+                out = (tid, True, fn(*args))
+            except BaseException as e:  # noqa: BLE001 - the task's failure is its row's error
+                out = (tid, False, f"{type(e).__name__}: {e}")
+        try:
+            conn.send(out)
+        except (EOFError, OSError, BrokenPipeError):
+            os._exit(0)
+        except Exception as e:  # noqa: BLE001 - a result that cannot be pickled
+            conn.send((tid, False, f"result not transferable: {type(e).__name__}: {e}"))
+
+
+@dataclass
+class _Task:
+    tid: int
+    fn: Callable[..., Any]
+    args: tuple
+    timeout: float | None
+
+
+@dataclass
+class _Worker:
+    proc: Any
+    conn: Connection
+    queue: deque[_Task] = field(default_factory=deque)
+    head_since: float = 0.0  # when the oldest queued task started (as far as the parent can tell)
+    started: float = field(default_factory=time.monotonic)
+    ready: bool = False  # set up (imports, initializer) and answering
+
+
+class WorkerPool:
+    """``workers`` spawned processes running ``fn(*args)`` tasks; see the module docstring.
+
+    ``initializer(*initargs)`` runs once in each worker (open the table, load nothing heavy).
+    ``timeout``: default seconds a task may run before its worker is killed (None: no limit).
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        *,
+        initializer: Callable[..., None] | None = None,
+        initargs: tuple = (),
+        timeout: float | None = None,
+        depth: int = 2,
+        name: str = "mmfs-worker",
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"a worker pool needs at least one worker, not {workers}")
+        self._ctx = mp.get_context("spawn")
+        self._init = (initializer, initargs)
+        self._timeout = timeout
+        self._depth = max(1, depth)
+        self._name = name
+        self._ids = itertools.count()
+        self._pending: deque[_Task] = deque()
+        self._done: dict[int, Any] = {}
+        self._workers: list[_Worker] = []
+        self.restarts = 0
+        self.failures: dict[str, int] = {}
+        for _ in range(workers):
+            self._workers.append(self._start())
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers]
+
+    def _start(self) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=_worker_main, args=(child, os.getpid(), *self._init), name=self._name, daemon=True
+        )
+        # multiprocessing refuses children in a daemonic process (a Pool worker) because it would not
+        # reap them; these die with their parent by PR_SET_PDEATHSIG, so the rule does not apply here
+        me = mp.current_process()
+        was_daemon = me._config.get("daemon")
+        me._config["daemon"] = False
+        try:
+            proc.start()
+        finally:
+            if was_daemon is not None:
+                me._config["daemon"] = was_daemon
+        child.close()
+        return _Worker(proc, parent)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> int:
+        """Queue ``fn(*args)`` (``fn`` must be importable by name); returns the task id."""
+        t = _Task(next(self._ids), fn, args, timeout if timeout is not None else self._timeout)
+        self._pending.append(t)
+        self._dispatch()
+        return t.tid
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._pending) + sum(len(w.queue) for w in self._workers)
+
+    def _dispatch(self) -> None:
+        for w in sorted(self._workers, key=lambda w: len(w.queue)):
+            while self._pending and len(w.queue) < self._depth:
+                t = self._pending.popleft()
+                try:
+                    w.conn.send((t.tid, t.fn, t.args))
+                except (BrokenPipeError, OSError):
+                    self._pending.appendleft(t)
+                    break  # found dead by the next poll
+                if not w.queue and w.ready:
+                    w.head_since = time.monotonic()
+                w.queue.append(t)
+
+    def _finish(self, tid: int, value: Any) -> None:
+        self._done[tid] = value
+
+    def _replace(self, w: _Worker, reason: str) -> None:
+        """``w``'s oldest task failed with ``reason``; the rest are queued again; a new worker takes its place."""
+        if w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join(5)
+        w.conn.close()
+        if w.queue:
+            head = w.queue.popleft()
+            self._finish(head.tid, TaskFailed(reason))
+            kind = reason.split(":", 1)[0]
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+            self._pending.extendleft(reversed(w.queue))
+        self._workers[self._workers.index(w)] = self._start()
+        self.restarts += 1
+
+    def _receive(self, w: _Worker) -> bool:
+        """Read one answer from ``w``; False when its pipe is broken (the worker died)."""
+        try:
+            tid, ok, value = w.conn.recv()
+        except (EOFError, OSError, ConnectionResetError):
+            return False
+        except Exception as e:  # noqa: BLE001 - an answer that cannot be unpickled (its sender died)
+            tid, ok, value = (w.queue[0].tid if w.queue else -1), False, f"result lost: {type(e).__name__}: {e}"
+        if tid == "ready":
+            w.ready = True
+            w.head_since = time.monotonic()
+            return True
+        if w.queue and w.queue[0].tid == tid:
+            w.queue.popleft()
+            w.head_since = time.monotonic()
+        self._finish(tid, value if ok else TaskFailed(value))
+        return True
+
+    def poll(self, timeout: float = 0.05) -> None:
+        """Collect answers for up to ``timeout`` seconds; replace dead or overdue workers."""
+        busy = [w for w in self._workers if w.queue or not w.ready]
+        if busy:
+            ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout)
+            for w in busy:
+                if w.conn in ready:
+                    while w.conn.poll():
+                        if not self._receive(w):
+                            break
+                if w.proc.sentinel in ready or not w.proc.is_alive():
+                    while w.queue and w.conn.poll(0):  # answers sent before it died still count
+                        if not self._receive(w):
+                            break
+                    if not w.proc.is_alive():
+                        code = w.proc.exitcode
+                        how = f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0 else f"exit code {code}"
+                        self._replace(w, f"decoder process died: {how}")
+        now = time.monotonic()
+        for w in list(self._workers):
+            if not w.ready:
+                if w.queue and now - w.started > STARTUP_TIMEOUT_S:
+                    self._replace(w, f"decoder process did not start within {STARTUP_TIMEOUT_S:g} s")
+            elif w.queue and w.queue[0].timeout is not None and now - w.head_since > w.queue[0].timeout:
+                self._replace(w, f"timed out: no answer after {w.queue[0].timeout:g} s (worker killed)")
+        self._dispatch()
+
+    def result(self, tid: int) -> Any:
+        """Wait for task ``tid``: its value, or a :class:`TaskFailed`."""
+        while tid not in self._done:
+            self.poll(0.5)
+        return self._done.pop(tid)
+
+    def ready(self, tid: int) -> bool:
+        return tid in self._done
+
+    def map_unordered(self, fn: Callable[..., Any], arglist: list[tuple]) -> Iterator[tuple[int, Any]]:
+        """``(index, value or TaskFailed)`` for each args tuple, as they finish."""
+        ids = {self.submit(fn, *a): i for i, a in enumerate(arglist)}
+        while ids:
+            for tid in [t for t in ids if t in self._done]:
+                yield ids.pop(tid), self._done.pop(tid)
+            if ids:
+                self.poll(0.5)
+
+    def close(self) -> None:
+        """Stop every worker (asked first, killed after a second); idempotent."""
+        for w in self._workers:
+            try:
+                w.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        deadline = time.monotonic() + 1.0
+        for w in self._workers:
+            w.proc.join(max(0.0, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(5)
+            w.conn.close()
+        self._workers = []
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

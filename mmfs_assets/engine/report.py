@@ -1,0 +1,83 @@
+"""What one fill did and what it cost: the fill's materialization metadata and ``--format json`` output."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class FillReport:
+    feature: str
+    drop_id: str
+    producer: str
+    rows_in_partition: int = 0
+    rows_already_current: int = 0
+    rows_waiting_for_metadata: int = 0
+    rows_computed: int = 0
+    rows_errored: int = 0
+    commits: int = 0
+    commit_retries: int = 0
+    lance_version: int | None = None
+    decoder: str = ""  # "cpu" or "nvdec+cpu"; "" when nothing was decoded
+    decoder_reason: str = ""
+    decode_workers: int = 0
+    worker_restarts: int = 0  # workers replaced after a crash or a hang (each is one row's error)
+    sampling: str = ""
+    frames_decoded: int = 0
+    frames_taken: int = 0
+    amplification_per_row: list[float] = field(default_factory=list, repr=False)
+    nvdec_rows: int = 0
+    seconds_decode: float = 0.0  # summed over decode workers
+    seconds_decode_wait: float = 0.0  # time the model's thread waited for decoded frames (decoding not hidden)
+    seconds_compute: float = 0.0
+    seconds_postprocess_wait: float = 0.0
+    seconds_write: float = 0.0  # commits (they overlap the next chunk's compute)
+    seconds_commit_wait: float = 0.0  # time the model's thread waited for a commit
+    seconds_total: float = 0.0
+    gpu_busy_percent: float | None = None
+
+    @property
+    def rows_written(self) -> int:
+        return self.rows_computed + self.rows_errored
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_written / self.seconds_total if self.seconds_total > 0 else 0.0
+
+    @property
+    def amplification(self) -> float | None:
+        """Frames decoded per frame taken, over the run."""
+        return round(self.frames_decoded / self.frames_taken, 3) if self.frames_taken else None
+
+    @property
+    def amplification_max(self) -> float | None:
+        return round(max(self.amplification_per_row), 3) if self.amplification_per_row else None
+
+    def metrics(self) -> dict[str, object]:
+        """The numbers a run reports (metadata values: plain numbers and strings)."""
+        out: dict[str, object] = {
+            "videos_per_s": round(self.rows_per_s, 3),
+            "decoder": self.decoder,
+            "decode_workers": self.decode_workers,
+            "sampling": self.sampling,
+            "frames_decoded": self.frames_decoded,
+            "frames_taken": self.frames_taken,
+            "decode_amplification": self.amplification,
+            "decode_amplification_max_row": self.amplification_max,
+            "worker_restarts": self.worker_restarts,
+            "seconds_decode": round(self.seconds_decode, 3),
+            "seconds_decode_wait": round(self.seconds_decode_wait, 3),
+            "seconds_compute": round(self.seconds_compute, 3),
+            "seconds_write": round(self.seconds_write, 3),
+            "seconds_total": round(self.seconds_total, 3),
+        }
+        if self.nvdec_rows:
+            out["nvdec_rows"] = self.nvdec_rows
+        if self.gpu_busy_percent is not None:
+            out["gpu_busy_percent"] = self.gpu_busy_percent
+        return {k: v for k, v in out.items() if v is not None and v != ""}
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d.pop("amplification_per_row")
+        return {**d, **self.metrics(), "rows_written": self.rows_written}
