@@ -28,7 +28,7 @@ import torch
 from mmfs_loader import schema as S
 from mmfs_loader.clips import ClipSpec, decode_clip, draw
 from mmfs_loader.convert import columns_of_block
-from mmfs_loader.video import PLAN_COLUMNS, VideoPlan
+from mmfs_loader.video import VideoPlan, plan_columns
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,13 @@ class BlockReader:
         return {**self.__dict__, "_table": None, "_pool": None, "_cache": None}
 
     @property
+    def plan_columns(self) -> list[str]:
+        """The metadata columns that plan clip decoding (tables described before keyframe times lack one)."""
+        return plan_columns(self.table.schema.names)
+
+    @property
     def read_columns(self) -> list[str]:
-        extra = [c for c in PLAN_COLUMNS if c not in self.columns] if self.clip else []
+        extra = [c for c in self.plan_columns if c not in self.columns] if self.clip else []
         return [*self.columns, *extra]
 
     def caches(self) -> bool:
@@ -124,7 +129,7 @@ class BlockReader:
             t = self._take(uniq).take(pa.array(inverse))
         cols = columns_of_block(t.select(self.columns))
         if self.clip:
-            plans = [VideoPlan.from_row(r) for r in t.select(list(PLAN_COLUMNS)).take(pa.array(first)).to_pylist()]
+            plans = [VideoPlan.from_row(r) for r in t.select(self.plan_columns).take(pa.array(first)).to_pylist()]
             cols.update(self._clips(uniq, inverse, plans, epoch))
         return cols
 

@@ -47,6 +47,7 @@ class VideoPlan:
     keyframe_interval: float  # frames between keyframes (mean)
     rotation: int = 0
     keyframe_times: tuple[float, ...] | None = None  # seconds from the stream start, ascending
+    is_vfr: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> VideoPlan:
@@ -58,6 +59,7 @@ class VideoPlan:
             keyframe_interval=float(row.get("keyframe_interval") or 0.0),
             rotation=int(row.get("rotation") or 0),
             keyframe_times=tuple(float(x) for x in kts) if kts else None,
+            is_vfr=bool(row.get("is_vfr")),
         )
 
     def targets(self, count: int) -> np.ndarray:
@@ -66,8 +68,8 @@ class VideoPlan:
 
 
 # The metadata columns a plan is built from (``keyframe_times`` only where the table has it).
-PLAN_COLUMNS = ("duration_s", "fps", "keyframe_interval", "rotation", "keyframe_times")
-REQUIRED_PLAN_COLUMNS = PLAN_COLUMNS[:4]
+PLAN_COLUMNS = ("duration_s", "fps", "keyframe_interval", "rotation", "is_vfr", "keyframe_times")
+REQUIRED_PLAN_COLUMNS = PLAN_COLUMNS[:5]
 
 
 def plan_columns(names: Sequence[str]) -> list[str]:
@@ -196,6 +198,10 @@ class _Sampler:
     def exact(self, times: np.ndarray) -> Decoded:
         kts = np.asarray(self.plan.keyframe_times, dtype=np.float64) if self.plan.keyframe_times else None
         gop_s = max(self.plan.keyframe_interval, 1.0) / self.fps
+        # The wanted frame is the first shown at or after t - half a frame. At a constant rate it lies
+        # before t + half, so a keyframe up to there IS that frame (a target on a keyframe seeks to
+        # it); with a variable rate only keyframes before t - half are surely not past it.
+        reach = -self.half if self.plan.is_vfr else self.half - 1e-6
         frames: list[np.ndarray] = []
         stamps: list[float] = []
         taken_t: float | None = None
@@ -206,7 +212,7 @@ class _Sampler:
                 continue
             if kts is not None:
                 # the keyframe at or before the wanted frame; seek when it lies beyond the decoder
-                i = max(0, int(np.searchsorted(kts, t - self.start - self.half + 1e-9, side="right")) - 1)
+                i = max(0, int(np.searchsorted(kts, t - self.start + reach, side="right")) - 1)
                 key_abs = self.start + kts[i]
                 if self.it is None or self.pos is None or key_abs > self.pos + 1e-9:
                     self._seek(key_abs)

@@ -41,7 +41,7 @@ def test_mixed_drop_ingests_good_and_quarantines_bad(env, fixture_dir, instance,
     assert len(rows) == len(good) + len(bad)  # the duplicate is one row
     assert "same bytes, other name.mp4" not in rows
     producer = rows[good[0].name][S.METADATA.producer_column]
-    assert producer.startswith("mmfs.probe:metadata-v2/pyav-")
+    assert producer.startswith("mmfs.probe:metadata-v3/pyav-")
     for path in good:
         r, ref = rows[path.name], independent(path)
         assert r["metadata_error"] is None, (path.name, r["metadata_error"])

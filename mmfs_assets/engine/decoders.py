@@ -16,6 +16,7 @@ from typing import Any
 
 from mmfs_assets.engine import tasks
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
+from mmfs_assets.engine.shm import SharedFrames
 
 DECODERS = ("auto", "cpu", "nvdec")
 
@@ -88,8 +89,10 @@ class FrameSource:
     ``error``), or a :class:`TaskFailed` when the decoder crashed or hung.
     """
 
-    def __init__(self, pool: WorkerPool, nvdec: Any | None = None, decode_timeout: float | None = None, task=tasks.decode_row) -> None:
+    def __init__(self, pool: WorkerPool, nvdec: Any | None = None, decode_timeout: float | None = None,
+                 task=tasks.decode_row, pin: bool = False) -> None:
         self.pool = pool
+        self.pin = pin
         self.task = task
         self.nvdec = nvdec
         self.timeout = decode_timeout
@@ -109,13 +112,19 @@ class FrameSource:
     def result(self, h: tuple[str, int]) -> dict[str, Any] | TaskFailed:
         args = self._args.pop(h)
         if h[0] == "cpu":
-            return self.pool.result(h[1])
+            return self._taken(self.pool.result(h[1]))
         out = self.nvdec.result(h[1])
         if isinstance(out, dict) and "error" not in out:
             self.nvdec_rows += 1
             return out
         self.nvdec_fallbacks += 1  # NVDEC refused this video: a CPU worker decodes it
-        return self.pool.result(self.pool.submit(self.task, *args, timeout=self.timeout))
+        return self._taken(self.pool.result(self.pool.submit(self.task, *args, timeout=self.timeout)))
+
+    def _taken(self, out: dict[str, Any] | TaskFailed) -> dict[str, Any] | TaskFailed:
+        """Frames out of shared memory into this process (pinned for a CUDA model)."""
+        if isinstance(out, dict) and isinstance(out.get("frames"), SharedFrames):
+            out["frames"] = out["frames"].take(pin=self.pin)
+        return out
 
     def poll(self) -> None:
         self.pool.poll(0)

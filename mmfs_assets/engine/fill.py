@@ -77,6 +77,16 @@ def _values_table(feature: Feature, producer: str, rowids: list[int], results: d
     return pa.table(cols)
 
 
+def _batch_buffer(parts: list, device: str):
+    """Where a batch of CPU frames is gathered: pinned memory when it goes to CUDA (one copy, then an
+    asynchronous transfer), else an ordinary tensor."""
+    import torch
+
+    pin = str(device).startswith("cuda") and parts[0].device.type == "cpu"
+    shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+    return torch.empty(shape, dtype=parts[0].dtype, device=parts[0].device, pin_memory=pin)
+
+
 class _Model:
     """The model side: batches of clips -> values, with device preprocessing and failure isolation."""
 
@@ -97,7 +107,8 @@ class _Model:
             outs = []
             for idx in by_shape.values():
                 group = [clips[i] for i in idx]
-                frames = torch.cat([torch.as_tensor(c.frames) for c in group])
+                parts = [torch.as_tensor(c.frames) for c in group]
+                frames = torch.cat(parts, out=_batch_buffer(parts, m.device))
                 px = pixels(frames, m.preprocess, m.device, m.dtype or torch.float32)
                 outs.append((idx, m.compute(group, px)))
         rows: list[dict[str, Any] | None] = [None] * len(clips)
@@ -286,7 +297,8 @@ def _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, w
             for clip, r in zip(batch, run_model(batch)):
                 if isinstance(r, str):
                     results[clip.rowid] = (None, r)
-                elif model.postprocess is not None:
+                elif model.postprocess is not None:  # tensors go as numpy: workers do not import torch
+                    r = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in r.items()}
                     post[clip.rowid] = pool.submit(tasks.call, model.postprocess, r)
                 else:
                     results[clip.rowid] = (r, None)

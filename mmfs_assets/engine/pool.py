@@ -8,30 +8,36 @@ is replaced and the tasks queued behind it are sent elsewhere. Each worker has i
 killed mid-write cannot leave a shared queue's lock held) and a small queue of tasks (``depth``), so
 the pool always knows which task a dead worker was running: the oldest one it had not answered.
 
-Results are pickled with torch's reducers when torch is imported in the worker, so tensors travel as
-shared memory (a file descriptor), not as bytes through the pipe.
+Results travel pickled through the worker's pipe; large arrays (decoded frames) go through shared
+memory instead (:mod:`mmfs_assets.engine.shm`).
 
-No orphans: workers are spawned (no forked copy of a threaded parent), get ``SIGKILL`` when the parent
-dies (``PR_SET_PDEATHSIG``), also exit when their parent id changes, and :meth:`WorkerPool.close` kills
-whatever is left.
+Workers are fresh interpreters (``python -m mmfs_assets.engine.worker``, :mod:`.worker`): no forked
+copy of a threaded parent, and unlike ``multiprocessing``'s spawn they do not re-import the parent's
+main module (a script that imports torch would cost each worker seconds). They get their setup
+(initializer and arguments, which may hold storage credentials) through their socket, never argv or
+the environment.
+
+No orphans: workers get ``SIGKILL`` when the parent dies (``PR_SET_PDEATHSIG``), also exit when their
+parent id changes, and :meth:`WorkerPool.close` kills whatever is left.
 """
 
 from __future__ import annotations
 
-import ctypes
 import itertools
-import multiprocessing as mp
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-PR_SET_PDEATHSIG = 1
-STARTUP_TIMEOUT_S = 300.0  # spawning, importing torch/lance/av and opening the table
+STARTUP_TIMEOUT_S = 300.0  # starting, importing lance/av and opening the table (a slow object store)
 
 
 @dataclass(frozen=True)
@@ -41,64 +47,13 @@ class TaskFailed:
     message: str
 
 
-def _die_with_parent(parent: int) -> None:
+def _reap(proc: subprocess.Popen) -> int | None:
+    """Wait (briefly) for a dead or killed worker; its return code (negative: the signal)."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the getppid check below still ends the worker
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(0)
-
-
-def _worker_main(conn: Connection, parent: int, initializer: Callable[..., None] | None, initargs: tuple) -> None:
-    _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the pool
-    try:
-        import torch.multiprocessing  # noqa: F401 - registers the shared-memory tensor reducers
-
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
-    if initializer is not None:
-        try:
-            initializer(*initargs)
-        except BaseException as e:  # noqa: BLE001 - reported with the first task, so a run says why
-            init_error = f"worker setup failed: {type(e).__name__}: {e}"
-        else:
-            init_error = None
-    else:
-        init_error = None
-    try:
-        conn.send(("ready", None, None))  # task timeouts start now, not while torch imports
-    except (EOFError, OSError):
-        os._exit(0)
-    while True:
-        if not conn.poll(1.0):
-            if os.getppid() != parent:
-                os._exit(0)
-            continue
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            os._exit(0)
-        if msg is None:
-            os._exit(0)
-        tid, fn, args = msg
-        if init_error is not None:
-            out: tuple = (tid, False, init_error)
-        else:
-            try:
-                out = (tid, True, fn(*args))
-            except BaseException as e:  # noqa: BLE001 - the task's failure is its row's error
-                out = (tid, False, f"{type(e).__name__}: {e}")
-        try:
-            conn.send(out)
-        except (EOFError, OSError, BrokenPipeError):
-            os._exit(0)
-        except Exception as e:  # noqa: BLE001 - a result that cannot be pickled
-            conn.send((tid, False, f"result not transferable: {type(e).__name__}: {e}"))
+        return proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 @dataclass
@@ -138,7 +93,6 @@ class WorkerPool:
     ) -> None:
         if workers < 1:
             raise ValueError(f"a worker pool needs at least one worker, not {workers}")
-        self._ctx = mp.get_context("spawn")
         self._init = (initializer, initargs)
         self._timeout = timeout
         self._depth = max(1, depth)
@@ -160,22 +114,23 @@ class WorkerPool:
         return [w.proc.pid for w in self._workers]
 
     def _start(self) -> _Worker:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=_worker_main, args=(child, os.getpid(), *self._init), name=self._name, daemon=True
+        ours, theirs = socket.socketpair()
+        resource_tracker.ensure_running()  # shared with the workers, like multiprocessing's spawn does
+        tracker_fd = resource_tracker._resource_tracker._fd
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "MMFS_WORKER_NAME": self._name}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mmfs_assets.engine.worker", str(theirs.fileno()), str(os.getpid()), str(tracker_fd)],
+            pass_fds=(theirs.fileno(), tracker_fd), env=env, stdin=subprocess.DEVNULL, close_fds=True,
         )
-        # multiprocessing refuses children in a daemonic process (a Pool worker) because it would not
-        # reap them; these die with their parent by PR_SET_PDEATHSIG, so the rule does not apply here
-        me = mp.current_process()
-        was_daemon = me._config.get("daemon")
-        me._config["daemon"] = False
+        theirs.close()
+        conn = Connection(os.dup(ours.fileno()))
+        ours.close()
+        w = _Worker(proc, conn)
         try:
-            proc.start()
-        finally:
-            if was_daemon is not None:
-                me._config["daemon"] = was_daemon
-        child.close()
-        return _Worker(proc, parent)
+            conn.send(self._init)
+        except (BrokenPipeError, OSError):
+            pass  # found dead by the next poll
+        return w
 
     def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> int:
         """Queue ``fn(*args)`` (``fn`` must be importable by name); returns the task id."""
@@ -206,9 +161,9 @@ class WorkerPool:
 
     def _replace(self, w: _Worker, reason: str) -> None:
         """``w``'s oldest task failed with ``reason``; the rest are queued again; a new worker takes its place."""
-        if w.proc.is_alive():
+        if w.proc.poll() is None:
             w.proc.kill()
-        w.proc.join(5)
+        _reap(w.proc)
         w.conn.close()
         if w.queue:
             head = w.queue.popleft()
@@ -241,20 +196,21 @@ class WorkerPool:
         """Collect answers for up to ``timeout`` seconds; replace dead or overdue workers."""
         busy = [w for w in self._workers if w.queue or not w.ready]
         if busy:
-            ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout)
+            ready = wait([w.conn for w in busy], timeout)  # a dead worker's socket reads as EOF
             for w in busy:
+                broken = False
                 if w.conn in ready:
-                    while w.conn.poll():
-                        if not self._receive(w):
-                            break
-                if w.proc.sentinel in ready or not w.proc.is_alive():
-                    while w.queue and w.conn.poll(0):  # answers sent before it died still count
-                        if not self._receive(w):
-                            break
-                    if not w.proc.is_alive():
-                        code = w.proc.exitcode
-                        how = f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0 else f"exit code {code}"
-                        self._replace(w, f"decoder process died: {how}")
+                    try:
+                        while w.conn.poll():
+                            if not self._receive(w):
+                                broken = True
+                                break
+                    except (EOFError, OSError):
+                        broken = True
+                if broken or w.proc.poll() is not None:
+                    code = _reap(w.proc)
+                    how = f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0 else f"exit code {code}"
+                    self._replace(w, f"decoder process died: {how}")
         now = time.monotonic()
         for w in list(self._workers):
             if not w.ready:
@@ -291,10 +247,11 @@ class WorkerPool:
                 pass
         deadline = time.monotonic() + 1.0
         for w in self._workers:
-            w.proc.join(max(0.0, deadline - time.monotonic()))
-            if w.proc.is_alive():
+            try:
+                w.proc.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 w.proc.kill()
-                w.proc.join(5)
+                _reap(w.proc)
             w.conn.close()
         self._workers = []
 

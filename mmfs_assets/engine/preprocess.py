@@ -54,7 +54,7 @@ class Preprocess:
 def to_device(frames: torch.Tensor, device: str) -> torch.Tensor:
     """One batch of frames onto ``device``: pinned and non-blocking from the CPU to CUDA."""
     if frames.device.type == "cpu" and str(device).startswith("cuda"):
-        return frames.pin_memory().to(device, non_blocking=True)
+        return (frames if frames.is_pinned() else frames.pin_memory()).to(device, non_blocking=True)
     return frames.to(device)
 
 

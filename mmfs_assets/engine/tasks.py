@@ -1,7 +1,7 @@
 """What the engine's worker processes run: open the table once, then decode, probe or post-process rows.
 
-Each function is a top-level function (pickled by name) that returns plain values and uint8/float
-tensors (shared memory on the way back, see :mod:`mmfs_assets.engine.pool`). Failures that belong to the
+Each function is a top-level function (pickled by name) that returns plain values; decoded frames go
+back through shared memory (:mod:`mmfs_assets.engine.shm`). Workers never import torch. Failures that belong to the
 row (a decode error, a missing blob) come back as ``{"error": ...}``; crashes and hangs are the pool's.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import lance
 
+from mmfs_assets.engine.shm import SharedFrames
 from mmfs_loader import schema as S
 from mmfs_loader.video import DecodeError, VideoPlan, decode_frames
 
@@ -35,9 +36,7 @@ def _blob(rowid: int):
 
 
 def decode_row(rowid: int, plan: VideoPlan, times: list[float], short_side: int | None, mode: str) -> dict[str, Any]:
-    """The row's frames at ``times`` as a uint8 tensor ``[K, H, W, 3]``, with times and decode counts."""
-    import torch
-
+    """The row's frames at ``times`` (uint8 ``[K, H, W, 3]`` in shared memory), with times and decode counts."""
     t0 = time.perf_counter()
     try:
         with _blob(rowid) as blob:
@@ -47,7 +46,7 @@ def decode_row(rowid: int, plan: VideoPlan, times: list[float], short_side: int 
     except Exception as e:  # noqa: BLE001 - unreadable bytes are this row's error
         return {"error": f"cannot decode: {type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
     return {
-        "frames": torch.from_numpy(d.frames),
+        "frames": SharedFrames.put(d.frames),
         "timestamps": d.timestamps,
         "frames_decoded": d.frames_decoded,
         "seconds": time.perf_counter() - t0,
