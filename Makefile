@@ -33,6 +33,7 @@ bench: venv
 	$(BIN)/pip install -q -e '.[pipeline,test,bench]'
 	$(BIN)/python bench/ingest_metadata.py
 	$(BIN)/python bench/features.py
+	$(BIN)/python bench/gpu.py --videos 48
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/pool_wait.py
 

@@ -1,21 +1,17 @@
-"""Feature fills: bytes written against the alternatives, and throughput against the model alone.
+"""Feature fills: bytes written against the alternatives (throughput: ``bench/gpu.py``).
 
 1. Write amplification. A table of ``--rows`` videos of ``--mb`` MB (real 720p H.264 padded with random
    bytes, stored inline) gets a CLIP embedding column group (512-d vector, timestamps, producer,
    error). Bytes of new/changed files are counted for: the engine's column-only ``DataReplacement``
    fill; Lance ``merge_insert`` (when matched, update) of the same columns; Lance ``update`` of ONE
    string column (a lower bound of what update writes). Each runs on its own copy of the same table.
-2. Throughput on CPU with the real ViT-B-32 architecture (random weights, no download): videos/s of the
-   whole fill (rows, decode in background threads, model, commit) against the model alone on frames
-   decoded beforehand, and against decode-then-compute without overlap.
 
-Usage: python bench/features.py [--rows 96] [--mb 8] [--videos 24] [--frames 8]
+Usage: python bench/features.py [--rows 96] [--mb 8]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -32,12 +28,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from bench.ingest_metadata import make_drop  # noqa: E402
-from mmfs_assets import samples  # noqa: E402
 from mmfs_assets.features.catalog.clip_embedding import FEATURE as CLIP  # noqa: E402
-from mmfs_assets.features.fill import PLAN_COLUMNS, _decode_row, fill_feature  # noqa: E402
-from mmfs_assets.features.frames import VideoPlan  # noqa: E402
-from mmfs_assets.features.models import load_model, model_context  # noqa: E402
-from mmfs_assets.ingest.describe import describe_partition  # noqa: E402
 from mmfs_assets.ingest.ingest_drop import ingest_drop  # noqa: E402
 from mmfs_assets.table import ensure_group_columns, replace_columns  # noqa: E402
 from mmfs_loader import schema as S  # noqa: E402
@@ -98,99 +89,22 @@ def bench_write_amplification(root: Path, rows: int, mb: int) -> dict:
     return out
 
 
-def vit_b32_dir(root: Path) -> Path:
-    """The real ViT-B-32 architecture with random weights, in open_clip's local-dir format."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    d = root / "vit-b-32-random"
-    d.mkdir()
-    model = open_clip.create_model("ViT-B-32", pretrained=None)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "open_clip_model.safetensors"))
-    cfg = open_clip.get_model_config("ViT-B-32")
-    pp = {"size": 224, "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}
-    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": pp}))
-    return d
-
-
-def bench_throughput(root: Path, n: int, frames: int) -> dict:
-    drop = root / "tp"
-    drop.mkdir()
-    spec = samples.Spec("clip.mp4", 640, 360, 30, 8.0, gop=30, options={"preset": "ultrafast"})  # GOP 1 s: frames need seeks
-    base = samples.write_video(root / spec.name, spec).read_bytes()
-    for i in range(n):  # unique bytes per file (a unique id each), same decoded content
-        (drop / f"v{i:03d}.mp4").write_bytes(base + f"{i}".encode())
-    uri = str(root / "tp.lance")
-    ingest_drop(drop, "tp", uri, properties={})
-    describe_partition(uri, "tp", properties={})
-    mdir = vit_b32_dir(root)
-    ctx = model_context(CLIP, profile="pretrained", model_dir=str(root), device="cpu",
-                        env={"MMFS_CLIP_MODEL": str(mdir), "MMFS_CLIP_FRAMES": str(frames)})
-    model = load_model(CLIP, ctx)
-
-    # the model alone, on frames decoded beforehand
-    ds = lance.dataset(uri)
-    rows = ds.to_table(columns=PLAN_COLUMNS, with_row_id=True)
-    t0 = time.perf_counter()
-    clips = []
-    for r in rows.to_pylist():
-        plan = VideoPlan(r["duration_s"], r["fps"], r["keyframe_interval"], r["rotation"])
-        clips.append(_decode_row(ds, r["_rowid"], plan, None, model.frames).clip)
-    decode_s = time.perf_counter() - t0
-    model.compute(clips[: model.batch_size])  # warm-up
-    t0 = time.perf_counter()
-    for i in range(0, len(clips), model.batch_size):
-        model.compute(clips[i : i + model.batch_size])
-    model_s = time.perf_counter() - t0
-
-    # the whole asset's work: rows, background decoding, batched model calls, column-only commit
-    t0 = time.perf_counter()
-    rep = fill_feature(uri, "tp", CLIP, model, properties={})
-    fill_s = time.perf_counter() - t0
-    assert rep.rows_computed == n, rep
-    return {
-        "videos": n, "frames_per_video": frames, "batch_size": model.batch_size,
-        "model_alone_videos_s": n / model_s,
-        "decode_alone_videos_s": n / decode_s,
-        "sequential_videos_s": n / (decode_s + model_s),
-        "fill_videos_s": n / fill_s,
-        "fill_seconds": {"total": rep.seconds_total, "decode_threads": rep.seconds_decode,
-                         "decode_wait": rep.seconds_decode_wait, "compute": rep.seconds_compute, "write": rep.seconds_write},
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=96)
     ap.add_argument("--mb", type=int, default=8)
-    ap.add_argument("--videos", type=int, default=24)
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--only", choices=["write", "throughput"], default=None)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("MMFS_BENCH_DIR")) as tmp:
         root = Path(tmp)
-        if args.only in (None, "write"):
-            wa = bench_write_amplification(root, args.rows, args.mb)
-            print(f"\n== write amplification: {wa['rows']} rows, {wa['table_bytes'] / 1e6:.1f} MB of video blobs, "
-                  f"new columns {wa['new_column_bytes']:,} B (Arrow)")
-            for k in ("data_replacement", "merge_insert", "update_one_column"):
-                r = wa[k]
-                print(f"{k:20s} {r['bytes']:>14,} B  {r['x_columns']:8.2f}x the new columns  {r['seconds']:6.2f} s")
-            dr = wa["data_replacement"]["bytes"]
-            print(f"merge_insert writes {wa['merge_insert']['bytes'] / dr:.0f}x, update {wa['update_one_column']['bytes'] / dr:.0f}x "
-                  "the bytes of the column-only fill")
-        if args.only in (None, "throughput"):
-            tp = bench_throughput(root, args.videos, args.frames)
-            m = tp["model_alone_videos_s"]
-            print(f"\n== CLIP ViT-B-32 (random weights) on CPU: {tp['videos']} videos 640x360 8 s, "
-                  f"{tp['frames_per_video']} frames each, batch {tp['batch_size']} videos")
-            print(f"model alone (frames decoded before)  {m:6.3f} videos/s")
-            print(f"decode alone (keyframe-planned)      {tp['decode_alone_videos_s']:6.3f} videos/s")
-            print(f"decode then compute, no overlap      {tp['sequential_videos_s']:6.3f} videos/s  {tp['sequential_videos_s'] / m:.2f}x model alone")
-            print(f"fill_feature (whole asset)           {tp['fill_videos_s']:6.3f} videos/s  {tp['fill_videos_s'] / m:.2f}x model alone")
-            print("fill seconds: " + ", ".join(f"{k}={v:.2f}" for k, v in tp["fill_seconds"].items()))
+        wa = bench_write_amplification(root, args.rows, args.mb)
+        print(f"\n== write amplification: {wa['rows']} rows, {wa['table_bytes'] / 1e6:.1f} MB of video blobs, "
+              f"new columns {wa['new_column_bytes']:,} B (Arrow)")
+        for k in ("data_replacement", "merge_insert", "update_one_column"):
+            r = wa[k]
+            print(f"{k:20s} {r['bytes']:>14,} B  {r['x_columns']:8.2f}x the new columns  {r['seconds']:6.2f} s")
+        dr = wa["data_replacement"]["bytes"]
+        print(f"merge_insert writes {wa['merge_insert']['bytes'] / dr:.0f}x, update {wa['update_one_column']['bytes'] / dr:.0f}x "
+              "the bytes of the column-only fill")
     print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -103,7 +103,7 @@ def decode_all(uri: str, rows: list[dict], frames: int, short: int | None, mode:
     return len(rows) / dt, decoded / taken, out
 
 
-def real_model_dirs(root: Path) -> dict[str, tuple[str, dict[str, str]]]:
+def real_model_dirs(root: Path, wanted: list[str]) -> dict[str, tuple[str, dict[str, str]]]:
     """Feature -> (model dir, extra env) for the real architectures with random weights."""
     import open_clip
     from safetensors.torch import save_file
@@ -111,6 +111,8 @@ def real_model_dirs(root: Path) -> dict[str, tuple[str, dict[str, str]]]:
     out: dict[str, tuple[str, dict[str, str]]] = {}
     torch.manual_seed(0)
     for name, arch in (("clip_embedding", "ViT-B-32"), ("clip_vit_l14", "ViT-L-14")):
+        if name not in wanted:
+            continue
         d = root / f"{arch}-random"
         d.mkdir()
         model = open_clip.create_model(arch, pretrained=None)
@@ -118,6 +120,8 @@ def real_model_dirs(root: Path) -> dict[str, tuple[str, dict[str, str]]]:
         pp = {"size": 224, "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}
         (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": open_clip.get_model_config(arch), "preprocess_cfg": pp}))
         out[name] = (str(d), {})
+    if "depth" not in wanted:
+        return out
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
 
     d = root / "da-v2-small-random"
@@ -182,7 +186,8 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--profile", choices=["tiny", "real"], default="real" if torch.cuda.is_available() else "tiny")
-    ap.add_argument("--features", default="clip_embedding,depth")
+    ap.add_argument("--features", default="clip_embedding,clip_vit_l14,depth" if torch.cuda.is_available() else "clip_embedding,depth",
+                    help="comma-separated; clip_vit_l14 adds a 768-d CLIP group (ViT-L/14 with --profile real)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -198,7 +203,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("MMFS_BENCH_DIR")) as tmp:
         root = Path(tmp)
         uri = make_table(root, args.videos, args.seconds)
-        dirs = real_model_dirs(root) if args.profile == "real" else {}
+        dirs = real_model_dirs(root, wanted) if args.profile == "real" else {}
         if "clip_vit_l14" in wanted and "clip_vit_l14" not in feats:
             from mmfs_assets.features.catalog.clip_embedding import clip_feature
 

@@ -9,7 +9,7 @@ decoding, batching, writing, provenance, resume; :mod:`mmfs_assets.features.asse
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
