@@ -28,3 +28,4 @@ def decode_or_break(rowid, plan, times, short_side, mode):
     if abs(plan.duration_s - 1.7) < 1e-3:
         hang()
     return tasks.decode_row(rowid, plan, times, short_side, mode)
+

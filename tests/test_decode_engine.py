@@ -226,3 +226,25 @@ def test_fill_reports_amplification_and_mode_recomputes(gop_table, tmp_path, mod
     assert stamps["gop30.mp4"] == pytest.approx([i + 0.5 for i in range(8)])
     with pytest.raises(Exception, match="MMFS_CLIP_SAMPLING"):
         tiny(clip, model_dir, MMFS_CLIP_SAMPLING="fast")
+
+
+def test_broken_model_stops_the_fill_and_cleans_up(poison_table, model_dir):
+    """A model that fails on every clip fails the fill (not the rows): no worker and no shared-memory
+    frames are left behind, and nothing is committed."""
+    import dataclasses
+
+    def boom(clips):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    feature = FEATURES["quality"]
+    model = dataclasses.replace(tiny(feature, model_dir), compute=boom)
+    shm_before = {p.name for p in Path("/dev/shm").iterdir()}
+    kids_before = _children(os.getpid())
+    version = lance.dataset(poison_table).version
+    with pytest.raises(RuntimeError, match="out of memory"):
+        fill(poison_table, "P", feature, model, decode_workers=2)
+    assert {p.name for p in Path("/dev/shm").iterdir()} <= shm_before
+    assert _children(os.getpid()) <= kids_before
+    ds = lance.dataset(poison_table)
+    assert ds.version == version + 1  # only the (idempotent) declaration of the group's columns
+    assert ds.to_table(columns=["quality_producer"]).column(0).null_count == ds.count_rows()

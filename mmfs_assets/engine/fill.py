@@ -34,6 +34,7 @@ from mmfs_assets.engine.decoders import FrameSource, choose_decoder, default_wor
 from mmfs_assets.engine.gpu_busy import GpuBusy
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
 from mmfs_assets.engine.preprocess import pixels
+from mmfs_assets.engine.shm import SharedFrames
 from mmfs_assets.engine.report import FillReport
 from mmfs_assets.features.spec import Clip, Feature, LoadedModel
 from mmfs_assets.table import ensure_group_columns, replace_columns
@@ -45,6 +46,11 @@ from mmfs_loader.video import VideoPlan, plan_columns
 M = S.METADATA
 DECODE_TIMEOUT_S = 300.0  # one sampled decode; probes (whole video) get more per byte, see _probe_timeout
 Result = tuple[dict[str, Any] | None, str | None]  # (values, error)
+
+
+def _release(value: Any) -> None:
+    if isinstance(value, dict) and isinstance(value.get("frames"), SharedFrames):
+        value["frames"].discard()
 
 
 def _probe_timeout(base: float, size_bytes: int) -> float:
@@ -225,6 +231,7 @@ def fill_feature(
     finally:
         committer.shutdown(wait=True)
         rep.worker_restarts = pool.restarts
+        pool.drop_results(_release)  # a fill that stopped early leaves no frames in shared memory
         pool.close()
         if nvdec is not None:
             nvdec.close()

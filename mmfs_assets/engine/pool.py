@@ -238,6 +238,12 @@ class WorkerPool:
             if ids:
                 self.poll(0.5)
 
+    def drop_results(self, release: Callable[[Any], None]) -> None:
+        """Forget answers nobody collected (a fill that stopped early), calling ``release`` on each."""
+        for value in self._done.values():
+            release(value)
+        self._done.clear()
+
     def close(self) -> None:
         """Stop every worker (asked first, killed after a second); idempotent."""
         for w in self._workers:
