@@ -65,16 +65,7 @@ def choose_decoder(pref: str, device: str, *, probe=nvdec_available) -> DecoderC
 
 
 def default_workers() -> int:
-    """``MMFS_DECODE_WORKERS`` or the cores this process may use."""
-    raw = os.environ.get("MMFS_DECODE_WORKERS", "").strip()
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            raise ValueError(f"MMFS_DECODE_WORKERS={raw!r} is not an integer") from None
-        if n < 1:
-            raise ValueError(f"MMFS_DECODE_WORKERS={raw!r} must be at least 1")
-        return n
+    """The cores this process may use (``MMFS_DECODE_WORKERS``, read by the settings, overrides it)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
