@@ -248,3 +248,25 @@ def test_broken_model_stops_the_fill_and_cleans_up(poison_table, model_dir):
     ds = lance.dataset(poison_table)
     assert ds.version == version + 1  # only the (idempotent) declaration of the group's columns
     assert ds.to_table(columns=["quality_producer"]).column(0).null_count == ds.count_rows()
+
+
+def test_nvdec_frame_indices():
+    """NVDEC fetches frames by index: the same frames the CPU decoder takes at a constant rate."""
+    from mmfs_assets.engine.nvdec import frame_indices
+
+    plan = VideoPlan(duration_s=8.0, fps=30.0, keyframe_interval=30.0, keyframe_times=tuple(float(i) for i in range(8)))
+    idx, stamps = frame_indices(plan, list(plan.targets(8)), "exact")
+    assert idx == [15, 45, 75, 105, 135, 165, 195, 225] and stamps[0] == pytest.approx(0.5)
+    idx, stamps = frame_indices(plan, list(plan.targets(8)), "keyframe")
+    assert idx == [0, 30, 60, 90, 120, 150, 180, 210]
+    assert frame_indices(plan, [9.0], "exact")[0] == [239]  # past the end: the last frame
+
+
+@pytest.mark.parametrize("mode", ["exact", "keyframe"])
+def test_nvdec_indices_match_the_cpu_decoder(gop_videos, mode):
+    from mmfs_assets.engine.nvdec import frame_indices
+
+    plan = VideoPlan.from_row(probe_video(str(gop_videos[30])).values)
+    cpu = decode_frames(str(gop_videos[30]), plan, plan.targets(8), 32, mode=mode, threads=1)
+    _, stamps = frame_indices(plan, list(plan.targets(8)), mode)
+    np.testing.assert_allclose(stamps, cpu.timestamps, atol=1e-6)

@@ -57,7 +57,8 @@ class NvdecLane:
         self.capacity = 2 * threads
 
     def accepts(self, plan: VideoPlan) -> bool:
-        return bool(plan.fps and plan.fps > 0 and plan.duration_s > 0)
+        """Constant-rate videos with known timing (frame index = time x fps); the rest go to CPU workers."""
+        return bool(plan.fps and plan.fps > 0 and plan.duration_s > 0 and not plan.is_vfr)
 
     def full(self) -> bool:
         return sum(not f.done() for f in self._futures.values()) >= self.capacity
