@@ -1,7 +1,9 @@
 """Does the fill feed the model? Per feature: model alone vs the whole fill vs the decode ceiling.
 
-Input: ``--videos`` 720p H.264 videos (30 fps, ``--seconds`` long, unique bytes each) in two drops, one
-with a 1 s GOP and one with a 10 s GOP, stored inline in one Lance table and described by the engine.
+Input: 720p H.264 videos (30 fps, ``--seconds`` long, unique bytes each) with a 1 s GOP and with a 10 s
+GOP, stored inline in one Lance table and described by the engine: ``--videos`` per GOP for exact mode
+and ``--keyframe-factor`` times as many for keyframe mode (whose decoding is that much faster, so every
+fill lasts long enough to show its throughput rather than its fixed start-up).
 
 For each GOP and sampling mode (``exact``, ``keyframe``):
 - decode ceiling: the engine's worker pool decoding every row's frames (8 at 224 on the short side), no
@@ -60,17 +62,26 @@ GOPS = {"gop1s": 30, "gop10s": 300}
 MODES = ("exact", "keyframe")
 
 
-def make_table(root: Path, n: int, seconds: float) -> str:
+def drop_of(gop: str, mode: str) -> str:
+    return f"{gop}-{mode}"
+
+
+def make_table(root: Path, counts: dict[str, int], seconds: float) -> str:
+    """One drop per (GOP, mode), ``counts[mode]`` videos each (keyframe runs get more rows, so a fill
+    lasts long enough that its fixed start-up cost does not hide its throughput)."""
     uri = str(root / "bench.lance")
-    for drop_id, gop in GOPS.items():
+    for gop_name, gop in GOPS.items():
         spec = samples.Spec("v.mp4", 1280, 720, 30, seconds, gop=gop, options={"preset": "veryfast", "sc_threshold": "0"})
-        base = samples.write_video(root / f"{drop_id}.mp4", spec).read_bytes()
-        drop = root / drop_id
-        drop.mkdir()
-        for i in range(n):  # unique bytes per file (an id each), same decoded content
-            (drop / f"v{i:03d}.mp4").write_bytes(base + f"{drop_id}{i}".encode())
-        ingest_drop(drop, drop_id, uri, properties={})
-        describe_partition(uri, drop_id, properties={})
+        base = samples.write_video(root / f"{gop_name}.mp4", spec).read_bytes()
+        for mode, n in counts.items():
+            drop_id = drop_of(gop_name, mode)
+            drop = root / drop_id
+            drop.mkdir()
+            for i in range(n):  # unique bytes per file (an id each), same decoded content
+                (drop / f"v{i:03d}.mp4").write_bytes(base + f"{drop_id}{i}".encode())
+            ingest_drop(drop, drop_id, uri, properties={})
+            describe_partition(uri, drop_id, properties={})
+            shutil.rmtree(drop)
     return uri
 
 
@@ -185,6 +196,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--keyframe-factor", type=int, default=4, help="keyframe-mode drops hold this many times --videos")
     ap.add_argument("--profile", choices=["tiny", "real"], default="real" if torch.cuda.is_available() else "tiny")
     ap.add_argument("--features", default="clip_embedding,clip_vit_l14,depth" if torch.cuda.is_available() else "clip_embedding,depth",
                     help="comma-separated; clip_vit_l14 adds a 768-d CLIP group (ViT-L/14 with --profile real)")
@@ -198,21 +210,30 @@ def main() -> None:
     report: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({os.cpu_count()} cores)",
                     "profile": args.profile, "videos": args.videos, "seconds": args.seconds, "workers": workers,
                     "decode": {}, "features": {}}
-    print(f"== {report['device']}, profile {args.profile}, {args.videos} videos 1280x720 {args.seconds:g} s 30 fps per GOP, "
-          f"{workers} decode workers")
+    print(f"== {report['device']}, profile {args.profile}, 1280x720 {args.seconds:g} s 30 fps videos: {args.videos} per GOP "
+          f"for exact mode, {args.videos * args.keyframe_factor} for keyframe mode; {workers} decode workers")
     with tempfile.TemporaryDirectory(dir=os.environ.get("MMFS_BENCH_DIR")) as tmp:
         root = Path(tmp)
-        uri = make_table(root, args.videos, args.seconds)
+        counts = {"exact": args.videos, "keyframe": args.videos * args.keyframe_factor}
+        uri = make_table(root, counts, args.seconds)
         dirs = real_model_dirs(root, wanted) if args.profile == "real" else {}
         if "clip_vit_l14" in wanted and "clip_vit_l14" not in feats:
             from mmfs_assets.features.catalog.clip_embedding import clip_feature
 
             feats["clip_vit_l14"] = clip_feature("clip_vit_l14", "MMFS_CLIPL", dim=768)
+        ds = lance.dataset(uri)
+        t0 = time.perf_counter()
+        with WorkerPool(workers, initializer=tasks.open_table, initargs=(uri, ds.version, None)) as pool:
+            for t in [pool.submit(int) for _ in range(workers)]:
+                pool.result(t)
+            startup = time.perf_counter() - t0
+        report["worker_startup_s"] = startup
+        print(f"\n-- a fill's fixed cost: {workers} workers started and the table opened in each in {startup:.2f} s")
         print("\n-- decode ceiling (8 frames at 224, engine workers, no model)")
         print(f"{'input':8s} {'mode':9s} {'1 worker':>10s} {f'{workers} workers':>11s} {'scaling':>8s} {'frames decoded/taken':>21s}")
         for gop in GOPS:
-            rows = rows_of(uri, gop)
             for mode in MODES:
+                rows = rows_of(uri, drop_of(gop, mode))
                 one, amp, _ = decode_all(uri, rows, 8, 224, mode, 1)
                 many, _, _ = decode_all(uri, rows, 8, 224, mode, workers)
                 report["decode"][f"{gop}/{mode}"] = {"videos_s_1": one, "videos_s_all": many, "amplification": amp}
@@ -223,8 +244,8 @@ def main() -> None:
             print(f"{'input':8s} {'mode':9s} {'network':>9s} {'alone':>8s} {'fill':>8s} {'ceiling':>8s} "
                   f"{'alone/net':>9s} {'fill/min(alone,ceil)':>20s} {'busy alone/fill':>16s} {'ampl.':>6s}")
             for gop in GOPS:
-                rows = rows_of(uri, gop)
                 for mode in MODES:
+                    rows = rows_of(uri, drop_of(gop, mode))
                     model = load(f, args.profile, root, device, mode, dirs, name)
                     k, short = model.frames.count, model.frames.short_side
                     ceil, _, decoded = decode_all(uri, rows, k, short, mode, workers)
@@ -235,7 +256,7 @@ def main() -> None:
                     t_uri = str(root / "fill.lance")
                     shutil.rmtree(t_uri, ignore_errors=True)
                     shutil.copytree(uri, t_uri)
-                    rep = fill_feature(t_uri, gop, f, model, properties={}, decode_workers=workers)
+                    rep = fill_feature(t_uri, drop_of(gop, mode), f, model, properties={}, decode_workers=workers)
                     assert rep.rows_computed == len(rows), rep
                     fill = rep.rows_per_s
                     r = {"network_videos_s": net, "model_alone_videos_s": alone, "fill_videos_s": fill,
