@@ -26,8 +26,17 @@ def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
     r = _run("materialize", "--partition", "cli-1", "--select", "videos")
     assert r.exit_code == 0, r.output
     v_ingest = lance.dataset(env.table_uri).version
-    r = _run("materialize", "--partition", "cli-1")
+    r = _run("materialize", "--partition", "cli-1", "--format", "json")
     assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["success"] and report["partition"] == "cli-1"
+    meta, clip = report["assets"]["video_metadata"], report["assets"]["clip_embedding"]
+    assert meta["decoder"] == "cpu" and meta["videos_per_s"] > 0 and meta["frames_decoded"] > 0
+    assert clip["sampling"] == "keyframe" and clip["decoder"] == "cpu" and clip["decode_workers"] >= 1
+    assert clip["frames_taken"] == 3 * 8 and 0 < clip["decode_amplification"] <= 1.2
+    assert {"seconds_decode_wait", "seconds_compute", "seconds_write"} <= set(clip)
+    assert "gpu_busy_percent" not in clip  # no GPU here
+    assert report["assets"]["depth"]["sampling"] == "exact"
 
     r = _run("sql", "SELECT COUNT(1) AS n FROM videos WHERE metadata_error IS NULL", "--format", "json")
     assert r.exit_code == 0, r.output

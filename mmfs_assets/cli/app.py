@@ -47,6 +47,7 @@ def materialize(
     partition: Annotated[str, typer.Option("--partition", "-p", help="drop folder name under MMFS_DROP_DIR")],
     select: Annotated[Optional[list[str]], typer.Option("--select", "-s", help="asset to materialize (repeatable; default all)")] = None,
     ephemeral: Annotated[bool, typer.Option(help="use a throwaway Dagster instance (no history, no pools) instead of $DAGSTER_HOME")] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table (a line per asset) or json (every asset's metadata, on stdout)")] = Format.table,
 ) -> None:
     """Register drop PARTITION if needed and materialize the selected assets for it, in this process."""
     from dagster import DagsterExecutionInterruptedError
@@ -55,6 +56,9 @@ def materialize(
     from mmfs_assets.cli.run import MaterializeError, dagster_instance, materialize_drop, result_summary
     from mmfs_assets.instance.home import InstanceError
 
+    if fmt is Format.csv:
+        console.print("[red]error:[/red] materialize supports --format table or json")
+        raise typer.Exit(2)
     try:
         instance = dagster_instance(ephemeral)
         with rich_progress(console):
@@ -66,9 +70,16 @@ def materialize(
     except (KeyboardInterrupt, DagsterExecutionInterruptedError) as e:
         console.print("[red]interrupted:[/red] the run was stopped and its pool slots released")
         raise typer.Exit(130) from e
-    for asset, md in result_summary(result):
-        console.print(f"[green]✓[/green] {asset} [{partition}]: " + ", ".join(
-            f"{k}={v}" for k, v in md.items() if isinstance(v, (int, float, str)) and len(str(v)) < 80))
+    summary = result_summary(result)
+    if fmt is Format.json:
+        import json
+
+        sys.stdout.write(json.dumps({"partition": partition, "success": result.success,
+                                     "assets": {a: md for a, md in summary}}, default=str) + "\n")
+    else:
+        for asset, md in summary:
+            console.print(f"[green]✓[/green] {asset} [{partition}]: " + ", ".join(
+                f"{k}={v}" for k, v in md.items() if isinstance(v, (int, float, str)) and len(str(v)) < 80))
     if not result.success:
         for ev in result.all_events:
             if ev.is_step_failure:
