@@ -216,11 +216,13 @@ def test_fill_reports_amplification_and_mode_recomputes(gop_table, tmp_path, mod
     rep = fill(uri, "G", clip, key, decode_workers=2)
     assert rep.rows_computed == 2 and rep.decoder == "cpu" and rep.decode_workers == 2
     assert rep.amplification <= 1.2 and rep.frames_taken == 16
+    assert rep.rows_with_repeated_frames == 1  # the 10 s GOP video: one keyframe for 8 targets
     exact = tiny(clip, model_dir, MMFS_CLIP_SAMPLING="exact")
     assert exact.producer != key.producer and "sampling=exact" in exact.producer
     rep2 = fill(uri, "G", clip, exact, decode_workers=2)
     assert rep2.rows_computed == 2  # the mode is part of the producer: changing it recomputes
     assert rep2.amplification_max > rep.amplification_max
+    assert rep2.rows_with_repeated_frames == 0
     t = lance.dataset(uri).to_table(columns=[S.FILE_NAME, "clip_embedding_timestamps"]).to_pylist()
     stamps = {r["file_name"]: r["clip_embedding_timestamps"] for r in t}
     assert stamps["gop30.mp4"] == pytest.approx([i + 0.5 for i in range(8)])

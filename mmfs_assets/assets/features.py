@@ -61,6 +61,12 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
             )
         except DecoderUnavailableError as e:
             raise dg.Failure(description=str(e)) from e
+        if rep.rows_with_repeated_frames and model.sampling == "keyframe":
+            context.log.warning(
+                f"{feature.name}: {rep.rows_with_repeated_frames} videos have fewer keyframes than the "
+                f"{model.frames.count} frames asked for, so their frames repeat (keyframe sampling); "
+                f"{feature.sampling_env}=exact samples the frames at the slice centres instead"
+            )
         summary = summarize_group(lance_table.open(), g, key, model.producer)
         return dg.MaterializeResult(
             metadata={

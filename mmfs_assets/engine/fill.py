@@ -338,6 +338,7 @@ def _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, w
             rep.frames_decoded += out["frames_decoded"]
             rep.frames_taken += k
             rep.amplification_per_row.append(out["frames_decoded"] / max(1, k))
+            rep.rows_with_repeated_frames += len(np.unique(out["timestamps"])) < k
             if model.preprocess is None and hasattr(frames, "cpu"):
                 frames = frames.cpu().numpy()
             batch.append(Clip(rowid, frames, np.asarray(out["timestamps"], dtype=np.float64)))

@@ -26,6 +26,7 @@ class FillReport:
     frames_decoded: int = 0
     frames_taken: int = 0
     amplification_per_row: list[float] = field(default_factory=list, repr=False)
+    rows_with_repeated_frames: int = 0  # fewer distinct frames than asked (short video, or keyframes sparser than targets)
     nvdec_rows: int = 0
     seconds_decode: float = 0.0  # summed over decode workers
     seconds_decode_wait: float = 0.0  # time the model's thread waited for decoded frames (decoding not hidden)
@@ -64,6 +65,7 @@ class FillReport:
             "frames_taken": self.frames_taken,
             "decode_amplification": self.amplification,
             "decode_amplification_max_row": self.amplification_max,
+            "rows_with_repeated_frames": self.rows_with_repeated_frames,
             "worker_restarts": self.worker_restarts,
             "seconds_decode": round(self.seconds_decode, 3),
             "seconds_decode_wait": round(self.seconds_decode_wait, 3),
