@@ -45,7 +45,8 @@ import torch  # noqa: E402
 from mmfs_assets import samples  # noqa: E402
 from mmfs_assets.engine import tasks  # noqa: E402
 from mmfs_assets.engine.decoders import default_workers  # noqa: E402
-from mmfs_assets.engine.fill import _Model, fill_feature  # noqa: E402
+from mmfs_assets.engine.batches import ModelRunner  # noqa: E402
+from mmfs_assets.engine.fill import fill_feature  # noqa: E402
 from mmfs_assets.engine.gpu_busy import GpuBusy  # noqa: E402
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool  # noqa: E402
 from mmfs_assets.engine.preprocess import pixels  # noqa: E402
@@ -159,7 +160,7 @@ def load(feature, profile: str, root: Path, device: str, mode: str, dirs: dict, 
 
 def time_model(model, clips: list[Clip]) -> tuple[float, float, float | None, float | None]:
     """(model alone videos/s, pure network videos/s, GPU busy model alone, GPU busy network)."""
-    run = _Model(model, [])
+    run = ModelRunner(model, [])
     sync = torch.cuda.synchronize if str(model.device).startswith("cuda") else (lambda: None)
     bs = model.batch_size
     run(clips[:bs])  # warm-up

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -30,12 +30,13 @@ import numpy as np
 import pyarrow as pa
 
 from mmfs_assets.engine import tasks
+from mmfs_assets.engine.batches import ModelRunner
 from mmfs_assets.engine.decoders import FrameSource, choose_decoder, default_workers
 from mmfs_assets.engine.gpu_busy import GpuBusy
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
-from mmfs_assets.engine.preprocess import pixels
 from mmfs_assets.engine.shm import SharedFrames
 from mmfs_assets.engine.report import FillReport
+from mmfs_assets.engine.values import Result, values_table
 from mmfs_assets.features.spec import Clip, Feature, LoadedModel
 from mmfs_assets.table import ensure_group_columns, replace_columns
 from mmfs_assets.table.chunks import fragment_chunks
@@ -45,7 +46,6 @@ from mmfs_loader.video import VideoPlan, plan_columns
 
 M = S.METADATA
 DECODE_TIMEOUT_S = 300.0  # one sampled decode; probes (whole video) get more per byte, see _probe_timeout
-Result = tuple[dict[str, Any] | None, str | None]  # (values, error)
 
 
 def _release(value: Any) -> None:
@@ -57,93 +57,6 @@ def _probe_timeout(base: float, size_bytes: int) -> float:
     """A whole-video probe may take longer on a big file: ``base`` plus 1 s per MB (decoding at
     1 MB/s is far below any real decoder, so only a hang reaches this)."""
     return base + size_bytes / 1e6
-
-
-def _column(values: list[Any], f: pa.Field) -> pa.Array:
-    t = f.type
-    if pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type):
-        mask = np.array([v is None for v in values])
-        flat = np.zeros((len(values), t.list_size), dtype=t.value_type.to_pandas_dtype())
-        for i, v in enumerate(values):
-            if v is not None:
-                flat[i] = np.asarray(v, dtype=flat.dtype).reshape(t.list_size)
-        return pa.FixedSizeListArray.from_arrays(
-            pa.array(flat.reshape(-1)), t.list_size, mask=pa.array(mask) if mask.any() else None
-        )
-    return pa.array(values, type=t)
-
-
-def _values_table(feature: Feature, producer: str, rowids: list[int], results: dict[int, Result]) -> pa.Table:
-    g = feature.group
-    cols: dict[str, pa.Array] = {"_rowid": pa.array(rowids, pa.uint64())}
-    for f in g.value_fields:
-        cols[f.name] = _column([(results[r][0] or {}).get(f.name) for r in rowids], f)
-    cols[g.producer_column] = pa.array([producer] * len(rowids), pa.string())
-    cols[g.error_column] = pa.array([results[r][1] for r in rowids], pa.string())
-    return pa.table(cols)
-
-
-def _batch_buffer(parts: list, device: str):
-    """Where a batch of CPU frames is gathered: pinned memory when it goes to CUDA (one copy, then an
-    asynchronous transfer), else an ordinary tensor."""
-    import torch
-
-    pin = str(device).startswith("cuda") and parts[0].device.type == "cpu"
-    shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
-    return torch.empty(shape, dtype=parts[0].dtype, device=parts[0].device, pin_memory=pin)
-
-
-class _Model:
-    """The model side: batches of clips -> values, with device preprocessing and failure isolation."""
-
-    def __init__(self, model: LoadedModel, columns: Sequence[str]) -> None:
-        self.m = model
-        self.columns = list(columns) if model.postprocess is None else None  # post-processing makes the columns
-
-    def _run(self, clips: Sequence[Clip]) -> list[dict[str, Any]]:
-        m = self.m
-        if m.preprocess is None:
-            outs = [(list(range(len(clips))), m.compute(clips))]
-        else:
-            import torch
-
-            by_shape: dict[tuple, list[int]] = defaultdict(list)
-            for i, c in enumerate(clips):
-                by_shape[tuple(c.frames.shape[1:])].append(i)
-            outs = []
-            for idx in by_shape.values():
-                group = [clips[i] for i in idx]
-                parts = [torch.as_tensor(c.frames) for c in group]
-                frames = torch.cat(parts, out=_batch_buffer(parts, m.device))
-                px = pixels(frames, m.preprocess, m.device, m.dtype or torch.float32)
-                outs.append((idx, m.compute(group, px)))
-        rows: list[dict[str, Any] | None] = [None] * len(clips)
-        for idx, out in outs:
-            columns = self.columns or list(out)
-            for c in columns:
-                if len(out.get(c, ())) != len(idx):
-                    raise ValueError(f"compute returned {len(out.get(c, ()))} values of {c!r} for {len(idx)} clips")
-            for j, i in enumerate(idx):
-                rows[i] = {c: out[c][j] for c in columns}
-        return rows  # type: ignore[return-value]
-
-    def __call__(self, clips: Sequence[Clip]) -> list[dict[str, Any] | str]:
-        """Per clip: its values, or an error string. A failing batch is retried clip by clip to isolate
-        the clip that breaks it; if every clip fails alone too, the model itself is broken and it raises."""
-        try:
-            return list(self._run(clips))
-        except Exception as batch_error:  # noqa: BLE001
-            if len(clips) == 1:
-                raise
-            results: list[dict[str, Any] | str] = []
-            for clip in clips:
-                try:
-                    results.append(self._run([clip])[0])
-                except Exception as e:  # noqa: BLE001
-                    results.append(f"compute failed: {type(e).__name__}: {e}")
-            if all(isinstance(r, str) for r in results):
-                raise batch_error
-            return results
 
 
 def _rows_to_fill(ds, feature: Feature, model: LoadedModel, where: str, rep: FillReport):
@@ -243,7 +156,7 @@ def _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, w
           properties, storage_options, committer, progress) -> None:
     g = feature.group
     container = model.input == "container"
-    run_model = _Model(model, g.value_columns)
+    run_model = ModelRunner(model, g.value_columns)
     max_corrupt = int(model.details.get("max_corrupt_frames", 0)) if container else 0
     timeout = pool._timeout
     handles: deque = deque()
@@ -354,7 +267,7 @@ def _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, w
             results[rowid] = (None, f"post-processing failed: {v.message}") if isinstance(v, TaskFailed) else (v, None)
         rep.seconds_postprocess_wait += time.perf_counter() - t
         ids = [int(rowids[i]) for i in chunk]
-        table = _values_table(feature, model.producer, ids, results)
+        table = values_table(feature, model.producer, ids, results)
         errors = sum(results[r][1] is not None for r in ids)
         rep.rows_errored += errors
         rep.rows_computed += len(ids) - errors

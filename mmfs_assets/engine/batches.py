@@ -1,0 +1,73 @@
+"""Running a feature's model on batches of decoded clips, in the process that owns the device."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from mmfs_assets.engine.preprocess import pixels
+from mmfs_assets.features.spec import Clip, LoadedModel
+
+
+def _batch_buffer(parts: list, device: str):
+    """Where a batch of CPU frames is gathered: pinned memory when it goes to CUDA (one copy, then an
+    asynchronous transfer), else an ordinary tensor."""
+    import torch
+
+    pin = str(device).startswith("cuda") and parts[0].device.type == "cpu"
+    shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+    return torch.empty(shape, dtype=parts[0].dtype, device=parts[0].device, pin_memory=pin)
+
+
+class ModelRunner:
+    """The model side: batches of clips -> per-clip values, with device preprocessing and failure isolation."""
+
+    def __init__(self, model: LoadedModel, columns: Sequence[str]) -> None:
+        self.m = model
+        self.columns = list(columns) if model.postprocess is None else None  # post-processing makes the columns
+
+    def _run(self, clips: Sequence[Clip]) -> list[dict[str, Any]]:
+        m = self.m
+        if m.preprocess is None:
+            outs = [(list(range(len(clips))), m.compute(clips))]
+        else:
+            import torch
+
+            by_shape: dict[tuple, list[int]] = defaultdict(list)
+            for i, c in enumerate(clips):
+                by_shape[tuple(c.frames.shape[1:])].append(i)
+            outs = []
+            for idx in by_shape.values():
+                group = [clips[i] for i in idx]
+                parts = [torch.as_tensor(c.frames) for c in group]
+                frames = torch.cat(parts, out=_batch_buffer(parts, m.device))
+                px = pixels(frames, m.preprocess, m.device, m.dtype or torch.float32)
+                outs.append((idx, m.compute(group, px)))
+        rows: list[dict[str, Any] | None] = [None] * len(clips)
+        for idx, out in outs:
+            columns = self.columns or list(out)
+            for c in columns:
+                if len(out.get(c, ())) != len(idx):
+                    raise ValueError(f"compute returned {len(out.get(c, ()))} values of {c!r} for {len(idx)} clips")
+            for j, i in enumerate(idx):
+                rows[i] = {c: out[c][j] for c in columns}
+        return rows  # type: ignore[return-value]
+
+    def __call__(self, clips: Sequence[Clip]) -> list[dict[str, Any] | str]:
+        """Per clip: its values, or an error string. A failing batch is retried clip by clip to isolate
+        the clip that breaks it; if every clip fails alone too, the model itself is broken and it raises."""
+        try:
+            return list(self._run(clips))
+        except Exception as batch_error:  # noqa: BLE001
+            if len(clips) == 1:
+                raise
+            results: list[dict[str, Any] | str] = []
+            for clip in clips:
+                try:
+                    results.append(self._run([clip])[0])
+                except Exception as e:  # noqa: BLE001
+                    results.append(f"compute failed: {type(e).__name__}: {e}")
+            if all(isinstance(r, str) for r in results):
+                raise batch_error
+            return results
