@@ -193,6 +193,11 @@ def time_model(model, clips: list[Clip]) -> tuple[float, float, float | None, fl
     return alone, net or 0.0, busy.percent, net_busy
 
 
+def rate(v: float) -> str:
+    """videos/s with three significant digits at most (CPU runs of real models are below 0.1/s)."""
+    return f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 0.1 else f"{v:.3f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=16)
@@ -269,7 +274,7 @@ def main() -> None:
                     ba = "-" if busy_alone is None else f"{busy_alone:.0f}%"
                     bf = "-" if rep.gpu_busy_percent is None else f"{rep.gpu_busy_percent:.0f}%"
                     ratio = "-" if not net else f"{alone / net:.2f}x"
-                    print(f"{gop:8s} {mode:9s} {net:7.1f}/s {alone:6.1f}/s {fill:6.1f}/s {ceil:6.1f}/s {ratio:>9s} "
+                    print(f"{gop:8s} {mode:9s} {rate(net):>7s}/s {rate(alone):>6s}/s {rate(fill):>6s}/s {rate(ceil):>6s}/s {ratio:>9s} "
                           f"{fill / min(alone, ceil):19.2f}x {ba + ' / ' + bf:>16s} {rep.amplification:6.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
