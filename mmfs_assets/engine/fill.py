@@ -158,7 +158,7 @@ def _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, w
     container = model.input == "container"
     run_model = ModelRunner(model, g.value_columns)
     max_corrupt = int(model.details.get("max_corrupt_frames", 0)) if container else 0
-    timeout = pool._timeout
+    timeout = pool.timeout
     handles: deque = deque()
     submitted = 0
 

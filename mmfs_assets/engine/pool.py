@@ -107,6 +107,11 @@ class WorkerPool:
             self._workers.append(self._start())
 
     @property
+    def timeout(self) -> float | None:
+        """The default seconds a task may run."""
+        return self._timeout
+
+    @property
     def size(self) -> int:
         return len(self._workers)
 
