@@ -81,9 +81,8 @@ class FrameSource:
     """
 
     def __init__(self, pool: WorkerPool, nvdec: Any | None = None, decode_timeout: float | None = None,
-                 task=tasks.decode_row, pin: bool = False) -> None:
+                 task=tasks.decode_row) -> None:
         self.pool = pool
-        self.pin = pin
         self.task = task
         self.nvdec = nvdec
         self.timeout = decode_timeout
@@ -112,10 +111,7 @@ class FrameSource:
         return self._taken(self.pool.result(self.pool.submit(self.task, *args, timeout=self.timeout)))
 
     def _taken(self, out: dict[str, Any] | TaskFailed) -> dict[str, Any] | TaskFailed:
-        """Frames out of shared memory into this process (pinned for a CUDA model)."""
+        """Frames out of shared memory into this process (the batch is pinned when it is gathered)."""
         if isinstance(out, dict) and isinstance(out.get("frames"), SharedFrames):
-            out["frames"] = out["frames"].take(pin=self.pin)
+            out["frames"] = out["frames"].take()
         return out
-
-    def poll(self) -> None:
-        self.pool.poll(0)

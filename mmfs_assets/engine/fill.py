@@ -140,7 +140,7 @@ def fill_feature(
             _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, window, where,
                   properties, storage_options, committer, progress)
         rep.gpu_busy_percent = busy.percent
-        rep.nvdec_rows = source.nvdec_rows
+        rep.nvdec_rows, rep.nvdec_fallbacks = source.nvdec_rows, source.nvdec_fallbacks
     finally:
         committer.shutdown(wait=True)
         rep.worker_restarts = pool.restarts

@@ -102,7 +102,6 @@ class WorkerPool:
         self._done: dict[int, Any] = {}
         self._workers: list[_Worker] = []
         self.restarts = 0
-        self.failures: dict[str, int] = {}
         for _ in range(workers):
             self._workers.append(self._start())
 
@@ -173,8 +172,6 @@ class WorkerPool:
         if w.queue:
             head = w.queue.popleft()
             self._finish(head.tid, TaskFailed(reason))
-            kind = reason.split(":", 1)[0]
-            self.failures[kind] = self.failures.get(kind, 0) + 1
             self._pending.extendleft(reversed(w.queue))
         self._workers[self._workers.index(w)] = self._start()
         self.restarts += 1
@@ -230,9 +227,6 @@ class WorkerPool:
         while tid not in self._done:
             self.poll(0.5)
         return self._done.pop(tid)
-
-    def ready(self, tid: int) -> bool:
-        return tid in self._done
 
     def map_unordered(self, fn: Callable[..., Any], arglist: list[tuple]) -> Iterator[tuple[int, Any]]:
         """``(index, value or TaskFailed)`` for each args tuple, as they finish."""

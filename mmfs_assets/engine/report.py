@@ -28,6 +28,7 @@ class FillReport:
     amplification_per_row: list[float] = field(default_factory=list, repr=False)
     rows_with_repeated_frames: int = 0  # fewer distinct frames than asked (short video, or keyframes sparser than targets)
     nvdec_rows: int = 0
+    nvdec_fallbacks: int = 0  # rows NVDEC refused, decoded by CPU workers instead
     seconds_decode: float = 0.0  # summed over decode workers
     seconds_decode_wait: float = 0.0  # time the model's thread waited for decoded frames (decoding not hidden)
     seconds_compute: float = 0.0
@@ -73,8 +74,9 @@ class FillReport:
             "seconds_write": round(self.seconds_write, 3),
             "seconds_total": round(self.seconds_total, 3),
         }
-        if self.nvdec_rows:
+        if self.nvdec_rows or self.nvdec_fallbacks:
             out["nvdec_rows"] = self.nvdec_rows
+            out["nvdec_fallbacks"] = self.nvdec_fallbacks
         if self.gpu_busy_percent is not None:
             out["gpu_busy_percent"] = self.gpu_busy_percent
         return {k: v for k, v in out.items() if v is not None and v != ""}

@@ -3,7 +3,7 @@
 The worker writes a decoded clip into a new shared-memory block and sends only its name; the model's
 process maps it, copies it once into its own (pinned, when the model runs on CUDA) buffer, and unlinks
 it. This keeps torch out of the workers (a spawned worker starts in about a second instead of four)
-and the pipes small. Spawned workers share their parent's ``multiprocessing`` resource tracker, so a
+and the pipes small. (The engine pins the batch it gathers the clips into, not each clip.) Spawned workers share their parent's ``multiprocessing`` resource tracker, so a
 block whose reader dies before unlinking it is still removed when the whole process tree ends.
 """
 
@@ -32,14 +32,14 @@ class SharedFrames:
         finally:
             shm.close()
 
-    def take(self, pin: bool = False):
-        """The array as a torch tensor (pinned when ``pin``); the block is unlinked."""
+    def take(self):
+        """The array as a torch tensor in this process's memory; the block is unlinked."""
         import torch
 
         shm = shared_memory.SharedMemory(name=self.name)
         try:
             src = np.ndarray(self.shape, np.dtype(self.dtype), buffer=shm.buf)
-            out = torch.empty(self.shape, dtype=torch.from_numpy(src[:0]).dtype, pin_memory=pin)
+            out = torch.empty(self.shape, dtype=torch.from_numpy(src[:0]).dtype)
             out.numpy()[...] = src
             del src
             return out
