@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mmfs_assets.assets import ALL_ASSETS, video_metadata, videos
+from mmfs_assets.assets import ALL_ASSETS, FEATURES, video_metadata, videos
+from mmfs_assets.assets.current_checks import current_checks, staleness_sensor
 from mmfs_assets.assets.features import feature_assets
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.instance import dagster_patches  # noqa: F401 - fixes a busy wait on pool slots
@@ -14,10 +15,12 @@ from mmfs_assets.sensors import dead_run_reaper, drop_sensor, features_automatio
 
 def build_definitions(features: list[Feature] | None = None) -> dg.Definitions:
     """The code location; ``features`` replaces the catalog's features (e.g. in a custom location file)."""
-    assets = ALL_ASSETS if features is None else [videos, video_metadata, *feature_assets(features)]
+    features = FEATURES if features is None else features
+    assets = ALL_ASSETS if features is FEATURES else [videos, video_metadata, *feature_assets(features)]
     return dg.Definitions(
         assets=assets,
-        sensors=[drop_sensor, features_automation, dead_run_reaper],
+        asset_checks=current_checks(features),
+        sensors=[drop_sensor, features_automation, dead_run_reaper, staleness_sensor(features)],
         resources=build_resources(),
         executor=dg.multiprocess_executor,
     )

@@ -71,7 +71,7 @@ class ProbeResource(dg.ConfigurableResource):
 class ModelsResource(dg.ConfigurableResource):
     """How feature assets load their models: profile, device, per-feature settings, commit chunk size."""
 
-    profile: str = "pretrained"
+    profile: str = "tiny"  # MMFS_MODEL_PROFILE
     model_dir: str = "data/models"
     device: str = "auto"
     chunk_rows: int = 256

@@ -1,6 +1,7 @@
 """The drop sensor (new ready drop -> `drops` partition + ingest run) and the automation sensor."""
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -14,24 +15,38 @@ from mmfs_assets.resources import DropFolderResource
 SENSOR_INTERVAL_S = 15
 
 
-def scan_drops(root: Path, registered: set[str], quiet_seconds: float) -> tuple[list[str], list[str], dict[str, str]]:
-    """(ready new drops, drops still being written, refused drops with reasons) under ``root``."""
-    ready: list[str] = []
-    waiting: list[str] = []
-    refused: dict[str, str] = {}
+def drop_folders(root: Path, registered: set[str]) -> Iterator[tuple[Path, str | None]]:
+    """(folder, why it is refused or None) for every unregistered candidate drop under ``root``."""
     if not root.is_dir():
-        return ready, waiting, refused
+        return
     for d in sorted(root.iterdir(), key=lambda p: p.name):
         name = d.name
         if name.startswith((".", "_")) or name in registered:
             continue
         if not d.is_dir() and not d.is_symlink():
             continue  # a stray file next to the drops
-        if reason := refusal(root, name):
-            refused[name] = reason
-            continue
-        (ready if is_ready(d, quiet_seconds) else waiting).append(name)
+        yield d, refusal(root, name)
+
+
+def scan_drops(root: Path, registered: set[str], quiet_seconds: float) -> tuple[list[str], list[str], dict[str, str]]:
+    """(ready new drops, drops still being written, refused drops with reasons) under ``root``."""
+    ready: list[str] = []
+    waiting: list[str] = []
+    refused: dict[str, str] = {}
+    for d, reason in drop_folders(root, registered):
+        if reason:
+            refused[d.name] = reason
+        else:
+            (ready if is_ready(d, quiet_seconds) else waiting).append(d.name)
     return ready, waiting, refused
+
+
+def refused_summary(refused: dict[str, str], limit: int = 5) -> str:
+    """The refused drops for a tick's skip reason: ``refused 2 drop(s): 'a b' (reason); ...``."""
+    items = sorted(refused.items())
+    text = "; ".join(f"{reason}" for _, reason in items[:limit])
+    more = f"; and {len(items) - limit} more" if len(items) > limit else ""
+    return f"refused {len(items)} drop folder(s) (see `mmfs status`): {text}{more}"
 
 
 @dg.sensor(
@@ -55,7 +70,12 @@ def drop_sensor(context: dg.SensorEvaluationContext, drop_folder: DropFolderReso
     if waiting:
         context.log.info(f"waiting for drops to be ready (_READY or {drop_folder.quiet_seconds:g}s quiet): {waiting}")
     if not ready:
-        return dg.SensorResult(skip_reason=f"no new ready drops in {root}", cursor=cursor)
+        skip = f"no new ready drops in {root}"
+        if waiting:
+            skip += f"; {len(waiting)} still being written (no _READY, changed in the last {drop_folder.quiet_seconds:g}s)"
+        if refused:
+            skip += f"; {refused_summary(refused)}"
+        return dg.SensorResult(skip_reason=skip, cursor=cursor)
     return dg.SensorResult(
         dynamic_partitions_requests=[drops_partitions.build_add_request(ready)],
         run_requests=[dg.RunRequest(partition_key=d, run_key=f"ingest:{d}") for d in ready],

@@ -9,13 +9,14 @@
 | ``MMFS_INLINE_MAX_BYTES`` | ``2147483648``    | inline files larger than this are stored as pointers (bounded ingest memory) |
 | ``MMFS_MAX_CORRUPT_FRAMES`` | ``0``           | a video with more concealed/corrupt frames (or lost packets) is quarantined |
 | ``MMFS_DROP_QUIET_SECONDS`` | ``60``          | a drop without ``_READY`` is ready after this long unchanged |
-| ``MMFS_MODEL_PROFILE`` | ``pretrained``       | ``pretrained`` (real weights) or ``tiny`` (random-init test models) |
+| ``MMFS_MODEL_PROFILE`` | ``tiny``             | ``tiny`` (random-init test models, so a fresh clone runs) or ``pretrained`` (real weights); one setting for the CLI, the demo and the UI |
 | ``MMFS_MODEL_DIR``     | ``data/models``      | where tiny models are written (and a place for local weights) |
 | ``MMFS_DEVICE``        | ``auto``             | ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]`` |
 | ``MMFS_FILL_CHUNK_ROWS``| ``256``             | rows per feature commit (a crash loses at most one chunk) |
 | ``MMFS_DECODER``       | ``auto``             | ``auto`` (NVDEC beside CPU workers when CUDA and PyNvVideoCodec are there), ``cpu``, ``nvdec`` |
 | ``MMFS_DECODE_WORKERS``| cores available      | decode worker processes per fill (one FFmpeg thread each) |
 | ``MMFS_DECODE_TIMEOUT_S``| ``300``            | a decode past this (a probe: plus 1 s per MB) kills its worker; the row gets an error |
+| ``MMFS_RECOMPUTE_ON_CODE_CHANGE`` | ``0``       | ``1``: the automation also recomputes every partition of a fill whose code version changed |
 | ``MMFS_<FEATURE>_MODEL``, ``_FRAMES``, ``_BATCH_SIZE``, ``_SAMPLING`` | feature defaults | per feature, e.g. ``MMFS_CLIP_MODEL``, ``MMFS_DEPTH_SAMPLING=keyframe`` |
 
 Relative local paths are resolved against the working directory once, when the settings are read, so
@@ -29,7 +30,7 @@ import os
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 STORAGE_OPTIONS_ENV = "MMFS_STORAGE_OPTIONS"
@@ -68,13 +69,14 @@ class Settings(BaseModel):
     inline_max_bytes: int = Field(2 << 30, ge=0)
     max_corrupt_frames: int = Field(0, ge=0)
     drop_quiet_seconds: float = 60.0
-    model_profile: Literal["pretrained", "tiny"] = "pretrained"
+    model_profile: Literal["pretrained", "tiny"] = "tiny"
     model_dir: str = "data/models"
     device: str = "auto"
     fill_chunk_rows: int = Field(256, ge=1)
     decoder: Literal["auto", "cpu", "nvdec"] = "auto"
     decode_workers: int = Field(0, ge=0)  # 0: the cores this process may use
     decode_timeout_s: float = Field(300.0, gt=0)
+    recompute_on_code_change: bool = False
     feature_env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("table_uri", "drop_dir", "model_dir")
@@ -96,21 +98,31 @@ class Settings(BaseModel):
             "storage_options": {str(k): str(v) for k, v in opts.items()},
             "feature_env": {k: v for k, v in env.items() if _is_feature_setting(k) and v},
         }
-        for key, name in [
-            ("table_uri", "MMFS_TABLE_URI"),
-            ("drop_dir", "MMFS_DROP_DIR"),
-            ("video_storage", "MMFS_VIDEO_STORAGE"),
-            ("inline_max_bytes", "MMFS_INLINE_MAX_BYTES"),
-            ("max_corrupt_frames", "MMFS_MAX_CORRUPT_FRAMES"),
-            ("drop_quiet_seconds", "MMFS_DROP_QUIET_SECONDS"),
-            ("model_profile", "MMFS_MODEL_PROFILE"),
-            ("model_dir", "MMFS_MODEL_DIR"),
-            ("device", "MMFS_DEVICE"),
-            ("fill_chunk_rows", "MMFS_FILL_CHUNK_ROWS"),
-            ("decoder", "MMFS_DECODER"),
-            ("decode_workers", "MMFS_DECODE_WORKERS"),
-            ("decode_timeout_s", "MMFS_DECODE_TIMEOUT_S"),
-        ]:
+        for key, name in ENV_NAMES.items():
             if env.get(name):
                 values[key] = env[name]
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValidationError as e:  # name the variable to change, not the pydantic field
+            err = e.errors()[0]
+            key = str(err["loc"][0]) if err["loc"] else ""
+            raise ValueError(f"{ENV_NAMES.get(key, key)}={values.get(key)!r}: {err['msg']}") from None
+
+
+# Settings field -> the environment variable that sets it.
+ENV_NAMES = {
+    "table_uri": "MMFS_TABLE_URI",
+    "drop_dir": "MMFS_DROP_DIR",
+    "video_storage": "MMFS_VIDEO_STORAGE",
+    "inline_max_bytes": "MMFS_INLINE_MAX_BYTES",
+    "max_corrupt_frames": "MMFS_MAX_CORRUPT_FRAMES",
+    "drop_quiet_seconds": "MMFS_DROP_QUIET_SECONDS",
+    "model_profile": "MMFS_MODEL_PROFILE",
+    "model_dir": "MMFS_MODEL_DIR",
+    "device": "MMFS_DEVICE",
+    "fill_chunk_rows": "MMFS_FILL_CHUNK_ROWS",
+    "decoder": "MMFS_DECODER",
+    "decode_workers": "MMFS_DECODE_WORKERS",
+    "decode_timeout_s": "MMFS_DECODE_TIMEOUT_S",
+    "recompute_on_code_change": "MMFS_RECOMPUTE_ON_CODE_CHANGE",
+}

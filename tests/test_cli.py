@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import lance
 from typer.testing import CliRunner
@@ -18,6 +19,7 @@ def _run(*args):
 
 
 def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
+    """The CLI end to end: materialize (json), pinned SQL, snapshots, status, --force, stale and refused drops."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
     (tmp_path / "dh").mkdir()
     good = sorted((fixture_dir / "good").iterdir())
@@ -62,13 +64,41 @@ def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
 
     r = _run("status", "--format", "json")
     st = json.loads(r.stdout)
-    assert [(d["drop_id"], d["rows"]) for d in st] == [("cli-1", 5)]
-    groups = st[0]["groups"]
+    assert [(d["drop_id"], d["rows"]) for d in st["drops"]] == [("cli-1", 5)]
+    assert st["stale"] == [] and st["refused_drops"] == {}
+    groups = st["drops"][0]["groups"]
     assert set(groups) == {"metadata", "clip_embedding", "depth", "caption", "quality"}
     for name, g in groups.items():  # every feature ran: 3 good videos filled, 2 broken ones errored
         assert (g["filled"], g["errored"], g["missing"]) == (3, 2, 0), name
         assert sum(g["producers"].values()) == 5 and len(g["producers"]) == 1, name
-    assert _run("status").exit_code == 0
+    for name in ("clip_embedding", "depth", "caption"):  # values of the test models say so in their producer
+        assert "|profile=tiny" in next(iter(groups[name]["producers"])), name
+    r = _run("status")
+    assert r.exit_code == 0 and "stale: none" in r.stdout
+
+    # a backfill without a change computes nothing; --force recomputes every row of the drop
+    r = _run("materialize", "-p", "cli-1", "-s", "quality", "--format", "json")
+    q = json.loads(r.stdout)["assets"]["quality"]
+    assert (q["rows_already_current"], q["rows_computed"], q["commits"]) == (5, 0, 0)
+    v = lance.dataset(env.table_uri).version
+    r = _run("materialize", "-p", "cli-1", "-s", "quality", "--force", "--format", "json")
+    assert r.exit_code == 0, r.output
+    q = json.loads(r.stdout)["assets"]["quality"]
+    assert (q["rows_forced"], q["rows_already_current"], q["rows_computed"], q["commits"]) == (5, 0, 3, 1)
+    ds = lance.dataset(env.table_uri)
+    assert ds.version == v + 1
+    assert ds.read_transaction(ds.version).transaction_properties["mmfs.asset"] == "quality"
+
+    # a settings change makes the drop's rows stale: status names the pair and the cause until a fill
+    monkeypatch.setenv("MMFS_QUALITY_SAMPLING", "keyframe")
+    (tmp_path / "drops" / "bad name").mkdir()
+    st = json.loads(_run("status", "--format", "json").stdout)
+    assert st["stale"] == [{"drop_id": "cli-1", "feature": "quality", "rows": 5, "cause": "sampling exact -> keyframe"}]
+    assert list(st["refused_drops"]) == ["bad name"] and "not a safe partition key" in st["refused_drops"]["bad name"]
+    r = _run("status")
+    assert "sampling exact -> keyframe" in r.stdout and "refused drops" in r.stdout
+    assert _run("materialize", "-p", "cli-1", "-s", "quality").exit_code == 0
+    assert json.loads(_run("status", "--format", "json").stdout)["stale"] == []
 
 
 def test_errors_are_clear(env, tmp_path, monkeypatch):
@@ -85,14 +115,49 @@ def test_errors_are_clear(env, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "not a safe partition key" in r.output
 
 
+def _one_error(r, code: int, *phrases: str) -> None:
+    """The CLI's error style: the exit code, a short message with the phrases, no traceback, no Rust paths."""
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output and ".rs:" not in r.output, r.output
+    assert len(r.output.strip().splitlines()) <= 8, r.output
+    text = " ".join(r.output.split())  # rich wraps long lines at 80 columns here
+    for p in phrases:
+        assert p in text, (p, r.output)
+
+
+def test_one_error_style(env, fixture_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    (tmp_path / "dh").mkdir()
+    _one_error(_run("snapshot", "x"), 2, "error: no MMFS table", "hint: set MMFS_TABLE_URI")
+    _one_error(_run("status"), 2, "no MMFS table")
+    make_drop(env, "e-1", sorted((fixture_dir / "good").iterdir())[:1])
+    assert _run("materialize", "-p", "e-1", "-s", "videos", "-s", "video_metadata").exit_code == 0
+    _one_error(_run("snapshot", "x", "--version", "999"), 2, "version 999 not found", "latest is")
+    _one_error(_run("sql", "SELECT 1 FROM videos", "--version", "999"), 2, "version 999 not found", "latest is")
+    _one_error(_run("sql", "SELEC 1"), 2, "SQL error")
+    _one_error(_run("snapshot", "bad tag!"), 2, "invalid tag name")
+    _one_error(_run("sql", "SELECT 1", "--nope"), 2, "No such option")
+    monkeypatch.setenv("MMFS_MODEL_PROFILE", "huge")
+    _one_error(_run("status"), 2, "MMFS_MODEL_PROFILE='huge'")
+    r = _run("--debug", "status")  # --debug adds the traceback
+    assert r.exit_code == 2 and "Traceback" in r.output and "MMFS_MODEL_PROFILE='huge'" in r.output
+
+    # pretrained weights that are not on this machine: one short message naming the settings to change
+    monkeypatch.setenv("MMFS_MODEL_PROFILE", "pretrained")
+    r = _run("materialize", "-p", "e-1", "-s", "clip_embedding")
+    _one_error(r, 1, "models: pretrained", "clip_embedding failed for drop e-1", "is not on this machine",
+               "MMFS_MODEL_PROFILE=tiny", "MMFS_CLIP_MODEL", "MMFS_MODEL_DOWNLOAD=1")
+
+
 def test_demo_runs_the_whole_pipeline(env, tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
-    monkeypatch.delenv("MMFS_MODEL_PROFILE")  # the demo picks the tiny models by itself, and says so
+    monkeypatch.delenv("MMFS_MODEL_PROFILE")  # the default profile (tiny) is the CLI's, the demo's and the UI's
     (tmp_path / "dh").mkdir()
     r = _run("demo", "-n", "2")
     assert r.exit_code == 0, r.output
     assert "demo-001" in r.stdout and "videos_720p_or_more" in r.stdout
-    assert "tiny random-init models" in r.stdout
+    assert "models: tiny random-init test models" in r.stdout and "MMFS_MODEL_PROFILE=pretrained" in r.stdout
+    assert "of the 13 files: 12 new to the table, 1 duplicate(s) inside the drop" in r.stdout
     assert "tagged version" in r.stdout and "demo-001-snapshot" in r.stdout
     assert "read 3 samples (24 decoded frames)" in r.stdout  # the loader pass: 3 good videos, 8 frames each
     for asset in ("videos", "video_metadata", "clip_embedding", "depth", "caption", "quality"):
@@ -106,5 +171,7 @@ def test_demo_runs_the_whole_pipeline(env, tmp_path, monkeypatch):
     assert ds.count_rows(filter="height * width >= 1280 * 720") == 1
     for g in ("clip_embedding", "depth", "caption", "quality"):  # every feature filled the good videos
         assert ds.count_rows(filter=f"{g}_error IS NULL AND {g}_producer IS NOT NULL") == 3, g
-    assert _run("demo", "-n", "1").exit_code == 0  # a second demo makes a new drop
+    r = _run("demo", "-n", "1")  # a second demo makes a new drop, and says what was already in the table
+    assert r.exit_code == 0
+    assert re.search(r"of the 12 files: \d+ new to the table, \d+ already in it", r.stdout), r.stdout
     assert sorted(p.name for p in (tmp_path / "drops").iterdir()) == ["demo-001", "demo-002"]

@@ -75,6 +75,10 @@ def test_unsafe_names_and_symlinked_drops_refused(instance, tmp_path):
     r = _tick(instance, root)
     assert _keys(r) == ["ok-1"]
     assert sorted(json.loads(r.cursor)["refused"]) == sorted(["bad name", "quote'd", "ünicode", "linked"])
+    instance.add_dynamic_partitions("drops", ["ok-1"])
+    r = _tick(instance, root, cursor=r.cursor)  # nothing new: the tick's skip reason names the refused drops
+    assert "refused 4 drop folder(s)" in r.skip_reason and "'bad name'" in r.skip_reason
+    assert "is a symlink" in r.skip_reason and "mmfs status" in r.skip_reason
 
 
 def test_missing_root_skips(instance, tmp_path):
@@ -115,3 +119,31 @@ def test_automation_follows_ingest(env, fixture_dir, instance):
     assert materialize_drop("auto-1", ["videos"], instance, env).success
     r1 = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=r0.cursor)
     assert r1.get_requested_partitions(dg.AssetKey("video_metadata")) == {"auto-1"}
+
+
+def test_opt_in_automation_recomputes_on_code_version_change(env, instance, monkeypatch):
+    """MMFS_RECOMPUTE_ON_CODE_CHANGE=1: a new code version requests every partition of the asset once."""
+    import dataclasses
+
+    from mmfs_assets.assets.features import feature_asset
+    from mmfs_assets.assets.fill_config import fill_automation
+    from mmfs_assets.assets import FEATURES
+    from mmfs_assets.settings import Settings
+
+    assert fill_automation(Settings()).get_label() != "eager or code version changed"  # off by default
+    monkeypatch.setenv("MMFS_RECOMPUTE_ON_CODE_CHANGE", "1")
+    quality = next(f for f in FEATURES if f.name == "quality")
+    instance.add_dynamic_partitions("drops", ["p1", "p2"])
+
+    def evaluate(code_version, cursor=None):
+        asset = feature_asset(dataclasses.replace(quality, code_version=code_version))
+        assert asset.automation_condition.get_label() == "eager or code version changed"
+        return dg.evaluate_automation_conditions(defs=[asset], instance=instance, cursor=cursor)
+
+    r0 = evaluate("quality-v1")
+    r1 = evaluate("quality-v1", r0.cursor)
+    assert r1.get_requested_partitions(dg.AssetKey("quality")) == set()  # unchanged: nothing
+    r2 = evaluate("quality-v2", r1.cursor)
+    assert r2.get_requested_partitions(dg.AssetKey("quality")) == {"p1", "p2"}
+    r3 = evaluate("quality-v2", r2.cursor)
+    assert r3.get_requested_partitions(dg.AssetKey("quality")) == set()  # once per change

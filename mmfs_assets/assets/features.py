@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mmfs_assets.instance.liveness import tag_run_host
+from mmfs_assets.assets.fill_config import FillConfig, fill_automation
 from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.video_metadata import video_metadata
 from mmfs_assets.assets.videos import run_properties
@@ -30,20 +31,24 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
         code_version=feature.code_version,
         kinds={"lance", "pytorch"} if feature.uses_gpu else {"lance", "python"},
         pool=GPU_POOL if feature.uses_gpu else None,
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=fill_automation(),
         check_specs=[dg.AssetCheckSpec(check, asset=feature.name, description="every row of the drop has a value or an error from the current producer")],
         description=feature.description,
         metadata={"columns": ", ".join(g.columns), "model_setting": feature.model_env},
     )
-    def _fill(context: dg.AssetExecutionContext, lance_table: LanceTableResource, models: ModelsResource) -> dg.MaterializeResult:
+    def _fill(context: dg.AssetExecutionContext, config: FillConfig, lance_table: LanceTableResource,
+              models: ModelsResource) -> dg.MaterializeResult:
         key = context.partition_key
         tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
         try:
             ctx = model_context(feature, profile=models.profile, model_dir=models.model_dir, device=models.device, env=models.env)
             model = load_model(feature, ctx)
-        except ModelUnavailableError as e:
-            raise dg.Failure(description=str(e)) from e
+        except ModelUnavailableError as e:  # one message naming the setting, not the loader's traceback
+            raise dg.Failure(description=str(e), allow_retries=False) from None
         context.log.info(f"{feature.name}: producer {model.producer} on {model.device}")
+        if models.profile == "tiny" and feature.build_tiny is not None:
+            context.log.warning(f"{feature.name}: MMFS_MODEL_PROFILE=tiny, random-init test models: the values "
+                                "are meaningless (MMFS_MODEL_PROFILE=pretrained for real weights)")
         try:
             rep = fill_feature(
                 lance_table.uri,
@@ -58,9 +63,10 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
                 decode_timeout=models.decode_timeout_s,
                 progress=tracker(context.log.info, f"{feature.name} {key}"),
                 log=context.log.info,
+                force=config.force,
             )
         except DecoderUnavailableError as e:
-            raise dg.Failure(description=str(e)) from e
+            raise dg.Failure(description=str(e), allow_retries=False) from None
         if rep.rows_with_repeated_frames and model.sampling == "keyframe":
             context.log.warning(
                 f"{feature.name}: {rep.rows_with_repeated_frames} videos have fewer keyframes than the "
@@ -74,10 +80,12 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
                 "rows": summary.rows,
                 "rows_computed": rep.rows_computed,
                 "rows_already_current": rep.rows_already_current,
+                "rows_forced": rep.rows_forced,
                 "rows_waiting_for_metadata": rep.rows_waiting_for_metadata,
                 "errors": len(summary.errored),
                 "nulls_without_error": summary.nulls_without_error,
                 "producer": model.producer,
+                "model_profile": models.profile if feature.build_tiny is not None else "none",
                 "device": model.device,
                 **rep.metrics(),
                 "commits": rep.commits,

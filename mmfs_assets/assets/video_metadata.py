@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mmfs_assets.assets.fill_config import FillConfig, fill_automation
 from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.videos import run_properties, videos
@@ -20,7 +21,7 @@ G = S.METADATA
     group_name="features",
     code_version=METADATA_CODE_VERSION,
     kinds={"lance", "python"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=fill_automation(),
     check_specs=[dg.AssetCheckSpec("metadata_complete", asset="video_metadata")],
     description=(
         "Fills the metadata column group (width, height, fps, duration_s, num_frames, codec, pix_fmt, "
@@ -30,7 +31,7 @@ G = S.METADATA
     ),
 )
 def video_metadata(
-    context: dg.AssetExecutionContext, lance_table: LanceTableResource, probe: ProbeResource
+    context: dg.AssetExecutionContext, config: FillConfig, lance_table: LanceTableResource, probe: ProbeResource
 ) -> dg.MaterializeResult:
     key = context.partition_key
     tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
@@ -43,6 +44,7 @@ def video_metadata(
         max_corrupt_frames=probe.max_corrupt_frames,
         workers=probe.decode_workers or None,
         timeout=probe.decode_timeout_s,
+        force=config.force,
     )
     summary = summarize_group(lance_table.open(), G, key, rep.producer)
     return dg.MaterializeResult(
@@ -51,6 +53,7 @@ def video_metadata(
             "rows": summary.rows,
             "rows_described": rep.rows_written,
             "rows_already_current": rep.rows_already_current,
+            "rows_forced": rep.rows_forced,
             "errors": len(summary.errored),
             "producer": rep.producer,
             "commits": rep.commits,

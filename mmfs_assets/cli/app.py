@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from mmfs_assets.cli import errors
+from mmfs_assets.cli.errors import CliError, CliUsageError
 from mmfs_assets.cli.render import Format
 
 app = typer.Typer(
@@ -15,37 +17,44 @@ app = typer.Typer(
     help="MMFS: a multimodal feature store for video training data (Dagster + Lance).",
     no_args_is_help=True,
     add_completion=False,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
+    cls=errors.ErrorHandlingGroup,
 )
 console = Console(stderr=True)
 out = Console()
 
 
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks (also MMFS_DEBUG=1)")] = False,
+) -> None:
+    """MMFS: a multimodal feature store for video training data (Dagster + Lance).
+
+    Errors print one message and a hint; exit code 2: the request cannot work as given, 1: it failed.
+    """
+    errors.set_debug(debug)
+
+
+
 @app.command()
 def demo(
-    videos: Annotated[int, typer.Option("--videos", "-n", help="good sample videos to generate")] = 10,
-    models: Annotated[Optional[str], typer.Option(
-        help="tiny (random-init test models, the default here) or pretrained (real weights)")] = None,
+    videos: Annotated[int, typer.Option("--videos", "-n", min=0, help="good sample videos to generate")] = 10,
     ephemeral: Annotated[bool, typer.Option(help="use a throwaway Dagster instance instead of $DAGSTER_HOME")] = False,
 ) -> None:
-    """Make sample videos in a new drop, run the whole pipeline, print a summary and a SQL query."""
-    from mmfs_assets.cli.demo import run_demo
-    from mmfs_assets.instance.home import InstanceError
+    """Make sample videos in a new drop, run the whole pipeline, print a summary and a SQL query.
 
-    if models not in (None, "tiny", "pretrained"):
-        console.print(f"[red]error:[/red] --models must be tiny or pretrained, not {models!r}")
-        raise typer.Exit(2)
-    try:
-        run_demo(out, videos, models, ephemeral=ephemeral)
-    except InstanceError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+    The models come from MMFS_MODEL_PROFILE like everywhere else (default tiny: random-init test models).
+    """
+    from mmfs_assets.cli.demo import run_demo
+
+    run_demo(out, videos, ephemeral=ephemeral)
 
 
 @app.command()
 def materialize(
     partition: Annotated[str, typer.Option("--partition", "-p", help="drop folder name under MMFS_DROP_DIR")],
     select: Annotated[Optional[list[str]], typer.Option("--select", "-s", help="asset to materialize (repeatable; default all)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="recompute every row of the drop for the selected feature assets, even rows already current")] = False,
     ephemeral: Annotated[bool, typer.Option(help="use a throwaway Dagster instance (no history, no pools) instead of $DAGSTER_HOME")] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table (a line per asset) or json (every asset's metadata, on stdout)")] = Format.table,
 ) -> None:
@@ -53,37 +62,42 @@ def materialize(
     from dagster import DagsterExecutionInterruptedError
 
     from mmfs_assets.cli.progress_bars import rich_progress
-    from mmfs_assets.cli.run import MaterializeError, dagster_instance, materialize_drop, result_summary
-    from mmfs_assets.instance.home import InstanceError
+    from mmfs_assets.cli.run import dagster_instance, materialize_drop, profile_line, result_summary, run_warnings, step_failures
+    from mmfs_assets.settings import Settings
 
     if fmt is Format.csv:
-        console.print("[red]error:[/red] materialize supports --format table or json")
-        raise typer.Exit(2)
+        raise CliUsageError("materialize supports --format table or json")
+    settings = Settings.from_env()
+    console.print(profile_line(settings), highlight=False)
+    instance = dagster_instance(ephemeral)
     try:
-        instance = dagster_instance(ephemeral)
         with rich_progress(console):
-            result = materialize_drop(partition, select, instance,
-                                      notify=lambda msg: console.print(f"[yellow]{msg}[/yellow]"))
-    except (MaterializeError, InstanceError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+            result = materialize_drop(partition, select, instance, settings, force=force,
+                                      notify=lambda msg: console.print(f"[yellow]{msg}[/yellow]", highlight=False),
+                                      debug=errors.debug_enabled())
     except (KeyboardInterrupt, DagsterExecutionInterruptedError) as e:
         console.print("[red]interrupted:[/red] the run was stopped and its pool slots released")
         raise typer.Exit(130) from e
+    for line in run_warnings(instance, result.run_id):
+        console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
     summary = result_summary(result)
     if fmt is Format.json:
         import json
 
-        sys.stdout.write(json.dumps({"partition": partition, "success": result.success,
+        sys.stdout.write(json.dumps({"partition": partition, "success": result.success, "run_id": result.run_id,
                                      "assets": {a: md for a, md in summary}}, default=str) + "\n")
     else:
+        from mmfs_assets.cli.render import plain
+
         for asset, md in summary:
             console.print(f"[green]✓[/green] {asset} [{partition}]: " + ", ".join(
-                f"{k}={v}" for k, v in md.items() if isinstance(v, (int, float, str)) and len(str(v)) < 80))
-    if not result.success:
-        for ev in result.all_events:
-            if ev.is_step_failure:
-                console.print(f"[red]failed:[/red] {ev.step_key}: {ev.step_failure_data.error.message.strip()}")
+                f"{k}={plain(v)}" for k, v in md.items() if isinstance(v, (int, float, str)) and len(str(v)) < 80),
+                highlight=False)
+    failures = step_failures(result)
+    if failures:
+        for step, message in failures:
+            message = message.removeprefix(f"{step}: ")
+            console.print(f"[red]error:[/red] {step} failed for drop {partition}: {message}", highlight=False)
         raise typer.Exit(1)
 
 
@@ -94,29 +108,23 @@ app.add_typer(home_app, name="home")
 @home_app.command("check")
 def home_check() -> None:
     """Initialise $DAGSTER_HOME if needed and report whether its storages are healthy (exit 1 if not)."""
-    from mmfs_assets.instance.home import InstanceError, damage, home_from_env, init_home
+    from mmfs_assets.instance.home import damage, home_from_env, init_home
 
-    try:
-        home = home_from_env()
-        init_home(home)
-    except InstanceError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
-    out.print(f"{home}: healthy" if not damage(home) else f"{home}: damaged")
+    home = home_from_env()
+    init_home(home)
+    if damage(home):
+        raise CliError(f"{home}: damaged", "`mmfs home repair` keeps one schema stamp per storage and the run history")
+    out.print(f"{home}: healthy")
 
 
 @home_app.command("repair")
 def home_repair() -> None:
     """Repair a $DAGSTER_HOME broken by concurrent first use (one schema stamp per storage; history kept)."""
-    from mmfs_assets.instance.home import InstanceError, home_from_env, init_home, repair_home
+    from mmfs_assets.instance.home import home_from_env, init_home, repair_home
 
-    try:
-        home = home_from_env()
-        fixed = repair_home(home)
-        init_home(home)
-    except InstanceError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
+    home = home_from_env()
+    fixed = repair_home(home)
+    init_home(home)
     for rel, rows in fixed.items():
         out.print(f"repaired {home / rel}: {len(rows)} schema stamps -> 1")
     out.print(f"{home}: healthy" + ("" if fixed else " (nothing to repair)"))
@@ -132,21 +140,13 @@ def sql_cmd(
         "--unsafe-allow-files", help="let SQL read and write files and load extensions (off: read-only)")] = False,
 ) -> None:
     """Run read-only SQL over the table (exposed as `videos`), at the latest version or a pinned one."""
-    import duckdb
-
+    from mmfs_assets.cli.render import print_arrow
     from mmfs_assets.settings import Settings
     from mmfs_loader.query import sql
-    from mmfs_loader.table import TableNotFoundError, VersionNotFoundError
 
     s = Settings.from_env()
-    try:
-        t = sql(s.table_uri, query, version=version, tag=tag, storage_options=s.storage_options or None,
-                allow_external_access=unsafe_allow_files)
-    except (TableNotFoundError, VersionNotFoundError, ValueError, duckdb.Error) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
-    from mmfs_assets.cli.render import print_arrow
-
+    t = sql(s.table_uri, query, version=version, tag=tag, storage_options=s.storage_options or None,
+            allow_external_access=unsafe_allow_files)
     print_arrow(t, fmt, out)
 
 
@@ -160,43 +160,44 @@ def snapshot(
     from mmfs_assets.table.tags import create_tag
 
     s = Settings.from_env()
-    try:
-        v = create_tag(s.table_uri, name, version, storage_options=s.storage_options or None)
-    except (ValueError, OSError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+    v = create_tag(s.table_uri, name, version, storage_options=s.storage_options or None)
     out.print(f"tagged version {v} of {s.table_uri} as {name}")
 
 
 @app.command()
 def status(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
-    """Per drop: rows, and per column group how many rows are filled, errored and missing, and by whom."""
-    from mmfs_assets.cli.render import print_health, print_status
+    """Per drop: rows, per column group filled / errored / missing and by whom, stale features, refused drops."""
+    from mmfs_assets.cli.render import print_health, print_refused, print_stale, print_status, status_records
     from mmfs_assets.settings import Settings
+    from mmfs_assets.staleness import refused_drops, settings_expectations, stale_features
     from mmfs_loader.health import check_table
     from mmfs_loader.status import table_status
-    from mmfs_loader.table import TableNotFoundError, open_table
+    from mmfs_loader.table import open_table
 
-    s = Settings.from_env()
     if fmt is Format.csv:
-        console.print("[red]error:[/red] status supports --format table or json")
-        raise typer.Exit(2)
+        raise CliUsageError("status supports --format table or json")
+    s = Settings.from_env()
     opts = s.storage_options or None
+    refused = refused_drops(s.drop_dir)
     health = check_table(s.table_uri, opts)
     if not health.latest_ok and health.latest_version is not None:
         print_health(s.table_uri, health, console)
         raise typer.Exit(1)
-    try:
-        ds = open_table(s.table_uri, storage_options=opts)
-    except TableNotFoundError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
-    except Exception as e:  # noqa: BLE001 - a damaged table is reported, not dumped as a traceback
-        console.print(f"[red]error:[/red] the table at {s.table_uri} cannot be opened: {str(e).splitlines()[0]}")
-        raise typer.Exit(1) from e
-    print_status(table_status(ds), fmt, out)
-    if fmt is Format.table:
-        print_health(s.table_uri, health, console)
+    ds = open_table(s.table_uri, storage_options=opts)
+    drops = table_status(ds)
+    stale = stale_features(drops, settings_expectations(s))
+    if fmt is Format.json:
+        import json
+
+        sys.stdout.write(json.dumps({
+            "table": s.table_uri, "version": ds.version, "drops": status_records(drops),
+            "stale": [st.record() for st in stale], "refused_drops": refused,
+        }) + "\n")
+        return
+    print_status(drops, fmt, out)
+    print_stale(stale, out)
+    print_refused(refused, out)
+    print_health(s.table_uri, health, console)
 
 
 def main() -> None:

@@ -44,39 +44,43 @@ def make_demo_drop(settings: Settings, n_good: int, with_bad: bool = True) -> tu
     return drop_id, final
 
 
-def run_demo(console: Console, n_good: int, models: str | None = None, ephemeral: bool = False) -> None:
+def run_demo(console: Console, n_good: int, ephemeral: bool = False) -> None:
     from mmfs_assets.cli.progress_bars import rich_progress
-    from mmfs_assets.cli.render import Format, print_arrow, print_status
-    from mmfs_assets.cli.run import dagster_instance, materialize_drop, result_summary
+    from mmfs_assets.cli.render import Format, plain, print_arrow, print_status
+    from mmfs_assets.cli.run import dagster_instance, materialize_drop, profile_line, result_summary, step_failures
     from mmfs_loader.query import sql
     from mmfs_loader.sql import literal
     from mmfs_loader.status import table_status
     from mmfs_loader.table import open_table
 
-    import os
-
-    profile = models or os.environ.get("MMFS_MODEL_PROFILE") or "tiny"
-    settings = Settings.from_env().model_copy(update={"model_profile": profile})
+    settings = Settings.from_env()
     console.rule("[bold]MMFS demo")
-    console.print(f"table  [cyan]{settings.table_uri}[/cyan]\ndrops  [cyan]{settings.drop_dir}[/cyan]")
-    if profile == "tiny":
-        console.print(f"models [yellow]tiny random-init models[/yellow] in {settings.model_dir} (values are "
-                      "meaningless; `mmfs demo --models pretrained` uses the real weights)")
-    else:
-        console.print("models [cyan]pretrained[/cyan] (MMFS_CLIP_MODEL, MMFS_DEPTH_MODEL, MMFS_CAPTION_MODEL or defaults)")
+    console.print(f"table  [cyan]{settings.table_uri}[/cyan]\ndrops  [cyan]{settings.drop_dir}[/cyan]", highlight=False)
+    console.print(profile_line(settings), highlight=False)
+    instance = dagster_instance(ephemeral)
     with console.status("making sample videos with PyAV..."):
         drop_id, path = make_demo_drop(settings, n_good)
-    console.print(f"made drop [bold]{drop_id}[/bold] with {sum(1 for p in path.rglob('*') if p.is_file()) - 1} files")
-    instance = dagster_instance(ephemeral)
+    n_files = sum(1 for p in path.rglob("*") if p.is_file() and not p.name.startswith("_"))
+    console.print(f"made drop [bold]{drop_id}[/bold] with {n_files} files")
     with rich_progress(console):
         result = materialize_drop(drop_id, None, instance, settings, notify=lambda m: console.print(f"[yellow]{m}[/yellow]"))
     if not result.success:
-        raise SystemExit(f"pipeline failed for {drop_id}: see `dagster dev` or the logs above")
+        from mmfs_assets.cli.errors import CliError
+
+        failed = "; ".join(f"{step}: {msg}" for step, msg in step_failures(result))
+        raise CliError(f"the pipeline failed for drop {drop_id}: {failed}")
     for asset, md in result_summary(result):
         keys = [k for k in ("lance_version", "new_rows", "skipped_already_in_table", "rows", "errors",
                             "throughput_mb_s", "videos_per_s", "decoder", "decode_amplification", "seconds_decode_wait", "seconds_compute",
                             "seconds_write") if k in md]
-        console.print(f"[green]✓[/green] {asset}: " + ", ".join(f"{k}={md[k]}" for k in keys))
+        console.print(f"[green]✓[/green] {asset}: " + ", ".join(f"{k}={plain(md[k])}" for k in keys), highlight=False)
+        if asset == "videos":
+            parts = [f"{md.get('new_rows', 0)} new to the table"]
+            if md.get("skipped_already_in_table"):
+                parts.append(f"{md['skipped_already_in_table']} already in it (same content, kept with their first drop)")
+            if md.get("duplicates_in_drop"):
+                parts.append(f"{md['duplicates_in_drop']} duplicate(s) inside the drop")
+            console.print(f"  of the {n_files} files: " + ", ".join(parts), highlight=False)
     ds = open_table(settings.table_uri, storage_options=settings.storage_options or None)
     console.rule("status")
     print_status(table_status(ds), Format.table, console)

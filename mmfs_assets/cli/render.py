@@ -9,6 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 
+import numpy as np
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
@@ -32,8 +33,35 @@ def _jsonable(v):
     return v
 
 
+def clean_float(v: float, single: bool = False) -> float:
+    """``v`` without binary noise: a float32 value as its shortest float32 decimal (452.8, not
+    452.79998779296875), a float64 rounded to 12 significant digits (25.0, not 24.999999999999996)."""
+    return float(repr(np.float32(v))) if single else float(f"{v:.12g}")
+
+
+def _cleaner(t: pa.DataType):
+    """A function that cleans the floats of one column's Python values (lists of floats included)."""
+    if pa.types.is_floating(t):
+        single = t.bit_width <= 32
+        return lambda v: v if v is None or v != v or v in (float("inf"), float("-inf")) else clean_float(v, single)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        inner = _cleaner(t.value_type)
+        if inner is not None:
+            return lambda v: v if v is None else [inner(x) for x in v]
+    return None
+
+
+def plain(v) -> str:
+    """A metadata value for one line of text: floats with 6 significant digits."""
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
 def print_arrow(t: pa.Table, fmt: Format, console: Console) -> None:
     rows = t.to_pylist()
+    for name, field in zip(t.column_names, t.schema):
+        if (clean := _cleaner(field.type)) is not None:
+            for r in rows:
+                r[name] = clean(r[name])
     if fmt is Format.json:
         sys.stdout.write(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in rows], default=str) + "\n")
     elif fmt is Format.csv:
@@ -42,7 +70,9 @@ def print_arrow(t: pa.Table, fmt: Format, console: Console) -> None:
         for r in rows:
             w.writerow([_jsonable(r[c]) for c in t.column_names])
     else:
-        table = Table(*t.column_names, show_lines=False)
+        table = Table(show_lines=False)
+        for name in t.column_names:
+            table.add_column(name, overflow="fold")  # wrap long values, never cut them
         for r in rows:
             table.add_row(*["∅" if r[c] is None else str(_jsonable(r[c])) for c in t.column_names])
         console.print(table)
@@ -69,9 +99,13 @@ def print_status(status: list[DropStatus], fmt: Format, console: Console) -> Non
         return
     # one line per (drop, column group): stays readable however many features the table has
     table = Table("drop", "rows", "group", "filled", "errored", "missing", "producer")
+    for col in table.columns:
+        col.overflow = "fold"  # a long drop name or producer wraps, it is never cut
     for s in status:
         for i, (g, gs) in enumerate(sorted(s.groups.items())):
-            producers = "\n".join(f"{p} ({n})" if len(gs.producers) > 1 else p for p, n in gs.producers.items())
+            # " | " between the producer's fields: a narrow terminal wraps between fields, not inside one
+            producers = "\n".join((f"{p} ({n})" if len(gs.producers) > 1 else p).replace("|", " | ")
+                                   for p, n in gs.producers.items())
             table.add_row(
                 s.drop_id if i == 0 else "",
                 str(s.rows) if i == 0 else "",
@@ -101,3 +135,29 @@ def print_health(uri: str, health, console: Console) -> None:
     if health.orphan_data_files:
         console.print(f"orphan data files: {health.orphan_data_files} (left by killed or losing writers; "
                       "harmless to readers; cleanup is not scheduled yet)")
+
+
+def print_stale(stale, console: Console) -> None:
+    """(drop, feature) pairs whose rows are not what the current code and settings would produce."""
+    if not stale:
+        console.print("[green]stale:[/green] none (every filled row matches the current code versions and settings)")
+        return
+    table = Table("drop", "feature", "rows", "cause", title="stale: recompute with `mmfs materialize -p DROP -s FEATURE`",
+                  title_justify="left")
+    for col in table.columns:
+        col.overflow = "fold"
+    for st in stale:
+        table.add_row(st.drop_id, st.feature, str(st.rows), st.cause)
+    console.print(table)
+
+
+def print_refused(refused: dict[str, str], console: Console) -> None:
+    """Folders under the drop dir that the sensor will not ingest, with the reason."""
+    if not refused:
+        return
+    table = Table("folder", "why it is not ingested", title="refused drops (rename or move them)", title_justify="left")
+    for col in table.columns:
+        col.overflow = "fold"
+    for name, reason in sorted(refused.items()):
+        table.add_row(name, reason)
+    console.print(table)

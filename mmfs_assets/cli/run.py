@@ -17,8 +17,13 @@ from mmfs_assets.resources import build_resources
 from mmfs_assets.settings import Settings
 
 ASSET_NAMES = [a.key.to_user_string() for a in ALL_ASSETS]
+# assets that recompute every row of the partition when their run config says ``force: true``
+FORCEABLE = [a.key.to_user_string() for a in ALL_ASSETS if a.key.to_user_string() != "videos"]
 log = logging.getLogger("mmfs")
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's console logger prints a failed step's whole traceback (twice: the event and the run failure);
+# the CLI reports failures itself (step_failures) and replays the run's warnings (run_warnings).
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+DEBUG_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def dagster_instance(ephemeral: bool = False) -> dg.DagsterInstance:
@@ -37,8 +42,13 @@ def materialize_drop(
     settings: Settings | None = None,
     quiet: bool = True,
     notify: Callable[[str], None] | None = None,
+    force: bool = False,
+    debug: bool = False,
 ) -> dg.ExecuteInProcessResult:
     """Register drop ``key`` as a partition if needed and materialize ``select`` (default: all) for it.
+
+    ``force``: the selected feature assets (and ``video_metadata``) recompute every row of the drop,
+    not only the rows whose producer is not the current one (their ``FillConfig.force``).
 
     Slots held by dead runs are freed first; while a pool is busy ``notify`` hears what the run waits for,
     and Ctrl-C stops it (see :mod:`mmfs_assets.instance.guard`).
@@ -53,6 +63,9 @@ def materialize_drop(
     if not instance.has_dynamic_partition(drops_partitions.name, key):
         instance.add_dynamic_partitions(drops_partitions.name, [key])
     pools = sorted({a.op.pool for a in ALL_ASSETS if a.key.to_user_string() in names and a.op.pool})
+    run_config: dict = dict(DEBUG_LOGS if debug else QUIET_LOGS if quiet else {})
+    if force:
+        run_config["ops"] = {n: {"config": {"force": True}} for n in names if n in FORCEABLE}
     return guarded_materialize(
         ALL_ASSETS,
         pools=pools,
@@ -61,7 +74,7 @@ def materialize_drop(
         partition_key=key,
         instance=instance,
         resources=build_resources(settings),
-        run_config=QUIET_LOGS if quiet else None,
+        run_config=run_config or None,
         raise_on_error=False,
         tags={"mmfs/launched_by": "cli"},
     )
@@ -74,3 +87,34 @@ def result_summary(result: dg.ExecuteInProcessResult) -> list[tuple[str, dict]]:
         mat = ev.step_materialization_data.materialization
         out.append((mat.asset_key.to_user_string(), {k: v.value for k, v in mat.metadata.items()}))
     return out
+
+
+def step_failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+    """(step, the failure's own message) per failed step: a ``dg.Failure``'s description, else the error's first line."""
+    out = []
+    for ev in result.all_events:
+        if ev.is_step_failure:
+            data = ev.step_failure_data
+            if data.user_failure_data is not None and data.user_failure_data.description:
+                message = data.user_failure_data.description
+            else:
+                err = data.error.cause if data.error and data.error.cause else data.error
+                message = err.message.strip().splitlines()[0] if err and err.message.strip() else "failed"
+            out.append((ev.step_key, message.strip()))
+    return out
+
+
+def run_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The run's own warnings (the assets' ``context.log.warning``), which the quiet console logger hides."""
+    return [
+        e.user_message for e in instance.all_logs(run_id)
+        if not e.is_dagster_event and e.level >= logging.WARNING and e.user_message
+    ]
+
+
+def profile_line(settings: Settings) -> str:
+    """Which models this process fills with, and how to switch (the one setting: ``MMFS_MODEL_PROFILE``)."""
+    if settings.model_profile == "tiny":
+        return ("models: [yellow]tiny[/yellow] random-init test models (values are meaningless; "
+                "MMFS_MODEL_PROFILE=pretrained uses the real weights, in the CLI, the demo and the UI alike)")
+    return "models: [cyan]pretrained[/cyan] (MMFS_CLIP_MODEL, MMFS_DEPTH_MODEL, MMFS_CAPTION_MODEL or their defaults)"

@@ -59,8 +59,8 @@ def _probe_timeout(base: float, size_bytes: int) -> float:
     return base + size_bytes / 1e6
 
 
-def _rows_to_fill(ds, feature: Feature, model: LoadedModel, where: str, rep: FillReport):
-    """(rows table, indices of the rows to fill) and the report's row counts."""
+def _rows_to_fill(ds, feature: Feature, model: LoadedModel, where: str, rep: FillReport, force: bool = False):
+    """(rows table, indices of the rows to fill) and the report's row counts; ``force``: every row."""
     g = feature.group
     container = model.input == "container"
     names = ds.schema.names
@@ -70,6 +70,9 @@ def _rows_to_fill(ds, feature: Feature, model: LoadedModel, where: str, rep: Fil
     rep.rows_in_partition = len(rows)
     current = np.array([p == model.producer for p in rows[g.producer_column].to_pylist()], dtype=bool)
     rep.rows_already_current = int(current.sum())
+    if force:  # the current rows are recomputed too
+        rep.rows_forced, rep.rows_already_current = rep.rows_already_current, 0
+        current[:] = False
     if container:
         return rows, np.flatnonzero(~current)
     has_meta = np.array([p is not None for p in rows[M.producer_column].to_pylist()], dtype=bool)
@@ -93,8 +96,11 @@ def fill_feature(
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
     decode_task: Callable[..., dict] = tasks.decode_row,
+    force: bool = False,
 ) -> FillReport:
     """Compute ``feature``'s group for the partition's rows that lack the current producer and write them.
+
+    ``force``: recompute every row of the partition, current ones included (a forced backfill).
 
     ``decode_task``: the top-level function a worker runs per row (``tasks.decode_row``'s signature).
     """
@@ -109,7 +115,7 @@ def fill_feature(
         rep.rows_in_partition = rep.rows_waiting_for_metadata = ds.count_rows(filter=where)
         rep.seconds_total = time.perf_counter() - t_start
         return rep
-    rows, todo = _rows_to_fill(ds, feature, model, where, rep)
+    rows, todo = _rows_to_fill(ds, feature, model, where, rep, force)
     if not len(todo):
         rep.seconds_total = time.perf_counter() - t_start
         return rep

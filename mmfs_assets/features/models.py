@@ -13,7 +13,9 @@ the same code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -127,6 +129,7 @@ def model_context(
     return ModelContext(
         spec=spec,
         sampling=sampling,
+        profile=profile if feature.build_tiny is not None else "pretrained",
         setting=feature.model_env,
         device=resolve_device(device),
         frames=_int(feature.frames_env),
@@ -143,20 +146,50 @@ def load_model(feature: Feature, ctx: ModelContext) -> LoadedModel:
             f"directory or a hub id, or MMFS_MODEL_PROFILE=tiny for a random-init test model."
         )
     try:
-        loaded = feature.load(ctx)
+        with _quiet_root_log():
+            loaded = feature.load(ctx)
         loaded.sampling = ctx.sampling
+        if ctx.profile == "tiny":  # values from random-init models must never pass for real ones
+            loaded.details["profile"] = "tiny"
         loaded.producer = producer_string(feature, loaded)
         return loaded
     except ModelUnavailableError:
         raise
     except Exception as e:  # noqa: BLE001 - any loader failure is reported the same, with its cause
-        hint = (
-            " It is not in the local cache and downloads are off (set MMFS_MODEL_DOWNLOAD=1 on a machine with "
-            "internet access, or copy the model to a directory)." if os.environ.get("HF_HUB_OFFLINE") == "1" and (isinstance(e, OSError) or "download" in str(e).lower())
-            else ""
-        )
+        if _not_downloaded(e):
+            raise ModelUnavailableError(
+                f"{feature.name}: model {ctx.spec!r} is not on this machine (not in the Hugging Face cache, and "
+                f"downloads are off). Set MMFS_MODEL_PROFILE=tiny for the random-init test models, {ctx.setting} "
+                f"to a local model directory, or MMFS_MODEL_DOWNLOAD=1 to download it."
+            ) from e
         raise ModelUnavailableError(
-            f"{feature.name}: cannot load model {ctx.spec!r} ({type(e).__name__}: {str(e).splitlines()[0][:300]}).{hint} "
-            f"Set {ctx.setting} to a hub id or a local model directory, or MMFS_MODEL_PROFILE=tiny for a "
-            f"random-init test model. (failed after {time.perf_counter() - t0:.2f} s)"
+            f"{feature.name}: cannot load model {ctx.spec!r} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). "
+            f"Set {ctx.setting} to a hub id or a local model directory, or MMFS_MODEL_PROFILE=tiny for the "
+            f"random-init test models. (failed after {time.perf_counter() - t0:.2f} s)"
         ) from e
+
+
+@contextlib.contextmanager
+def _quiet_root_log():
+    """Drop records logged on the root logger while a model loads: open_clip logs a failed weights download
+    with ``logging.error`` before it raises, which would print the cause twice (the raised error says it)."""
+    root = logging.getLogger()
+    drop = logging.Filter("\x00none")  # a name no record has: every root record is filtered out
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+def _not_downloaded(e: BaseException) -> bool:
+    """Whether ``e`` (or an error it came from) says the weights are not cached and may not be downloaded."""
+    seen = 0
+    while e is not None and seen < 10:
+        name, text = type(e).__name__, str(e).lower()
+        if name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") or "offline mode" in text or (
+            os.environ.get("HF_HUB_OFFLINE") == "1" and isinstance(e, OSError) and "download" in text
+        ):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False

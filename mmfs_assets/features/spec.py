@@ -83,6 +83,7 @@ class ModelContext:
     frames: int | None = None  # override of the feature's default frame count
     batch_size: int | None = None  # override of the feature's default batch size
     sampling: str = "exact"  # the feature's sampling mode (its default or <setting>_SAMPLING)
+    profile: str = "pretrained"  # "tiny": the spec is a random-init test model (marked in the producer)
     options: dict[str, str] = field(default_factory=dict)
 
 

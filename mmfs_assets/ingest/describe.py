@@ -66,14 +66,16 @@ def describe_partition(
     progress: Callable[[int, int], None] | None = None,
     max_corrupt_frames: int = 0,
     timeout: float | None = DECODE_TIMEOUT_S,
+    force: bool = False,
 ) -> FillReport:
     """Probe the partition's rows that lack current metadata and write the metadata group (one engine
     with the feature fills: worker processes, chunked column-only commits, a crash or hang per row).
 
     A video with more than ``max_corrupt_frames`` concealed/corrupt frames or lost packets is quarantined.
+    ``force``: probe every row of the partition again.
     """
     return fill_feature(
         uri, drop_id, METADATA_FEATURE, probe_model(max_corrupt_frames), properties=properties,
         storage_options=storage_options, chunk_rows=chunk_rows, decode_workers=workers, progress=progress,
-        decode_timeout=timeout,
+        decode_timeout=timeout, force=force,
     )

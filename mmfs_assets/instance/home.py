@@ -120,6 +120,21 @@ def repair_home(home: Path) -> dict[str, list[str]]:
         return bad
 
 
+DEFAULT_CONFIG = Path(__file__).with_name("dagster.yaml")  # the same file as the repo's dagster_home/dagster.yaml
+
+
+def write_default_config(home: Path) -> bool:
+    """Give a home without ``dagster.yaml`` MMFS's (pools of one slot, run monitoring, no telemetry): a home
+    without one runs with no pool limits, so ingests would race. Returns whether it wrote one."""
+    target = home / "dagster.yaml"
+    if target.exists():
+        return False
+    tmp = home / f".dagster.yaml.{os.getpid()}"
+    tmp.write_text(DEFAULT_CONFIG.read_text())
+    os.replace(tmp, target)
+    return True
+
+
 def init_home(home: Path) -> None:
     """Create and stamp every storage of ``home`` once, under the lock; refuse a damaged home.
 
@@ -129,6 +144,7 @@ def init_home(home: Path) -> None:
     with home_lock(home):
         if bad := damage(home):
             raise InstanceError(_damage_message(home, bad))
+        write_default_config(home)
         # building it creates history/runs.db, history/runs/index.db and schedules/schedules.db
         with dg.DagsterInstance.from_config(str(home)) as instance:
             stamps = [_stamps(home / rel) for rel in STORAGE_DBS]

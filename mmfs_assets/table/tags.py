@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import lance
-
-from mmfs_loader.table import check_tag_name, check_version, known_tags
+from mmfs_loader.table import check_tag_name, known_tags, open_table
 
 
 class TagExistsError(ValueError):
@@ -14,8 +12,8 @@ class TagExistsError(ValueError):
 def create_tag(uri: str, name: str, version: int | None = None, storage_options: dict[str, str] | None = None) -> int:
     """Tag ``version`` (default: the latest) as ``name``; returns the tagged version."""
     check_tag_name(name)
-    ds = lance.dataset(uri, storage_options=storage_options)
-    v = ds.latest_version if version is None else check_version(version)
+    ds = open_table(uri, version=version, storage_options=storage_options)  # "version 999 not found (latest is 12)"
+    v = ds.version
     existing = known_tags(uri, storage_options)
     if name in existing:
         raise TagExistsError(f"tag {name!r} already names version {existing[name]} and is never moved")

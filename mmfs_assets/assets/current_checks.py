@@ -1,0 +1,124 @@
+"""``<asset>_current`` asset checks: does any partition hold values from an out-of-date producer?
+
+Dagster shows a code-version change as "Unsynced" only on one selected partition; the graph, the
+overview and the partition list show nothing. These checks put it where people look: a failed (WARN)
+``<asset>_current`` check on the asset, with the stale partitions, row counts and causes in its metadata
+(:mod:`mmfs_assets.staleness` decides what is stale). The ``staleness_sensor`` evaluates every check
+when the table or the code's expectations change (at most once a minute); each check can also be run
+from the UI (*Execute*).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import dagster as dg
+
+from mmfs_assets.features.spec import Feature
+from mmfs_assets.resources import LanceTableResource, ModelsResource, ProbeResource
+from mmfs_assets.staleness import METADATA_ASSET, Expectation, Stale, expectations, stale_features
+
+STALENESS_INTERVAL_S = 60
+MAX_LISTED = 100
+
+
+def check_name(asset: str) -> str:
+    return f"{asset}_current"
+
+
+def _expectations(features: list[Feature], models: ModelsResource, probe: ProbeResource) -> list[Expectation]:
+    return expectations(features, models.profile, models.env, probe.max_corrupt_frames)
+
+
+def _table_stale(lance_table: LanceTableResource, exps: list[Expectation]) -> tuple[int | None, list[Stale]]:
+    """(table version, stale entries); (None, []) while the table does not exist yet."""
+    from mmfs_loader.status import table_status
+    from mmfs_loader.table import TableNotFoundError, open_table
+
+    try:
+        ds = open_table(lance_table.uri, storage_options=lance_table.options)
+    except TableNotFoundError:
+        return None, []
+    return ds.version, stale_features(table_status(ds), exps)
+
+
+def evaluation(asset: str, stale: list[Stale], version: int | None) -> dg.AssetCheckEvaluation:
+    """The ``<asset>_current`` result: passed when no partition holds stale rows of ``asset``."""
+    mine = [s for s in stale if s.feature == asset]
+    rows = sum(s.rows for s in mine)
+    lines = ["| drop | rows | cause |", "|---|---|---|"] + [f"| `{s.drop_id}` | {s.rows} | {s.cause} |" for s in mine[:MAX_LISTED]]
+    if len(mine) > MAX_LISTED:
+        lines.append(f"| ... | | {len(mine) - MAX_LISTED} more (`mmfs status`) |")
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey(asset),
+        check_name=check_name(asset),
+        passed=not mine,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{rows} rows in {len({s.drop_id for s in mine})} partition(s) were made by an out-of-date producer: "
+            "recompute them with a backfill of those partitions (or MMFS_RECOMPUTE_ON_CODE_CHANGE=1)"
+            if mine else "every filled row matches the current code version and settings"
+        ),
+        metadata={
+            "stale_rows": rows,
+            "stale_partitions": len({s.drop_id for s in mine}),
+            "stale": dg.MetadataValue.md("\n".join(lines) if mine else "none"),
+            "table_version": version if version is not None else -1,
+        },
+    )
+
+
+def current_check(asset: str, features: list[Feature]) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=asset, name=check_name(asset), blocking=False,
+        description=(
+            "Every partition's rows come from the current code version and settings (model profile, sampling, "
+            "frames). Evaluated by the staleness_sensor; a failure lists the stale partitions and why."
+        ),
+    )
+    def _check(lance_table: LanceTableResource, models: ModelsResource, probe: ProbeResource) -> dg.AssetCheckResult:
+        version, stale = _table_stale(lance_table, _expectations(features, models, probe))
+        ev = evaluation(asset, stale, version)
+        return dg.AssetCheckResult(passed=ev.passed, severity=ev.severity, description=ev.description, metadata=ev.metadata)
+
+    return _check
+
+
+def current_checks(features: list[Feature]) -> list[dg.AssetChecksDefinition]:
+    return [current_check(a, features) for a in [METADATA_ASSET, *(f.name for f in features)]]
+
+
+def staleness_sensor(features: list[Feature]) -> dg.SensorDefinition:
+    assets = [METADATA_ASSET, *(f.name for f in features)]
+
+    @dg.sensor(
+        name="staleness_sensor",
+        minimum_interval_seconds=STALENESS_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Evaluates the <asset>_current checks when the table or the expected producers change: a failed "
+            "check lists the partitions whose rows an out-of-date code version or setting produced."
+        ),
+    )
+    def _sensor(context: dg.SensorEvaluationContext, lance_table: LanceTableResource, models: ModelsResource,
+                probe: ProbeResource):
+        exps = _expectations(features, models, probe)
+        from mmfs_loader.table import TableNotFoundError, open_table
+
+        try:
+            version = open_table(lance_table.uri, storage_options=lance_table.options).version
+        except TableNotFoundError:
+            return dg.SkipReason("the table does not exist yet")
+        key = hashlib.sha256(json.dumps([version, [repr(e) for e in exps]]).encode()).hexdigest()[:16]
+        last = json.loads(context.cursor) if context.cursor else {}
+        if last.get("input") == key:
+            return dg.SkipReason(f"table version {version} and the expected producers are unchanged")
+        version, stale = _table_stale(lance_table, exps)
+        result = hashlib.sha256(json.dumps([s.record() for s in stale]).encode()).hexdigest()[:16]
+        cursor = json.dumps({"input": key, "result": result})
+        if last.get("result") == result:
+            return dg.SensorResult(skip_reason=f"staleness unchanged at table version {version}", cursor=cursor)
+        return dg.SensorResult(asset_events=[evaluation(a, stale, version) for a in assets], cursor=cursor)
+
+    return _sensor

@@ -1,0 +1,132 @@
+"""One error style for every `mmfs` command: a sentence, what to do, exit code 2 or 1, no traceback.
+
+Commands raise; :class:`ErrorHandlingGroup` (the Typer app's click group) catches what escapes a command
+and prints it through :func:`explain`:
+
+- exit code **2**: the request cannot work as given (a bad option, an unknown drop, version, tag or asset,
+  no table at ``MMFS_TABLE_URI``, a bad setting, bad SQL);
+- exit code **1**: it was valid but failed (a pipeline step failed, the table or its storage cannot be
+  read, a model cannot be loaded, anything unexpected);
+- ``mmfs --debug ...`` (or ``MMFS_DEBUG=1``) adds the traceback.
+
+Lance's errors carry the Rust source locations of the library's build (``/home/runner/work/lance/...rs:653:26``);
+:func:`clean_message` removes them and keeps the first line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import traceback
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+_RUST_LOCATION = re.compile(r",?\s*/\S+?\.rs:\d+:\d+")
+MAX_MESSAGE = 400
+
+
+class CliError(Exception):
+    """A failure to report as one message (exit code 1) with an optional hint (what to do)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class CliUsageError(CliError):
+    """The request cannot work as given (exit code 2)."""
+
+    exit_code = 2
+
+
+def clean_message(e: BaseException | str) -> str:
+    """The first line of an error, without Lance's Rust source locations, at most :data:`MAX_MESSAGE` chars."""
+    text = _RUST_LOCATION.sub("", str(e)).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__ if isinstance(e, BaseException) else "")
+    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
+
+
+_debug = [False]
+
+
+def set_debug(on: bool) -> None:
+    _debug[0] = on
+
+
+def debug_enabled() -> bool:
+    return _debug[0] or os.environ.get("MMFS_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def explain(e: BaseException) -> CliError:
+    """``e`` as the one message (and exit code) the CLI prints."""
+    if isinstance(e, CliError):
+        return e
+    from mmfs_assets.features.models import ModelUnavailableError
+    from mmfs_assets.instance.home import InstanceError
+    from mmfs_loader.table import TableNotFoundError, VersionNotFoundError
+
+    if isinstance(e, TableNotFoundError):
+        return CliUsageError(clean_message(e), "set MMFS_TABLE_URI to the table, or run `mmfs demo` to make one")
+    if isinstance(e, (VersionNotFoundError, InstanceError)):
+        return CliUsageError(clean_message(e))
+    if isinstance(e, ModelUnavailableError):
+        return CliError(str(e))
+    try:
+        import duckdb
+
+        if isinstance(e, duckdb.Error):
+            return CliUsageError(f"SQL error: {clean_message(e)}")
+    except ImportError:  # pragma: no cover - duckdb is a dependency
+        pass
+    if _storage_error(e):
+        from mmfs_assets.settings import Settings
+
+        try:
+            uri = Settings.from_env().table_uri
+        except ValueError:
+            uri = "MMFS_TABLE_URI"
+        return CliError(
+            f"cannot access the table at {uri}: {clean_message(e).removeprefix('LanceError(IO): ')}",
+            "check MMFS_TABLE_URI and, for object storage, MMFS_STORAGE_OPTIONS (endpoint, region, bucket, credentials)",
+        )
+    if isinstance(e, ValueError):
+        return CliUsageError(clean_message(e))
+    return CliError(f"unexpected error: {type(e).__name__}: {clean_message(e)}", "rerun with `mmfs --debug ...` for the traceback")
+
+
+def _storage_error(e: BaseException) -> bool:
+    """An I/O failure of Lance or the object store (not a bad request)."""
+    text = str(e)
+    return (isinstance(e, OSError) or "LanceError(IO)" in text or "object_store" in text
+            or "S3 error" in text or type(e).__module__.startswith("lance"))
+
+
+def report(e: BaseException, console: Console) -> int:
+    """Print ``e`` the CLI way; returns the exit code."""
+    err = explain(e)
+    if debug_enabled():
+        console.print("".join(traceback.format_exception(e)), markup=False, highlight=False)
+    console.print(f"[red]error:[/red] {err}", highlight=False)
+    if err.hint:
+        console.print(f"[dim]hint:[/dim] {err.hint}", highlight=False)
+    return err.exit_code
+
+
+class ErrorHandlingGroup(TyperGroup):
+    """The app's click group: an exception escaping a command becomes :func:`report`'s message."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except Exception as e:  # noqa: BLE001 - every error gets the same style
+            if isinstance(e, (typer.Exit, typer.Abort)) or type(e).__module__.startswith(("typer", "click")):
+                raise  # exit codes and usage errors (exit code 2) of the CLI framework itself
+            from mmfs_assets.cli.app import console
+
+            raise typer.Exit(report(e, console)) from None

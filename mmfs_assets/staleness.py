@@ -1,0 +1,129 @@
+"""Stale rows: values whose producer no longer matches the current code version or settings.
+
+Every row of a column group records its producer (``<feature>:<code version>|model=...|frames=8x224|
+sampling=keyframe|...``). A fill recomputes rows with another producer, but nothing runs until someone
+launches it, so after a deploy that bumps a code version (or a settings change) the old values sit in
+the table. This module says where, without loading a model: it compares the parts of each producer
+that are known from the code and the settings alone:
+
+- the feature's code version (``clip-v1`` -> ``clip-v2``),
+- the model profile (``|profile=tiny`` marks values from the random-init test models),
+- the sampling mode (``MMFS_<F>_SAMPLING``) and the frame count (``MMFS_<F>_FRAMES``, when set),
+- for the metadata group: its code version and ``MMFS_MAX_CORRUPT_FRAMES``.
+
+A changed model or weights is found by the next fill (it loads the model); :func:`stale_features` does
+not guess at it. ``mmfs status`` prints the result, the ``staleness_sensor`` reports it in the UI as the
+``<feature>_current`` asset checks, and ``MMFS_RECOMPUTE_ON_CODE_CHANGE=1`` makes the automation
+recompute every partition of a feature whose code version changed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mmfs_assets.features.spec import Feature
+from mmfs_loader.status import DropStatus
+
+METADATA_ASSET = "video_metadata"
+
+
+@dataclass(frozen=True)
+class Stale:
+    """``rows`` rows of ``drop_id`` hold ``feature`` values made by an out-of-date producer, for ``cause``."""
+
+    drop_id: str
+    feature: str  # the asset name
+    rows: int
+    cause: str
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the producer of one asset's rows must say, as far as code and settings decide it."""
+
+    asset: str
+    group: str
+    prefix: str  # "<feature>:<code version>" or "mmfs.probe:<metadata code version>"
+    fields: tuple[tuple[str, str | None], ...]  # (producer field, required value; None: must be absent)
+    frames: int | None = None  # the frame count a MMFS_<F>_FRAMES setting asks for
+
+
+def _fields(producer: str) -> tuple[str, dict[str, str]]:
+    head, *rest = producer.split("|")
+    return head, dict(p.split("=", 1) for p in rest if "=" in p)
+
+
+def expectations(features: Iterable[Feature], profile: str, env: Mapping[str, str],
+                 max_corrupt_frames: int = 0) -> list[Expectation]:
+    """One :class:`Expectation` per asset: the metadata group and each feature."""
+    from mmfs_assets.ingest.describe import METADATA_CODE_VERSION
+    from mmfs_loader import schema as S
+
+    out = [Expectation(METADATA_ASSET, S.METADATA.name, f"mmfs.probe:{METADATA_CODE_VERSION}",
+                       (("max_corrupt_frames", str(max_corrupt_frames)),))]
+    for f in features:
+        frames = env.get(f.frames_env)
+        fields: list[tuple[str, str | None]] = [("sampling", env.get(f.sampling_env) or f.default_sampling)]
+        if f.build_tiny is not None:  # the profile only changes features that have a model
+            fields.append(("profile", "tiny" if profile == "tiny" else None))
+        out.append(Expectation(f.name, f.group.name, f"{f.name}:{f.code_version}", tuple(fields),
+                               int(frames) if frames and frames.isdigit() else None))
+    return out
+
+
+def why_stale(producer: str, exp: Expectation) -> str | None:
+    """Why ``producer`` is out of date for ``exp``, or None when the code and settings agree with it."""
+    head, fields = _fields(producer)
+    if exp.prefix.startswith("mmfs.probe:"):
+        version = head.split("/", 1)[0]
+        if version != exp.prefix:
+            return f"code version {version.split(':', 1)[-1]} -> {exp.prefix.split(':', 1)[1]}"
+    elif head != exp.prefix:
+        return f"code version {head.split(':', 1)[-1]} -> {exp.prefix.split(':', 1)[1]}"
+    for name, want in exp.fields:
+        have = fields.get(name)
+        if have != want and not (name == "profile" and want is None and have is None):
+            if name == "profile":
+                return f"model profile {have or 'pretrained'} -> {want or 'pretrained'}"
+            return f"{name} {have or '-'} -> {want or '-'}"
+    if exp.frames is not None:
+        have_frames = fields.get("frames", "").split("x", 1)[0]
+        if have_frames != str(exp.frames):
+            return f"frames {have_frames or '-'} -> {exp.frames}"
+    return None
+
+
+def stale_features(drops: list[DropStatus], exps: list[Expectation]) -> list[Stale]:
+    """Every (drop, asset) with stale rows, one entry per cause, in drop then asset order."""
+    out: list[Stale] = []
+    for d in drops:
+        for exp in exps:
+            gs = d.groups.get(exp.group)
+            if gs is None:
+                continue
+            causes: dict[str, int] = defaultdict(int)
+            for producer, n in gs.producers.items():
+                if (cause := why_stale(producer, exp)) is not None:
+                    causes[cause] += n
+            out += [Stale(d.drop_id, exp.asset, n, cause) for cause, n in sorted(causes.items())]
+    return out
+
+
+def settings_expectations(settings) -> list[Expectation]:
+    """:func:`expectations` for the catalog's features under ``settings`` (a :class:`~mmfs_assets.settings.Settings`)."""
+    from mmfs_assets.features import discover
+
+    return expectations(discover(), settings.model_profile, settings.feature_env, settings.max_corrupt_frames)
+
+
+def refused_drops(drop_dir: str | Path) -> dict[str, str]:
+    """Folders under the drop dir that will never be ingested, with the reason (what the sensor refuses)."""
+    from mmfs_assets.sensors import drop_folders
+
+    return {d.name: reason for d, reason in drop_folders(Path(drop_dir), set()) if reason}
