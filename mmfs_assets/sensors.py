@@ -41,12 +41,12 @@ def scan_drops(root: Path, registered: set[str], quiet_seconds: float) -> tuple[
     return ready, waiting, refused
 
 
-def refused_summary(refused: dict[str, str], limit: int = 5) -> str:
-    """The refused drops for a tick's skip reason: ``refused 2 drop(s): 'a b' (reason); ...``."""
-    items = sorted(refused.items())
-    text = "; ".join(f"{reason}" for _, reason in items[:limit])
-    more = f"; and {len(items) - limit} more" if len(items) > limit else ""
-    return f"refused {len(items)} drop folder(s) (see `mmfs status`): {text}{more}"
+def refused_summary(refused: dict[str, str], limit: int = 10) -> str:
+    """The refused drops for a tick's skip reason: their names (the reasons are in the tick's log and `mmfs status`)."""
+    names = sorted(refused)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return (f"refused {len(names)} drop folder(s): {', '.join(repr(n) for n in names[:limit])}{more} "
+            "(unsafe name, symlink or not a folder; `mmfs status` says why)")
 
 
 @dg.sensor(

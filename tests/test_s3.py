@@ -71,3 +71,23 @@ def test_ingest_and_metadata_on_s3(tmp_path, monkeypatch, fixture_dir, instance,
     # the feature fills wrote their column files through the object store too
     for g in ("clip_embedding", "depth", "caption", "quality"):
         assert ds.count_rows(filter=f"{g}_producer IS NOT NULL AND {g}_error IS NULL") == 3, g
+
+
+def test_cli_errors_on_object_storage(tmp_path, monkeypatch, s3_server):
+    """A bucket that does not exist: one message and a hint per command, no traceback (was 43 lines)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mmfs_assets.cli.app import app
+
+    monkeypatch.setenv("MMFS_TABLE_URI", "s3://no-such-bucket/prod/videos.lance")
+    monkeypatch.setenv("MMFS_STORAGE_OPTIONS", json.dumps(s3_server))
+    monkeypatch.setenv("MMFS_DROP_DIR", str(tmp_path / "drops"))
+    for args in (["status"], ["snapshot", "x"], ["sql", "SELECT 1 FROM videos"]):
+        r = CliRunner().invoke(app, args)
+        out = " ".join(r.output.split())
+        assert r.exit_code in (1, 2) and "Traceback" not in r.output and ".rs:" not in r.output, r.output
+        assert len(r.output.strip().splitlines()) <= 6, r.output
+        assert "s3://no-such-bucket/prod/videos.lance" in out and "hint:" in out, r.output
+        assert "testing" not in r.output  # no secret in the message
