@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(abspath dagster_home)
 # CI (CI=true) also runs the tests marked slow (real `dagster dev`, real browser).
 PYTEST_MARKS := $(if $(filter true 1,$(CI)),-m "slow or not slow",)
 
-.PHONY: venv demo test test-all ui bench clean
+.PHONY: venv demo test test-all lint ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: venv
 
 test: venv
 	$(BIN)/pytest $(PYTEST_MARKS) $(PYTEST_ARGS)
+
+# ruff (lint + import order) and mypy, both configured in pyproject.toml; CI runs it before the tests
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-all: venv
 	$(BIN)/pytest -m "slow or not slow" $(PYTEST_ARGS)

@@ -44,8 +44,8 @@ import torch  # noqa: E402
 
 from mmfs_assets import samples  # noqa: E402
 from mmfs_assets.engine import tasks  # noqa: E402
-from mmfs_assets.engine.decoders import default_workers  # noqa: E402
 from mmfs_assets.engine.batches import ModelRunner  # noqa: E402
+from mmfs_assets.engine.decoders import default_workers  # noqa: E402
 from mmfs_assets.engine.fill import fill_feature  # noqa: E402
 from mmfs_assets.engine.gpu_busy import GpuBusy  # noqa: E402
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool  # noqa: E402

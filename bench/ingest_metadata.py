@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import resource
 from pathlib import Path
 
 os.environ.setdefault("LANCE_LOG", "error")

@@ -102,7 +102,7 @@ def run_webdataset(data: Path) -> dict:
         .shuffle(2000, seed=0).decode().to_tuple("__key__", "emb.npy", "json").batched(BATCH)
     )
     n, first = 0, None
-    for keys, emb, meta in pipe:
+    for _keys, emb, _meta in pipe:
         x = torch.from_numpy(emb) if not isinstance(emb, torch.Tensor) else emb
         n += len(x)
         first = first or time.perf_counter() - t0

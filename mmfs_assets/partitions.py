@@ -2,4 +2,5 @@
 
 import dagster as dg
 
-drops_partitions = dg.DynamicPartitionsDefinition(name="drops")
+DROPS = "drops"  # the partitions definition's name, for the instance's dynamic-partition calls
+drops_partitions = dg.DynamicPartitionsDefinition(name=DROPS)

@@ -9,7 +9,7 @@ import dagster as dg
 from mmfs_assets.assets import videos
 from mmfs_assets.ingest.drops import is_ready, refusal
 from mmfs_assets.instance.liveness import free_dead_runs, wake_lost_claims
-from mmfs_assets.partitions import drops_partitions
+from mmfs_assets.partitions import DROPS, drops_partitions
 from mmfs_assets.resources import DropFolderResource
 
 SENSOR_INTERVAL_S = 15
@@ -58,7 +58,7 @@ def refused_summary(refused: dict[str, str], limit: int = 10) -> str:
 )
 def drop_sensor(context: dg.SensorEvaluationContext, drop_folder: DropFolderResource):
     root = Path(drop_folder.root)
-    registered = set(context.instance.get_dynamic_partitions(drops_partitions.name))
+    registered = set(context.instance.get_dynamic_partitions(DROPS))
     ready, waiting, refused = scan_drops(root, registered, drop_folder.quiet_seconds)
     # The cursor only remembers refused names, so each refusal is logged once, not every tick.
     # Idempotency comes from the instance's registered partitions and the run keys.

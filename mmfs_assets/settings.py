@@ -28,10 +28,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 
 STORAGE_OPTIONS_ENV = "MMFS_STORAGE_OPTIONS"
 # Option names that carry credentials (AWS/GCS/Azure keys, tokens, passwords, SAS, service accounts).
@@ -85,7 +85,7 @@ class Settings(BaseModel):
         return _abs_local(v)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         raw_opts = env.get("MMFS_STORAGE_OPTIONS", "").strip()
         try:

@@ -262,6 +262,7 @@ class FeatureDataset(IterableDataset):
         with ThreadPoolExecutor(1, thread_name_prefix="mmfs-fetch") as ahead:
             nxt = ahead.submit(read, groups[0]) if groups else None
             for k, g in enumerate(groups):
+                assert nxt is not None  # submitted for every group
                 cols = nxt.result()
                 nxt = ahead.submit(read, groups[k + 1]) if k + 1 < len(groups) else None
                 off = 0

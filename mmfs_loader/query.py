@@ -19,7 +19,6 @@ import pyarrow as pa
 from mmfs_loader.schema import BLOB_COLUMNS
 from mmfs_loader.table import open_table
 
-
 LOCKED_DOWN = {
     "enable_external_access": False,
     "autoinstall_known_extensions": False,

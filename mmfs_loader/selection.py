@@ -13,6 +13,7 @@ by default such a selection is refused with the counts and the options to overri
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 
 import lance
@@ -107,7 +108,7 @@ def check(
     groups: dict[str, GroupCounts],
     *,
     allow_mixed_producers: bool = False,
-    expected: dict[str, str | dict[str, int]] | None = None,
+    expected: Mapping[str, str | Collection[str]] | None = None,
 ) -> None:
     """Refuse a selection whose requested groups mix producers or hold rows without a value."""
     problems = []

@@ -157,7 +157,7 @@ class _Sampler:
         self.seeks = 0
         self.it = None  # the running decode iterator
         self.pos: float | None = None  # stream time of the last frame the iterator gave
-        self.last = None  # (time, frame): the last frame decoded
+        self.last: tuple[float, Any] | None = None  # (time, frame): the last frame decoded
 
     def _seek(self, t_abs: float) -> None:
         self.c.seek(int(round(t_abs / self.tb)), stream=self.s, backward=True, any_frame=False)

@@ -8,9 +8,9 @@ and clean videos must stay clean.
 
 from __future__ import annotations
 
-import numpy as np
 import av
 import lance
+import numpy as np
 import pytest
 
 from mmfs_assets import samples

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from datetime import UTC
 from pathlib import Path
 
 import lance
@@ -84,7 +85,7 @@ def test_a_run_killed_between_append_and_dedup_is_repaired_by_the_next_ingest(en
 
 def test_dedup_of_many_ids_scans_once_and_keeps_the_first_commit(tmp_path, monkeypatch):
     """Above the IN-list size the dedup reads the id column once; the choice of survivors is the same."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import pyarrow as pa
 
@@ -93,7 +94,7 @@ def test_dedup_of_many_ids_scans_once_and_keeps_the_first_commit(tmp_path, monke
     uri = str(tmp_path / "t.lance")
 
     def rows(ids, drop):
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         return pa.table({S.ID: ids, S.DROP_ID: [drop] * len(ids),
                          S.INGESTED_AT: pa.array([now] * len(ids), pa.timestamp("us", tz="UTC"))})
 

@@ -51,7 +51,8 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir, model_dir):
                              "repositoryLocationName: \"mmfs\"}) { ... on Sensors { results { name "
                              "sensorState { status } } } } }")["sensorsOrError"]["results"]
         assert {s["name"]: s["sensorState"]["status"] for s in sensors} == {
-            "drop_sensor": "RUNNING", "features_automation": "RUNNING", "dead_run_reaper": "RUNNING"}
+            "drop_sensor": "RUNNING", "features_automation": "RUNNING", "dead_run_reaper": "RUNNING",
+            "staleness_sensor": "RUNNING"}
         staging = drops / "_incoming"
         staging.mkdir()
         for f in good + bad:

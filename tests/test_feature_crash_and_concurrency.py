@@ -60,7 +60,7 @@ def test_sigkill_mid_partition_loses_at_most_one_chunk(env, fixture_dir, model_d
     t = ds.to_table(columns=["quality_producer", "sharpness"], with_row_id=True, with_row_address=True,
                     filter=equals(S.DROP_ID, "K"))
     by_frag: dict[int, set] = {}
-    for rid, addr, p, v in zip(t["_rowid"].to_pylist(), t["_rowaddr"].to_pylist(),
+    for _rid, addr, p, v in zip(t["_rowid"].to_pylist(), t["_rowaddr"].to_pylist(),
                                t["quality_producer"].to_pylist(), t["sharpness"].to_pylist()):
         by_frag.setdefault(addr >> 32, set()).add(p)
         assert (p is None) == (v is None)

@@ -244,8 +244,8 @@ def test_dead_waiters_do_not_inherit_the_slot(home, env, fixture_dir, tmp_path):
 
 def test_a_lost_wake_up_is_handed_the_free_slot(home):
     """Dagster's claim checks for a free slot, then enqueues: a slot freed in between wakes nobody."""
-    from mmfs_assets.instance.liveness import wake_lost_claims
     from mmfs_assets.instance.home import open_instance
+    from mmfs_assets.instance.liveness import wake_lost_claims
 
     with open_instance() as inst:
         st = inst.event_log_storage

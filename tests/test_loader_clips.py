@@ -72,7 +72,7 @@ def test_clip_position_is_drawn_from_seed_epoch_and_row(inline):
     assert all(torch.equal(a[n]["frames"], b[n]["frames"]) for n in a)
     starts = lambda d: {n: float(s["frame_times"][0]) for n, s in d.items()}  # noqa: E731
     assert starts(a) != starts(c)
-    for n, s in a.items():
+    for s in a.values():
         assert s["frames"].shape == (2, 3, 32, 32)  # short side resized, then centre-cropped
 
 

@@ -125,9 +125,9 @@ def test_opt_in_automation_recomputes_on_code_version_change(env, instance, monk
     """MMFS_RECOMPUTE_ON_CODE_CHANGE=1: a new code version requests every partition of the asset once."""
     import dataclasses
 
+    from mmfs_assets.assets import FEATURES
     from mmfs_assets.assets.features import feature_asset
     from mmfs_assets.assets.fill_config import fill_automation
-    from mmfs_assets.assets import FEATURES
     from mmfs_assets.resources import build_resources
     from mmfs_assets.settings import Settings
 

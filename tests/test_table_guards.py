@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mmfs_assets.cli.app import app
-from mmfs_assets.ingest.ingest_drop import ingest_drop
 from mmfs_assets.ingest.describe import describe_partition
+from mmfs_assets.ingest.ingest_drop import ingest_drop
 from mmfs_assets.table.append import TableLocationError
 from mmfs_loader.health import check_table, local_versions
 from tests.conftest import make_drop

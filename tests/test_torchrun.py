@@ -68,13 +68,22 @@ def test_torchrun_ranks_get_equal_shares_whose_union_is_the_selection(uri, tmp_p
 
 
 def test_readme_training_example_resumes_mid_epoch(uri, tmp_path):
-    ckpt = tmp_path / "ckpt.pt"
-    torchrun("examples/train_clip_probe.py", uri, "snap-1", str(ckpt), "3")
+    ckpt = tmp_path / "ckpt" / "run.pt"  # its folder is created
+    out = torchrun("examples/train_clip_probe.py", uri, "snap-1", str(ckpt), "3")
     first = torch.load(ckpt)
     assert first["step"] == 3 and first["data"]["epoch"] == 0 and first["data"]["position"] == 96
+    lines = out.stdout.splitlines()  # progress from rank 0 only: a line per step of these short epochs
+    assert lines[0].startswith("251 rows of snap-1 (version 1) on 2 ranks: 4 steps of 32 per rank and epoch; starting")
+    assert [ln.split(" loss")[0] for ln in lines[1:4]] == [f"epoch 0 step {k}/4 (global step {k})" for k in (1, 2, 3)]
+    assert lines[4].startswith("epoch 0 stopped: 3 steps (96 samples per rank) in this run, mean loss ")
+    assert lines[5].startswith("stopped at step 3") and len(lines) == 6
     out = torchrun("examples/train_clip_probe.py", uri, "snap-1", str(ckpt))
     last = torch.load(ckpt)
     per_rank = -(-251 // 2)
     assert last["data"] == {**last["data"], "epoch": 1, "position": per_rank}
     assert last["step"] == 2 * -(-per_rank // 32)  # 3 steps before the stop + the rest: no batch twice or lost
-    assert "loss" in out.stdout
+    lines = out.stdout.splitlines()
+    assert lines[0].endswith("resuming at step 3 (epoch 0, sample 96)")
+    assert sum(ln.startswith("epoch 1 step ") for ln in lines) == 4 and "epoch 0 step 4/4 (global step 4) loss" in out.stdout
+    assert lines[-1] == f"done: 8 steps, checkpoint {ckpt}"
+    assert not list(ckpt.parent.glob("*.tmp"))

@@ -114,11 +114,11 @@ def staleness_sensor(features: list[Feature]) -> dg.SensorDefinition:
         last = json.loads(context.cursor) if context.cursor else {}
         if last.get("input") == key:
             return dg.SkipReason(f"table version {version} and the expected producers are unchanged")
-        version, stale = _table_stale(lance_table, exps)
+        at, stale = _table_stale(lance_table, exps)
         result = hashlib.sha256(json.dumps([s.record() for s in stale]).encode()).hexdigest()[:16]
         cursor = json.dumps({"input": key, "result": result})
         if last.get("result") == result:
-            return dg.SensorResult(skip_reason=f"staleness unchanged at table version {version}", cursor=cursor)
-        return dg.SensorResult(asset_events=[evaluation(a, stale, version) for a in assets], cursor=cursor)
+            return dg.SensorResult(skip_reason=f"staleness unchanged at table version {at}", cursor=cursor)
+        return dg.SensorResult(asset_events=[evaluation(a, stale, at) for a in assets], cursor=cursor)
 
     return _sensor

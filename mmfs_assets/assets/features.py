@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.assets.fill_config import FillConfig, fill_automation
 from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.video_metadata import video_metadata
@@ -11,6 +10,7 @@ from mmfs_assets.engine.decoders import DecoderUnavailableError
 from mmfs_assets.engine.fill import fill_feature
 from mmfs_assets.features.models import ModelUnavailableError, load_model, model_context
 from mmfs_assets.features.spec import Feature
+from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
 from mmfs_assets.resources import LanceTableResource, ModelsResource

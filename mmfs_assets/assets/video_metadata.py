@@ -3,10 +3,10 @@
 import dagster as dg
 
 from mmfs_assets.assets.fill_config import FillConfig, fill_automation
-from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.videos import run_properties, videos
 from mmfs_assets.ingest.describe import METADATA_CODE_VERSION, describe_partition
+from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
 from mmfs_assets.resources import LanceTableResource, ProbeResource

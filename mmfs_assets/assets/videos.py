@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.assets.digest import table_digest
 from mmfs_assets.ingest.drops import DropRefusedError, resolve_drop
 from mmfs_assets.ingest.ingest_drop import ingest_drop
+from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
 from mmfs_assets.resources import DropFolderResource, LanceTableResource

@@ -12,7 +12,7 @@ from mmfs_assets.assets import ALL_ASSETS
 from mmfs_assets.ingest.drops import refusal
 from mmfs_assets.instance.guard import guarded_materialize
 from mmfs_assets.instance.home import open_instance
-from mmfs_assets.partitions import drops_partitions
+from mmfs_assets.partitions import DROPS
 from mmfs_assets.resources import build_resources
 from mmfs_assets.settings import Settings
 
@@ -60,8 +60,8 @@ def materialize_drop(
     unknown = sorted(set(names) - set(ASSET_NAMES))
     if unknown:
         raise MaterializeError(f"unknown asset(s) {unknown}; known: {ASSET_NAMES}")
-    if not instance.has_dynamic_partition(drops_partitions.name, key):
-        instance.add_dynamic_partitions(drops_partitions.name, [key])
+    if not instance.has_dynamic_partition(DROPS, key):
+        instance.add_dynamic_partitions(DROPS, [key])
     pools = sorted({a.op.pool for a in ALL_ASSETS if a.key.to_user_string() in names and a.op.pool})
     run_config: dict = dict(DEBUG_LOGS if debug else QUIET_LOGS if quiet else {})
     if force:
@@ -100,7 +100,7 @@ def step_failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
             else:
                 err = data.error.cause if data.error and data.error.cause else data.error
                 message = err.message.strip().splitlines()[0] if err and err.message.strip() else "failed"
-            out.append((ev.step_key, message.strip()))
+            out.append((ev.step_key or "run", message.strip()))
     return out
 
 
@@ -108,8 +108,12 @@ def run_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     """The run's own warnings (the assets' ``context.log.warning``), which the quiet console logger hides."""
     return [
         e.user_message for e in instance.all_logs(run_id)
-        if not e.is_dagster_event and e.level >= logging.WARNING and e.user_message
+        if not e.is_dagster_event and _level(e.level) >= logging.WARNING and e.user_message
     ]
+
+
+def _level(level: int | str) -> int:
+    return level if isinstance(level, int) else logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
 
 
 def profile_line(settings: Settings) -> str:

@@ -47,9 +47,9 @@ class ModelRunner:
         rows: list[dict[str, Any] | None] = [None] * len(clips)
         for idx, out in outs:
             columns = self.columns or list(out)
-            for c in columns:
-                if len(out.get(c, ())) != len(idx):
-                    raise ValueError(f"compute returned {len(out.get(c, ()))} values of {c!r} for {len(idx)} clips")
+            for col in columns:
+                if len(out.get(col, ())) != len(idx):
+                    raise ValueError(f"compute returned {len(out.get(col, ()))} values of {col!r} for {len(idx)} clips")
             for j, i in enumerate(idx):
                 rows[i] = {c: out[c][j] for c in columns}
         return rows  # type: ignore[return-value]

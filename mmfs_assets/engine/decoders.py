@@ -103,6 +103,7 @@ class FrameSource:
         args = self._args.pop(h)
         if h[0] == "cpu":
             return self._taken(self.pool.result(h[1]))
+        assert self.nvdec is not None  # only NVDEC handles are not "cpu"
         out = self.nvdec.result(h[1])
         if isinstance(out, dict) and "error" not in out:
             self.nvdec_rows += 1

@@ -34,8 +34,8 @@ from mmfs_assets.engine.batches import ModelRunner
 from mmfs_assets.engine.decoders import FrameSource, choose_decoder, default_workers
 from mmfs_assets.engine.gpu_busy import GpuBusy
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
-from mmfs_assets.engine.shm import SharedFrames
 from mmfs_assets.engine.report import FillReport
+from mmfs_assets.engine.shm import SharedFrames
 from mmfs_assets.engine.values import Result, values_table
 from mmfs_assets.features.spec import Clip, Feature, LoadedModel
 from mmfs_assets.table import ensure_group_columns, replace_columns
@@ -213,23 +213,24 @@ def _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, w
         )
         return out, n_ids, time.perf_counter() - t
 
+    def flush(batch: list[Clip], results: dict[int, Result], post: dict[int, int]) -> None:
+        """Run the model on ``batch``: values (or errors) into ``results``, post-processing tasks into ``post``."""
+        t = time.perf_counter()
+        for clip, r in zip(batch, run_model(batch)):
+            if isinstance(r, str):
+                results[clip.rowid] = (None, r)
+            elif model.postprocess is not None:  # tensors go as numpy: workers do not import torch
+                r = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in r.items()}
+                post[clip.rowid] = pool.submit(tasks.call, model.postprocess, r)
+            else:
+                results[clip.rowid] = (r, None)
+        rep.seconds_compute += time.perf_counter() - t
+        batch.clear()
+
     for n_chunk, chunk in enumerate(chunks, start=1):
         results: dict[int, Result] = {}
         post: dict[int, int] = {}
         batch: list[Clip] = []
-
-        def flush() -> None:
-            t = time.perf_counter()
-            for clip, r in zip(batch, run_model(batch)):
-                if isinstance(r, str):
-                    results[clip.rowid] = (None, r)
-                elif model.postprocess is not None:  # tensors go as numpy: workers do not import torch
-                    r = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in r.items()}
-                    post[clip.rowid] = pool.submit(tasks.call, model.postprocess, r)
-                else:
-                    results[clip.rowid] = (r, None)
-            rep.seconds_compute += time.perf_counter() - t
-            batch.clear()
 
         for _ in chunk:
             top_up()
@@ -263,10 +264,10 @@ def _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, w
             batch.append(Clip(rowid, frames, np.asarray(out["timestamps"], dtype=np.float64)))
             if len(batch) >= model.batch_size:
                 top_up()
-                flush()
+                flush(batch, results, post)
         if batch:
             top_up()
-            flush()
+            flush(batch, results, post)
         t = time.perf_counter()
         for rowid, tid in post.items():
             v = pool.result(tid)

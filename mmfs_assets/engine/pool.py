@@ -120,7 +120,7 @@ class WorkerPool:
     def _start(self) -> _Worker:
         ours, theirs = socket.socketpair()
         resource_tracker.ensure_running()  # shared with the workers, like multiprocessing's spawn does
-        tracker_fd = resource_tracker._resource_tracker._fd
+        tracker_fd = resource_tracker._resource_tracker._fd  # type: ignore[attr-defined]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "MMFS_WORKER_NAME": self._name}
         proc = subprocess.Popen(
             [sys.executable, "-m", "mmfs_assets.engine.worker", str(theirs.fileno()), str(os.getpid()), str(tracker_fd)],

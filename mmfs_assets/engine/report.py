@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -56,7 +57,7 @@ class FillReport:
     def amplification_max(self) -> float | None:
         return round(max(self.amplification_per_row), 3) if self.amplification_per_row else None
 
-    def metrics(self) -> dict[str, object]:
+    def metrics(self) -> dict[str, Any]:
         """The numbers a run reports (metadata values: plain numbers and strings)."""
         out: dict[str, object] = {
             "videos_per_s": round(self.rows_per_s, 3),

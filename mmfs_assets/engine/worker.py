@@ -72,7 +72,7 @@ def main() -> None:
     fd, parent, tracker_fd = (int(x) for x in sys.argv[1:4])
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the pool
-    resource_tracker._resource_tracker._fd = tracker_fd  # the parent's tracker removes orphaned shared memory
+    resource_tracker._resource_tracker._fd = tracker_fd  # type: ignore[attr-defined]  # the parent's tracker removes orphaned shared memory
     serve(Connection(fd), parent)
 
 

@@ -185,11 +185,12 @@ def _quiet_root_log():
 def _not_downloaded(e: BaseException) -> bool:
     """Whether ``e`` (or an error it came from) says the weights are not cached and may not be downloaded."""
     seen = 0
-    while e is not None and seen < 10:
-        name, text = type(e).__name__, str(e).lower()
+    cur: BaseException | None = e
+    while cur is not None and seen < 10:
+        name, text = type(cur).__name__, str(cur).lower()
         if name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") or "offline mode" in text or (
-            os.environ.get("HF_HUB_OFFLINE") == "1" and isinstance(e, OSError) and "download" in text
+            os.environ.get("HF_HUB_OFFLINE") == "1" and isinstance(cur, OSError) and "download" in text
         ):
             return True
-        e, seen = e.__cause__ or e.__context__, seen + 1
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
     return False

@@ -137,7 +137,7 @@ def list_drop_files(drop: Path) -> tuple[list[DropFile], list[SkippedFile]]:
                 target, reason = _real_target(p, root)
                 if target is not None:
                     reason = "symlinked directory (its target is ingested directly)"
-                skipped.append(SkippedFile(rel, reason))
+                skipped.append(SkippedFile(rel, reason or "symlink cannot be resolved"))
         for name in filenames:
             if name.startswith((".", "_")):
                 continue
@@ -152,7 +152,7 @@ def list_drop_files(drop: Path) -> tuple[list[DropFile], list[SkippedFile]]:
             if is_link:
                 target, reason = _real_target(p, root)
                 if target is None:
-                    skipped.append(SkippedFile(rel, reason))
+                    skipped.append(SkippedFile(rel, reason or "symlink cannot be resolved"))
                     continue
                 real = target
                 try:

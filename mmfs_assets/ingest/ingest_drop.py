@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mmfs_assets.ingest.drops import DropFile, DropRefusedError, SkippedFile, list_drop_files
@@ -125,7 +125,7 @@ def ingest_drop(
         known.extend(existing)
         todo = [p for p in pending if p.read.sha256 not in existing]
         if todo:
-            stamp = datetime.now(timezone.utc)  # identifies this chunk's rows among those the dedup removes
+            stamp = datetime.now(UTC)  # identifies this chunk's rows among those the dedup removes
             rows = ingest_rows(drop_id, todo, chunk.contents(todo), now=stamp)
             out = append_rows(uri, rows, properties, storage_options, fragment_rows=fragment_rows)
             del rows

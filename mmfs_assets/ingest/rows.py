@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +55,7 @@ class ChunkBuffer:
         """Forget the allocations made since ``mark`` (a duplicate or a failed read): the space is reused."""
         self.used = min(self.used, mark)
 
-    def contents(self, items: list["Pending"]) -> np.ndarray | None:
+    def contents(self, items: list[Pending]) -> np.ndarray | None:
         """The bytes of ``items`` back to back as one array, without a new buffer; None if they are not
         all in this buffer. When only some of the buffer's files are kept (the others were already in the
         table), the kept ones are moved down over the gaps first (memmove, in order, so none is overwritten
@@ -64,7 +64,7 @@ class ChunkBuffer:
         if self.buf is None or not inline:
             return None
         base = self.buf.ctypes.data
-        starts = [p.read.data.ctypes.data - base for p in inline]
+        starts = [p.read.data.ctypes.data - base for p in inline]  # type: ignore[union-attr]  # inline rows have data
         if not all(np.shares_memory(p.read.data, self.buf) for p in inline) or starts != sorted(starts):
             return None
         dst = 0
@@ -90,7 +90,7 @@ def blob_column(items: list[Pending], contiguous: np.ndarray | None = None) -> p
     sizes = np.array([p.read.size if p.storage == "inline" else 0 for p in items], dtype=np.int64)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
-    parts = [p.read.data for p in items if p.storage == "inline" and p.read.size]
+    parts = [p.read.data for p in items if p.storage == "inline" and p.read.size and p.read.data is not None]
     if contiguous is not None:
         data = contiguous
     else:
@@ -109,7 +109,7 @@ def blob_column(items: list[Pending], contiguous: np.ndarray | None = None) -> p
 
 def ingest_rows(drop_id: str, items: list[Pending], contiguous: np.ndarray | None = None,
                 now: datetime | None = None) -> pa.Table:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return pa.table(
         {
             S.ID: pa.array([p.read.sha256 for p in items], pa.string()),

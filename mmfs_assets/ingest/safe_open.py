@@ -50,7 +50,7 @@ class DropReader:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "DropReader":
+    def __enter__(self) -> DropReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -122,7 +122,7 @@ def _read_all(fd: int, h, data: np.ndarray | None, size: int, on_bytes) -> int:
     """Read to EOF into ``data`` (when given) and ``h``; returns the bytes read (stops past ``size``)."""
     got = 0
     if data is not None:
-        view = memoryview(data)
+        view = memoryview(data)  # type: ignore[arg-type]  # numpy arrays are buffers
         while got < size:
             n = os.readv(fd, [view[got : min(size, got + CHUNK)]])
             if not n:

@@ -26,7 +26,12 @@ from dagster._utils.interrupts import check_captured_interrupt, pop_captured_int
 
 from mmfs_assets.instance import dagster_patches  # noqa: F401 - fixes a busy wait on pool slots
 from mmfs_assets.instance.liveness import (
-    HOST_TAG, PoolUser, free_dead_runs, pool_users, this_host, wake_lost_claims,
+    HOST_TAG,
+    PoolUser,
+    free_dead_runs,
+    pool_users,
+    this_host,
+    wake_lost_claims,
 )
 
 TOKEN_TAG = "mmfs/invocation"
@@ -65,7 +70,7 @@ def wait_for_pools(instance: dg.DagsterInstance, pools: list[str], notify: Calla
 
 def _raise_in_main(exc: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(threading.main_thread().ident), ctypes.py_object(exc)
+        ctypes.c_ulong(threading.main_thread().ident or 0), ctypes.py_object(exc)
     )
 
 

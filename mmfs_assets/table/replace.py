@@ -77,6 +77,8 @@ def _fragment_file(
 ) -> DataFile:
     """Write one data file with the replaced columns for every physical row of fragment ``fid``."""
     frag = ds.get_fragment(fid)
+    if frag is None:
+        raise ValueError(f"fragment {fid} is not in version {ds.version} of the table")
     n = frag.physical_rows
     names = [f.name for f in fields]
     cur = frag.to_table(columns=names, with_row_id=True, with_row_address=True)  # live rows only
