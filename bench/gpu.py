@@ -57,6 +57,7 @@ from mmfs_assets.ingest.describe import describe_partition  # noqa: E402
 from mmfs_assets.ingest.ingest_drop import ingest_drop  # noqa: E402
 from mmfs_loader import schema as S  # noqa: E402
 from mmfs_loader.sql import equals  # noqa: E402
+from mmfs_loader.table import TableRef  # noqa: E402
 from mmfs_loader.video import VideoPlan, plan_columns  # noqa: E402
 
 GOPS = {"gop1s": 30, "gop10s": 300}
@@ -94,7 +95,7 @@ def rows_of(uri: str, drop_id: str) -> list[dict]:
 def decode_all(uri: str, rows: list[dict], frames: int, short: int | None, mode: str, workers: int) -> tuple[float, float, list]:
     """(videos/s, amplification, decoded results) with ``workers`` engine workers, no model."""
     ds = lance.dataset(uri)
-    with WorkerPool(workers, initializer=tasks.open_table, initargs=(uri, ds.version, None), depth=4) as pool:
+    with WorkerPool(workers, initializer=tasks.open_table, initargs=(TableRef(uri), ds.version), depth=4) as pool:
         for t in [pool.submit(int) for _ in range(workers)]:  # wait until every worker is up
             pool.result(t)
         args = []
@@ -229,7 +230,7 @@ def main() -> None:
             feats["clip_vit_l14"] = clip_feature("clip_vit_l14", "MMFS_CLIPL", dim=768)
         ds = lance.dataset(uri)
         t0 = time.perf_counter()
-        with WorkerPool(workers, initializer=tasks.open_table, initargs=(uri, ds.version, None)) as pool:
+        with WorkerPool(workers, initializer=tasks.open_table, initargs=(TableRef(uri), ds.version)) as pool:
             for t in [pool.submit(int) for _ in range(workers)]:
                 pool.result(t)
             startup = time.perf_counter() - t0

@@ -13,13 +13,15 @@ from the standard ``AWS_*`` environment, which Lance reads itself. Never log a r
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 import lance
 
-from mmfs_assets.settings import STORAGE_OPTIONS_ENV, Settings, split_storage_options
+from mmfs_assets.settings import ENV_NAMES, STORAGE_OPTIONS_ENV, Settings, split_storage_options
+from mmfs_loader.table import TableRef
 
 
 class LanceTableResource(dg.ConfigurableResource):
@@ -31,8 +33,14 @@ class LanceTableResource(dg.ConfigurableResource):
     video_storage: str = "inline"
     inline_max_bytes: int = 2 << 30  # larger files are stored as pointers (bounded ingest memory)
 
+    @property
+    def ref(self) -> TableRef:
+        """The table's :class:`~mmfs_loader.table.TableRef` (URI and every storage option, secrets included)."""
+        return TableRef(self.uri, self.options)
+
     def open(self) -> lance.LanceDataset:
-        return lance.dataset(self.uri, storage_options=self.options)
+        """The latest version (clear errors when the table does not exist)."""
+        return self.ref.open()
 
     @property
     def options(self) -> dict[str, str] | None:
@@ -63,25 +71,48 @@ class DropFolderResource(dg.ConfigurableResource):
 class ProbeResource(dg.ConfigurableResource):
     """How the metadata probe judges damage: more concealed/corrupt frames than this quarantines a video."""
 
-    max_corrupt_frames: int = 0
-    decode_workers: int = 0  # 0: the cores this process may use
-    decode_timeout_s: float = 300.0
+    max_corrupt_frames: int = 0  # MMFS_MAX_CORRUPT_FRAMES
+    decode_workers: int = 0  # MMFS_DECODE_WORKERS; 0: the cores this process may use
+    decode_timeout_s: float = 300.0  # MMFS_DECODE_TIMEOUT_S
 
 
 class ModelsResource(dg.ConfigurableResource):
-    """How feature assets load their models: profile, device, per-feature settings, commit chunk size."""
+    """How the fill assets load their models and run the fill engine (fields named as in
+    :class:`~mmfs_assets.settings.Settings`; each set by the ``MMFS_*`` variable in its comment)."""
 
-    profile: str = "tiny"  # MMFS_MODEL_PROFILE
-    model_dir: str = "data/models"
-    device: str = "auto"
-    chunk_rows: int = 256
-    decoder: str = "auto"  # auto | cpu | nvdec (mmfs_assets.engine.decoders)
-    decode_workers: int = 0  # 0: the cores this process may use
-    decode_timeout_s: float = 300.0
-    env: dict[str, str] = {}  # MMFS_<FEATURE>_MODEL / _FRAMES / _BATCH_SIZE
+    model_profile: str = "tiny"  # MMFS_MODEL_PROFILE: tiny | pretrained
+    model_dir: str = "data/models"  # MMFS_MODEL_DIR
+    device: str = "auto"  # MMFS_DEVICE
+    fill_chunk_rows: int = 256  # MMFS_FILL_CHUNK_ROWS
+    decoder: str = "auto"  # MMFS_DECODER: auto | cpu | nvdec (mmfs_assets.engine.decoders)
+    decode_workers: int = 0  # MMFS_DECODE_WORKERS; 0: the cores this process may use
+    decode_timeout_s: float = 300.0  # MMFS_DECODE_TIMEOUT_S
+    feature_env: dict[str, str] = {}  # MMFS_<FEATURE>_MODEL / _FRAMES / _BATCH_SIZE / _SAMPLING
+
+
+def _from_env(settings: Settings, field: str):
+    """The value of ``settings.<field>`` as resource config: ``dg.EnvVar`` of its variable when the variable
+    is set to this very value (the UI then names the variable and the run reads it), else the value."""
+    name = ENV_NAMES[field]
+    value = getattr(settings, field)
+    raw = os.environ.get(name)
+    if not raw or isinstance(value, (float, bool)):  # Dagster's EnvVar gives str or int config only
+        return value
+    try:
+        same = Settings.from_env().model_dump()[field] == value
+    except ValueError:
+        same = False
+    if not same:
+        return value
+    return dg.EnvVar.int(name) if isinstance(value, int) else dg.EnvVar(name)
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The code location's resources, from ``settings`` (default: the environment).
+
+    Scalar settings are ``dg.EnvVar`` config when they come from the environment; paths are given as the
+    absolute paths :class:`Settings` resolved once, so every process agrees on them whatever its working
+    directory."""
     s = settings or Settings.from_env()
     public, secret = split_storage_options(s.storage_options)
     if secret and split_storage_options(Settings.from_env().storage_options)[1] != secret:
@@ -89,20 +120,26 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             f"secret storage options ({', '.join(sorted(secret))}) reach runs only through the environment "
             f"variable {STORAGE_OPTIONS_ENV}: set them there (or in the standard AWS_* variables)"
         )
+
+    def env(field: str):
+        return _from_env(s, field)
+
     return {
         "lance_table": LanceTableResource(
             uri=s.table_uri,
             storage_options=public,
             secret_storage_options=dg.EnvVar(STORAGE_OPTIONS_ENV) if secret else None,
-            video_storage=s.video_storage,
-            inline_max_bytes=s.inline_max_bytes,
+            video_storage=env("video_storage"),
+            inline_max_bytes=env("inline_max_bytes"),
         ),
         "probe": ProbeResource(
-            max_corrupt_frames=s.max_corrupt_frames, decode_workers=s.decode_workers, decode_timeout_s=s.decode_timeout_s
+            max_corrupt_frames=env("max_corrupt_frames"), decode_workers=env("decode_workers"),
+            decode_timeout_s=s.decode_timeout_s,
         ),
         "drop_folder": DropFolderResource(root=s.drop_dir, quiet_seconds=s.drop_quiet_seconds),
         "models": ModelsResource(
-            profile=s.model_profile, model_dir=s.model_dir, device=s.device, chunk_rows=s.fill_chunk_rows,
-            decoder=s.decoder, decode_workers=s.decode_workers, decode_timeout_s=s.decode_timeout_s, env=s.feature_env,
+            model_profile=env("model_profile"), model_dir=s.model_dir, device=env("device"),
+            fill_chunk_rows=env("fill_chunk_rows"), decoder=env("decoder"), decode_workers=env("decode_workers"),
+            decode_timeout_s=s.decode_timeout_s, feature_env=s.feature_env,
         ),
     }

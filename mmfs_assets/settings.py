@@ -84,6 +84,13 @@ class Settings(BaseModel):
     def _absolute(cls, v: str) -> str:
         return _abs_local(v)
 
+    @property
+    def table_ref(self):
+        """The table's :class:`~mmfs_loader.table.TableRef` (URI and storage options)."""
+        from mmfs_loader.table import TableRef
+
+        return TableRef(self.table_uri, self.storage_options or None)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import lance
@@ -23,6 +25,47 @@ class TableNotFoundError(FileNotFoundError):
 
 class VersionNotFoundError(LookupError):
     """The requested version or tag does not exist (or was cleaned up)."""
+
+
+@dataclass(frozen=True, eq=False)
+class TableRef:
+    """Where the table is: its URI and the storage options that reach it.
+
+    What every part of the write engine takes instead of a (uri, storage options) pair. The options may
+    hold secrets (object-store keys): ``repr`` shows their names only, so a ref can be logged.
+    A plain string is a ref without options (:meth:`of`).
+    """
+
+    uri: str
+    storage_options: Mapping[str, str] | None = None
+
+    @classmethod
+    def of(cls, table: TableRef | str, storage_options: Mapping[str, str] | None = None) -> TableRef:
+        """``table`` as a ref (a URI string gets ``storage_options``)."""
+        if isinstance(table, TableRef):
+            return table
+        return cls(str(table), dict(storage_options) if storage_options else None)
+
+    @property
+    def options(self) -> dict[str, str] | None:
+        """The storage options as Lance takes them (None when there are none)."""
+        return dict(self.storage_options) if self.storage_options else None
+
+    def open(self, *, version: int | None = None, tag: str | None = None) -> lance.LanceDataset:
+        """:func:`open_table`: the latest version, or a pinned one, with clear errors for a missing table,
+        version or tag."""
+        return open_table(self.uri, version=version, tag=tag, storage_options=self.options)
+
+    def dataset(self, version: int | None = None) -> lance.LanceDataset:
+        """``lance.dataset`` at the latest (or ``version``), errors as Lance raises them: for the write
+        paths, whose retries look at Lance's own errors."""
+        return lance.dataset(self.uri, version=version, storage_options=self.options)
+
+    def __repr__(self) -> str:
+        names = ", ".join(sorted(self.storage_options or {}))
+        return f"TableRef({self.uri!r}, storage_options=[{names}])"
+
+    __str__ = __repr__
 
 
 def check_tag_name(name: str) -> str:

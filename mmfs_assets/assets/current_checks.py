@@ -28,16 +28,16 @@ def check_name(asset: str) -> str:
 
 
 def _expectations(features: list[Feature], models: ModelsResource, probe: ProbeResource) -> list[Expectation]:
-    return expectations(features, models.profile, models.env, probe.max_corrupt_frames)
+    return expectations(features, models.model_profile, models.feature_env, probe.max_corrupt_frames)
 
 
 def _table_stale(lance_table: LanceTableResource, exps: list[Expectation]) -> tuple[int | None, list[Stale]]:
     """(table version, stale entries); (None, []) while the table does not exist yet."""
     from mmfs_loader.status import table_status
-    from mmfs_loader.table import TableNotFoundError, open_table
+    from mmfs_loader.table import TableNotFoundError
 
     try:
-        ds = open_table(lance_table.uri, storage_options=lance_table.options)
+        ds = lance_table.open()
     except TableNotFoundError:
         return None, []
     return ds.version, stale_features(table_status(ds), exps)
@@ -104,10 +104,10 @@ def staleness_sensor(features: list[Feature]) -> dg.SensorDefinition:
     def _sensor(context: dg.SensorEvaluationContext, lance_table: LanceTableResource, models: ModelsResource,
                 probe: ProbeResource):
         exps = _expectations(features, models, probe)
-        from mmfs_loader.table import TableNotFoundError, open_table
+        from mmfs_loader.table import TableNotFoundError
 
         try:
-            version = open_table(lance_table.uri, storage_options=lance_table.options).version
+            version = lance_table.open().version
         except TableNotFoundError:
             return dg.SkipReason("the table does not exist yet")
         key = hashlib.sha256(json.dumps([version, [repr(e) for e in exps]]).encode()).hexdigest()[:16]

@@ -41,23 +41,23 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
         key = context.partition_key
         tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
         try:
-            ctx = model_context(feature, profile=models.profile, model_dir=models.model_dir, device=models.device, env=models.env)
+            ctx = model_context(feature, profile=models.model_profile, model_dir=models.model_dir, device=models.device,
+                                env=models.feature_env)
             model = load_model(feature, ctx)
         except ModelUnavailableError as e:  # one message naming the setting, not the loader's traceback
             raise dg.Failure(description=str(e), allow_retries=False) from None
         context.log.info(f"{feature.name}: producer {model.producer} on {model.device}")
-        if models.profile == "tiny" and feature.build_tiny is not None:
+        if models.model_profile == "tiny" and feature.build_tiny is not None:
             context.log.warning(f"{feature.name}: MMFS_MODEL_PROFILE=tiny, random-init test models: the values "
                                 "are meaningless (MMFS_MODEL_PROFILE=pretrained for real weights)")
         try:
             rep = fill_feature(
-                lance_table.uri,
+                lance_table.ref,
                 key,
                 feature,
                 model,
                 properties=run_properties(context, feature.name, feature.code_version),
-                storage_options=lance_table.options,
-                chunk_rows=models.chunk_rows,
+                chunk_rows=models.fill_chunk_rows,
                 decode_workers=models.decode_workers or None,
                 decoder=models.decoder,
                 decode_timeout=models.decode_timeout_s,
@@ -85,7 +85,7 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
                 "errors": len(summary.errored),
                 "nulls_without_error": summary.nulls_without_error,
                 "producer": model.producer,
-                "model_profile": models.profile if feature.build_tiny is not None else "none",
+                "model_profile": models.model_profile if feature.build_tiny is not None else "none",
                 "device": model.device,
                 **rep.metrics(),
                 "commits": rep.commits,

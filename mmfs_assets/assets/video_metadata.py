@@ -36,10 +36,9 @@ def video_metadata(
     key = context.partition_key
     tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
     rep = describe_partition(
-        lance_table.uri,
+        lance_table.ref,
         key,
         properties=run_properties(context, "video_metadata", METADATA_CODE_VERSION),
-        storage_options=lance_table.options,
         progress=tracker(context.log.info, f"metadata {key}"),
         max_corrupt_frames=probe.max_corrupt_frames,
         workers=probe.decode_workers or None,

@@ -54,9 +54,8 @@ def videos(
     rep = ingest_drop(
         path,
         key,
-        lance_table.uri,
+        lance_table.ref,
         properties=run_properties(context, "videos", INGEST_CODE_VERSION),
-        storage_options=lance_table.options,
         video_storage=lance_table.video_storage,
         inline_max_bytes=lance_table.inline_max_bytes,
         progress=lambda phase, done, total: trackers[phase](done, total),

@@ -160,7 +160,7 @@ def snapshot(
     from mmfs_assets.table.tags import create_tag
 
     s = Settings.from_env()
-    v = create_tag(s.table_uri, name, version, storage_options=s.storage_options or None)
+    v = create_tag(s.table_ref, name, version)
     out.print(f"tagged version {v} of {s.table_uri} as {name}")
 
 
@@ -172,7 +172,6 @@ def status(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table
     from mmfs_assets.staleness import refused_drops, settings_expectations, stale_features
     from mmfs_loader.health import check_table
     from mmfs_loader.status import table_status
-    from mmfs_loader.table import open_table
 
     if fmt is Format.csv:
         raise CliUsageError("status supports --format table or json")
@@ -183,7 +182,7 @@ def status(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table
     if not health.latest_ok and health.latest_version is not None:
         print_health(s.table_uri, health, console)
         raise typer.Exit(1)
-    ds = open_table(s.table_uri, storage_options=opts)
+    ds = s.table_ref.open()
     drops = table_status(ds)
     stale = stale_features(drops, settings_expectations(s))
     if fmt is Format.json:

@@ -51,7 +51,6 @@ def run_demo(console: Console, n_good: int, ephemeral: bool = False) -> None:
     from mmfs_loader.query import sql
     from mmfs_loader.sql import literal
     from mmfs_loader.status import table_status
-    from mmfs_loader.table import open_table
 
     settings = Settings.from_env()
     console.rule("[bold]MMFS demo")
@@ -81,21 +80,26 @@ def run_demo(console: Console, n_good: int, ephemeral: bool = False) -> None:
             if md.get("duplicates_in_drop"):
                 parts.append(f"{md['duplicates_in_drop']} duplicate(s) inside the drop")
             console.print(f"  of the {n_files} files: " + ", ".join(parts), highlight=False)
-    ds = open_table(settings.table_uri, storage_options=settings.storage_options or None)
+    ref = settings.table_ref
+    ds = ref.open()
+
+    def query(text: str):
+        return sql(ref.uri, text, version=ds.version, storage_options=ref.options)
+
     console.rule("status")
     print_status(table_status(ds), Format.table, console)
     console.rule(f"SQL at version {ds.version}")
     console.print(f"[dim]{DEMO_QUERY}[/dim]")
-    print_arrow(sql(settings.table_uri, DEMO_QUERY, version=ds.version, storage_options=settings.storage_options or None), Format.table, console)
+    print_arrow(query(DEMO_QUERY), Format.table, console)
     q = ("SELECT left(file_name, 28) AS file, width, height, round(fps, 2) AS fps, num_frames AS frames, codec, "
          "left(coalesce(metadata_error, 'ok'), 40) AS status FROM videos "
          f"WHERE drop_id = {literal(drop_id)} ORDER BY metadata_error NULLS FIRST, file_name")
-    print_arrow(sql(settings.table_uri, q, version=ds.version, storage_options=settings.storage_options or None), Format.table, console)
+    print_arrow(query(q), Format.table, console)
     console.rule("features")
     q = ("SELECT left(file_name, 24) AS file, round(sharpness::DOUBLE, 1) AS sharp, round(motion::DOUBLE, 1) AS motion, "
          "len(clip_embedding) AS clip_d, len(depth_png) AS depth_k, left(caption, 24) AS caption FROM videos "
          f"WHERE drop_id = {literal(drop_id)} AND clip_embedding_error IS NULL ORDER BY file_name")
-    print_arrow(sql(settings.table_uri, q, version=ds.version, storage_options=settings.storage_options or None), Format.table, console)
+    print_arrow(query(q), Format.table, console)
     console.rule("loader pass (mmfs_loader.FeatureDataset)")
     from mmfs_assets.cli.loader_pass import loader_pass
 

@@ -20,7 +20,7 @@ def loader_pass(console: Console, settings: Settings, drop_id: str) -> None:
 
     so = settings.storage_options or None
     tag = f"{drop_id}-snapshot"
-    version = create_tag(settings.table_uri, tag, storage_options=so)
+    version = create_tag(settings.table_ref, tag)
     console.print(f"tagged version {version} as [bold]{tag}[/bold]")
     kw = dict(tag=tag, columns=COLUMNS, filter=equals("drop_id", drop_id), shuffle=True, seed=0, clip=CLIP,
               batch_size=4, storage_options=so)

@@ -42,6 +42,7 @@ from mmfs_assets.table import ensure_group_columns, replace_columns
 from mmfs_assets.table.chunks import fragment_chunks
 from mmfs_loader import schema as S
 from mmfs_loader.sql import equals
+from mmfs_loader.table import TableRef
 from mmfs_loader.video import VideoPlan, plan_columns
 
 M = S.METADATA
@@ -81,13 +82,12 @@ def _rows_to_fill(ds, feature: Feature, model: LoadedModel, where: str, rep: Fil
 
 
 def fill_feature(
-    uri: str,
+    table: TableRef | str,
     drop_id: str,
     feature: Feature,
     model: LoadedModel,
     *,
     properties: dict[str, str],
-    storage_options: dict[str, str] | None = None,
     chunk_rows: int = 256,
     decode_workers: int | None = None,
     decoder: str = "cpu",
@@ -108,7 +108,8 @@ def fill_feature(
     g = feature.group
     container = model.input == "container"
     rep = FillReport(feature.name, drop_id, model.producer, sampling="" if container else model.sampling)
-    ds = ensure_group_columns(uri, g, storage_options)
+    table = TableRef.of(table)
+    ds = ensure_group_columns(table, g)
     rep.lance_version = ds.version
     where = equals(S.DROP_ID, drop_id)
     if not container and M.producer_column not in ds.schema.names:  # video_metadata never ran on this table
@@ -131,7 +132,7 @@ def fill_feature(
     if log:
         log(f"{feature.name}: decoding with {choice.name} ({choice.reason}), {workers} worker processes")
     pool = WorkerPool(
-        workers, initializer=tasks.open_table, initargs=(uri, ds.version, storage_options),
+        workers, initializer=tasks.open_table, initargs=(table, ds.version),
         timeout=decode_timeout, depth=max(2, math.ceil(window / workers)), name=f"mmfs-{feature.name}",
     )
     nvdec = None
@@ -143,8 +144,8 @@ def fill_feature(
             nvdec = NvdecLane(ds)
         source = FrameSource(pool, nvdec, decode_timeout, decode_task)
         with GpuBusy(model.device) as busy:
-            _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, window, where,
-                  properties, storage_options, committer, progress)
+            _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids, window, where,
+                  properties, committer, progress)
         rep.gpu_busy_percent = busy.percent
         rep.nvdec_rows, rep.nvdec_fallbacks = source.nvdec_rows, source.nvdec_fallbacks
     finally:
@@ -158,8 +159,8 @@ def fill_feature(
     return rep
 
 
-def _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, window, where,
-          properties, storage_options, committer, progress) -> None:
+def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids, window, where,
+          properties, committer, progress) -> None:
     g = feature.group
     container = model.input == "container"
     run_model = ModelRunner(model, g.value_columns)
@@ -204,12 +205,11 @@ def _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, w
         if progress:
             progress(done, len(order))
 
-    def commit(table: pa.Table, n_chunk: int, n_ids: int):
+    def commit(values: pa.Table, n_chunk: int, n_ids: int):
         t = time.perf_counter()
         out = replace_columns(
-            uri, table, locate_filter=where,
+            table, values, locate_filter=where,
             properties={**properties, "mmfs.producer": model.producer, "mmfs.chunk": f"{n_chunk}/{len(chunks)}"},
-            storage_options=storage_options,
         )
         return out, n_ids, time.perf_counter() - t
 
@@ -274,10 +274,10 @@ def _loop(uri, feature, model, rep, pool, source, chunks, order, meta, rowids, w
             results[rowid] = (None, f"post-processing failed: {v.message}") if isinstance(v, TaskFailed) else (v, None)
         rep.seconds_postprocess_wait += time.perf_counter() - t
         ids = [int(rowids[i]) for i in chunk]
-        table = values_table(feature, model.producer, ids, results)
+        values = values_table(feature, model.producer, ids, results)
         errors = sum(results[r][1] is not None for r in ids)
         rep.rows_errored += errors
         rep.rows_computed += len(ids) - errors
         wait_commit()  # one commit in flight: a failed commit stops the fill at the next chunk
-        last_commit = committer.submit(commit, table, n_chunk, len(ids))
+        last_commit = committer.submit(commit, values, n_chunk, len(ids))
     wait_commit()

@@ -15,16 +15,17 @@ import lance
 
 from mmfs_assets.engine.shm import SharedFrames
 from mmfs_loader import schema as S
+from mmfs_loader.table import TableRef
 from mmfs_loader.video import DecodeError, VideoPlan, decode_frames
 
 _table: lance.LanceDataset | None = None
 
 
-def open_table(uri: str, version: int | None, storage_options: dict[str, str] | None) -> None:
+def open_table(table: TableRef, version: int | None) -> None:
     """Worker initializer: the table at the version the fill planned from (blobs do not change)."""
     global _table
     os.environ.setdefault("LANCE_LOG", "error")
-    _table = lance.dataset(uri, version=version, storage_options=storage_options)
+    _table = table.dataset(version)
 
 
 def _blob(rowid: int):

@@ -17,6 +17,7 @@ from mmfs_assets.engine.fill import DECODE_TIMEOUT_S, fill_feature
 from mmfs_assets.engine.report import FillReport
 from mmfs_assets.features.spec import Feature, FrameRequest, LoadedModel
 from mmfs_loader import schema as S
+from mmfs_loader.table import TableRef
 
 METADATA_CODE_VERSION = "metadata-v3"  # v2: corrupt_frames, lost_frames, damage quarantine; v3: keyframe_times
 
@@ -56,11 +57,10 @@ def probe_model(max_corrupt_frames: int = 0) -> LoadedModel:
 
 
 def describe_partition(
-    uri: str,
+    table: TableRef | str,
     drop_id: str,
     *,
     properties: dict[str, str],
-    storage_options: dict[str, str] | None = None,
     chunk_rows: int = 256,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -75,7 +75,7 @@ def describe_partition(
     ``force``: probe every row of the partition again.
     """
     return fill_feature(
-        uri, drop_id, METADATA_FEATURE, probe_model(max_corrupt_frames), properties=properties,
-        storage_options=storage_options, chunk_rows=chunk_rows, decode_workers=workers, progress=progress,
+        table, drop_id, METADATA_FEATURE, probe_model(max_corrupt_frames), properties=properties,
+        chunk_rows=chunk_rows, decode_workers=workers, progress=progress,
         decode_timeout=timeout, force=force,
     )

@@ -32,6 +32,7 @@ from mmfs_assets.table.append import FRAGMENT_ROWS
 from mmfs_assets.table.dedup import dedup_ids
 from mmfs_loader import schema as S
 from mmfs_loader.sql import is_in
+from mmfs_loader.table import TableRef
 
 ID_LOOKUP_BATCH = 512  # above this many ids, one scan of the id column beats repeated IN lookups
 INLINE_MAX_BYTES = 2 << 30  # larger files are stored as pointers (setting MMFS_INLINE_MAX_BYTES)
@@ -76,10 +77,9 @@ def _existing_ids(ds, ids: list[str]) -> set[str]:
 def ingest_drop(
     drop_path: Path,
     drop_id: str,
-    uri: str,
+    table: TableRef | str,
     *,
     properties: dict[str, str],
-    storage_options: dict[str, str] | None = None,
     video_storage: str = "inline",
     chunk_bytes: int = 256 << 20,
     inline_max_bytes: int = INLINE_MAX_BYTES,
@@ -104,7 +104,8 @@ def ingest_drop(
     files.sort(key=lambda f: (f.is_link, f.relpath))
     total = sum(f.size for f in files)
     root = drop_path.resolve()
-    ds = open_or_create(uri, storage_options)
+    table = TableRef.of(table)
+    ds = open_or_create(table)
     rep.lance_version = ds.version
     seen: set[str] = set()
     chunk = ChunkBuffer(chunk_bytes)
@@ -127,11 +128,11 @@ def ingest_drop(
         if todo:
             stamp = datetime.now(UTC)  # identifies this chunk's rows among those the dedup removes
             rows = ingest_rows(drop_id, todo, chunk.contents(todo), now=stamp)
-            out = append_rows(uri, rows, properties, storage_options, fragment_rows=fragment_rows)
+            out = append_rows(table, rows, properties, fragment_rows=fragment_rows)
             del rows
             rep.commits.append(out.version)
             rep.lance_version = out.version
-            removed = dedup_ids(uri, [p.read.sha256 for p in todo], storage_options)
+            removed = dedup_ids(table, [p.read.sha256 for p in todo])
             rep.duplicates_removed += len(removed)
             # rows of this chunk that lost to another ingest's earlier commit are not new after all
             lost = {r.id for r in removed if r.drop_id == drop_id and r.ingested_at == stamp}
@@ -188,7 +189,7 @@ def ingest_drop(
                 flush()
         flush()
     # a run killed between its append and its dedup may have left a second row for a video of this drop
-    rep.duplicates_removed += len(dedup_ids(uri, known, storage_options))
+    rep.duplicates_removed += len(dedup_ids(table, known))
     rep.skipped.sort(key=lambda s: s.relpath)
     elapsed = time.perf_counter() - t0
     rep.seconds_writing = t_write

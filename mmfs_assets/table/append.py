@@ -7,20 +7,18 @@ from pathlib import Path
 import lance
 import pyarrow as pa
 
-from mmfs_assets.table.retry import backoff, is_conflict
+from mmfs_assets.table.retry import retry_commit
 from mmfs_loader.schema import INGEST_SCHEMA
-
-MAX_ATTEMPTS = 10
-
+from mmfs_loader.table import TableRef
 
 # Rows per fragment written by ingest; the feature fill's default chunk is the same, so one fill
 # commit covers whole fragments and writes each fragment's new column file exactly once.
 FRAGMENT_ROWS = 256
 
 
-def _exists(uri: str, storage_options: dict[str, str] | None) -> lance.LanceDataset | None:
+def _exists(table: TableRef) -> lance.LanceDataset | None:
     try:
-        return lance.dataset(uri, storage_options=storage_options)
+        return table.dataset()
     except (ValueError, OSError) as e:
         if "not found" in str(e).lower() or "does not exist" in str(e).lower():
             return None
@@ -45,35 +43,35 @@ def check_location(uri: str) -> None:
         )
 
 
-def open_or_create(uri: str, storage_options: dict[str, str] | None = None) -> lance.LanceDataset:
+def open_or_create(table: TableRef | str) -> lance.LanceDataset:
     """Open the table, creating it empty (with stable row ids) if it does not exist yet.
 
     Two processes may race to create it: the loser sees "already exists" and opens the winner's table.
     """
-    ds = _exists(uri, storage_options)
+    table = TableRef.of(table)
+    ds = _exists(table)
     if ds is not None:
         return ds
-    check_location(uri)
+    check_location(table.uri)
     try:
         return lance.write_dataset(
             INGEST_SCHEMA.empty_table(),
-            uri,
+            table.uri,
             mode="create",
             enable_stable_row_ids=True,
-            storage_options=storage_options,
+            storage_options=table.options,
             transaction_properties={"mmfs.op": "create"},
         )
     except OSError as e:
         if "already exists" not in str(e).lower():
             raise
-        return lance.dataset(uri, storage_options=storage_options)
+        return table.dataset()
 
 
 def append_rows(
-    uri: str,
+    table: TableRef | str,
     rows: pa.Table,
     properties: dict[str, str],
-    storage_options: dict[str, str] | None = None,
     fragment_rows: int = FRAGMENT_ROWS,
 ) -> lance.LanceDataset:
     """Append ingest rows in one commit (new fragments only; nothing existing is rewritten).
@@ -86,20 +84,14 @@ def append_rows(
     """
     if rows.schema != INGEST_SCHEMA:
         rows = rows.select(INGEST_SCHEMA.names).cast(INGEST_SCHEMA)
+    table = TableRef.of(table)
     props = {"mmfs.op": "append", **properties}
-    for attempt in range(MAX_ATTEMPTS):
-        try:
-            return lance.write_dataset(
-                rows,
-                uri,
-                mode="append",
-                storage_options=storage_options,
-                transaction_properties=props,
-                allow_external_blob_outside_bases=True,
-                max_rows_per_file=fragment_rows,
-            )
-        except OSError as e:
-            if not is_conflict(e) or attempt == MAX_ATTEMPTS - 1:
-                raise
-            backoff(attempt)
-    raise AssertionError("unreachable")
+    return retry_commit(lambda _: lance.write_dataset(
+        rows,
+        table.uri,
+        mode="append",
+        storage_options=table.options,
+        transaction_properties=props,
+        allow_external_blob_outside_bases=True,
+        max_rows_per_file=fragment_rows,
+    ))

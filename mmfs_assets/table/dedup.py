@@ -18,12 +18,12 @@ import lance
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmfs_assets.table.retry import backoff, is_conflict
+from mmfs_assets.table.retry import retry_commit
 from mmfs_loader import schema as S
 from mmfs_loader.sql import is_in
+from mmfs_loader.table import TableRef
 
 LOOKUP_BATCH = 512  # above this many ids, one scan of the table's ids instead of an IN filter
-MAX_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -50,21 +50,17 @@ def duplicates(ds: lance.LanceDataset, ids: list[str]) -> dict[int, Removed]:
     return {rid: rem for rs in rows.values() if len(rs) > 1 for rid, rem in sorted(rs, key=lambda x: x[0])[1:]}
 
 
-def dedup_ids(uri: str, ids: list[str], storage_options: dict[str, str] | None = None) -> list[Removed]:
+def dedup_ids(table: TableRef | str, ids: list[str]) -> list[Removed]:
     """Delete all but the first committed row of each of ``ids``; returns the rows deleted."""
     if not ids:
         return []
-    ids = sorted(set(ids))
-    for attempt in range(MAX_ATTEMPTS):
-        ds = lance.dataset(uri, storage_options=storage_options)
+    table, ids = TableRef.of(table), sorted(set(ids))
+
+    def attempt(_: int) -> list[Removed]:
+        ds = table.dataset()
         losers = duplicates(ds, ids)
-        if not losers:
-            return []
-        try:
+        if losers:
             ds.delete(f"_rowid IN ({', '.join(str(r) for r in sorted(losers))})")
-            return list(losers.values())
-        except OSError as e:
-            if not is_conflict(e) or attempt == MAX_ATTEMPTS - 1:
-                raise
-            backoff(attempt)
-    raise AssertionError("unreachable")
+        return list(losers.values())
+
+    return retry_commit(attempt)

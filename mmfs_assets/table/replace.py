@@ -24,10 +24,10 @@ import pyarrow as pa
 from lance.file import LanceFileWriter
 from lance.fragment import DataFile
 
-from mmfs_assets.table.retry import backoff, is_conflict
+from mmfs_assets.table.retry import MAX_ATTEMPTS, retry_commit
+from mmfs_loader.table import TableRef
 
 ROWID = "_rowid"
-MAX_ATTEMPTS = 10
 _OFFSET_MASK = 0xFFFFFFFF
 
 
@@ -73,7 +73,7 @@ def _fragment_file(
     values: pa.Table,
     value_index: dict[int, int],
     fields: list[pa.Field],
-    storage_options: dict[str, str] | None,
+    table: TableRef,
 ) -> DataFile:
     """Write one data file with the replaced columns for every physical row of fragment ``fid``."""
     frag = ds.get_fragment(fid)
@@ -101,7 +101,7 @@ def _fragment_file(
     fname = f"{uuid.uuid4().hex}.lance"
     base = ds.uri.rstrip("/")
     with LanceFileWriter(
-        f"{base}/data/{fname}", schema, version=ds.data_storage_version, storage_options=storage_options
+        f"{base}/data/{fname}", schema, version=ds.data_storage_version, storage_options=table.options
     ) as w:
         w.write_batch(pa.table(columns, schema=schema))
     leaf_ids = [i for name in names for i in _leaf_ids(ds.lance_schema.field(name))]
@@ -116,12 +116,11 @@ def _fragment_file(
 
 
 def replace_columns(
-    uri: str,
+    table: TableRef | str,
     values: pa.Table,
     *,
     locate_filter: str,
     properties: dict[str, str],
-    storage_options: dict[str, str] | None = None,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> ReplaceReport:
     """Write ``values`` (``_rowid`` plus one column per replaced field) into the table in one commit.
@@ -136,14 +135,16 @@ def replace_columns(
     if len(np.unique(rowids)) != len(rowids):
         raise ReplaceError("duplicate row ids in values")
     value_index = {int(r): i for i, r in enumerate(rowids)}
-    for attempt in range(max_attempts):
-        ds = lance.dataset(uri, storage_options=storage_options)
+    table = TableRef.of(table)
+
+    def attempt(n: int) -> ReplaceReport:  # a lost race redoes the file write, never the model
+        ds = table.dataset()
         if len(values) == 0:
-            return ReplaceReport(ds.version, attempt, 0, 0)
-        missing = [n for n in names if n not in ds.schema.names]
+            return ReplaceReport(ds.version, n, 0, 0)
+        missing = [c for c in names if c not in ds.schema.names]
         if missing:
             raise ReplaceError(f"columns {missing} are not declared in the table")
-        fields = [ds.schema.field(n) for n in names]
+        fields = [ds.schema.field(c) for c in names]
         if any("blob" in str(f.type) for f in fields):
             raise ReplaceError("blob columns cannot be replaced with DataReplacement")
         try:
@@ -153,20 +154,16 @@ def replace_columns(
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise ReplaceError(f"values do not fit the table's column types: {e}") from e
         groups = []
-        try:
-            for fid in _locate(ds, locate_filter, rowids):
-                df = _fragment_file(ds, fid, typed, value_index, fields, storage_options)
-                groups.append(lance.LanceOperation.DataReplacementGroup(fid, df))
-            op = lance.LanceOperation.DataReplacement(groups)
-            tx = lance.Transaction(
-                read_version=ds.version,
-                operation=op,
-                transaction_properties={"mmfs.op": "replace", "mmfs.columns": ",".join(names), **properties},
-            )
-            new = lance.LanceDataset.commit(uri, tx, storage_options=storage_options)
-            return ReplaceReport(new.version, attempt + 1, len(groups), len(values))
-        except OSError as e:
-            if not is_conflict(e) or attempt == max_attempts - 1:
-                raise
-            backoff(attempt)
-    raise AssertionError("unreachable")
+        for fid in _locate(ds, locate_filter, rowids):
+            df = _fragment_file(ds, fid, typed, value_index, fields, table)
+            groups.append(lance.LanceOperation.DataReplacementGroup(fid, df))
+        op = lance.LanceOperation.DataReplacement(groups)
+        tx = lance.Transaction(
+            read_version=ds.version,
+            operation=op,
+            transaction_properties={"mmfs.op": "replace", "mmfs.columns": ",".join(names), **properties},
+        )
+        new = lance.LanceDataset.commit(table.uri, tx, storage_options=table.options)
+        return ReplaceReport(new.version, n + 1, len(groups), len(values))
+
+    return retry_commit(attempt, attempts=max_attempts)

@@ -1,11 +1,16 @@
-"""Retrying commits that lost a race against another writer."""
+"""Retrying commits that lost a race against another writer: one helper for every write path."""
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from lance.commit import CommitConflictError
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 10
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -18,3 +23,22 @@ def is_conflict(exc: BaseException) -> bool:
 def backoff(attempt: int) -> None:
     """Sleep a little longer after each lost race, with jitter so writers spread out."""
     time.sleep(min(2.0, 0.05 * (2**attempt)) * (0.5 + random.random()))
+
+
+def retry_commit(
+    attempt: Callable[[int], T],
+    *,
+    attempts: int = MAX_ATTEMPTS,
+    retry_on: Callable[[BaseException], bool] = is_conflict,
+) -> T:
+    """``attempt(n)`` for n = 0, 1, ... until it returns; an error ``retry_on`` accepts (a lost commit race)
+    is retried after :func:`backoff`, up to ``attempts`` tries, then raised. ``attempt`` re-reads the
+    table itself, so each try starts from the version that won the race."""
+    for n in range(attempts):
+        try:
+            return attempt(n)
+        except Exception as e:
+            if not retry_on(e) or n == attempts - 1:
+                raise
+            backoff(n)
+    raise AssertionError("unreachable")

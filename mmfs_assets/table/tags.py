@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from mmfs_loader.table import check_tag_name, known_tags, open_table
+from mmfs_loader.table import TableRef, check_tag_name, known_tags
 
 
 class TagExistsError(ValueError):
     """The tag already names a version; tags are never moved (a training recipe may point at it)."""
 
 
-def create_tag(uri: str, name: str, version: int | None = None, storage_options: dict[str, str] | None = None) -> int:
+def create_tag(table: TableRef | str, name: str, version: int | None = None) -> int:
     """Tag ``version`` (default: the latest) as ``name``; returns the tagged version."""
     check_tag_name(name)
-    ds = open_table(uri, version=version, storage_options=storage_options)  # "version 999 not found (latest is 12)"
+    table = TableRef.of(table)
+    ds = table.open(version=version)  # "version 999 not found in ... (latest is 12)"
     v = ds.version
-    existing = known_tags(uri, storage_options)
+    existing = known_tags(table.uri, table.options)
     if name in existing:
         raise TagExistsError(f"tag {name!r} already names version {existing[name]} and is never moved")
     ds.tags.create(name, v)
