@@ -36,7 +36,7 @@ def _jsonable(v):
 def clean_float(v: float, single: bool = False) -> float:
     """``v`` without binary noise: a float32 value as its shortest float32 decimal (452.8, not
     452.79998779296875), a float64 rounded to 12 significant digits (25.0, not 24.999999999999996)."""
-    return float(repr(np.float32(v))) if single else float(f"{v:.12g}")
+    return float(str(np.float32(v))) if single else float(f"{v:.12g}")
 
 
 def _cleaner(t: pa.DataType):

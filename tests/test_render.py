@@ -1,0 +1,53 @@
+"""CLI output: floats without binary noise, long values wrapped (never cut), the packaged dagster.yaml."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pyarrow as pa
+from rich.console import Console
+
+from mmfs_assets.cli.render import Format, clean_float, plain, print_arrow
+
+
+def test_floats_print_without_noise():
+    assert clean_float(452.79998779296875, single=True) == 452.8
+    assert clean_float(24.999999999999996) == 25.0
+    assert clean_float(1 / 3) == 0.333333333333
+    assert plain(12.345678901) == "12.3457" and plain(7) == "7"
+
+
+def test_print_arrow_cleans_floats_and_wraps_long_values(capsys):
+    long_name = "drop-with-a-rather-long-name-that-does-not-fit-in-a-narrow-column-2026-12-02"
+    t = pa.table({
+        "drop_id": [long_name],
+        "duration_s": pa.array([452.79998779296875], pa.float32()),
+        "fps": pa.array([24.999999999999996], pa.float64()),
+        "emb": pa.array([[0.1, 0.2]], pa.list_(pa.float32())),
+    })
+    buf = io.StringIO()
+    print_arrow(t, Format.table, Console(file=buf, width=80))
+    text = buf.getvalue()
+    assert "452.8" in text and "25.0" in text and "452.79998" not in text and "24.99999" not in text
+    first_cells = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    assert "".join(first_cells) == long_name and len(first_cells) > 1  # wrapped over lines, all there
+    assert "…" not in text
+    print_arrow(t, Format.json, Console())
+    out = capsys.readouterr().out
+    assert '"duration_s": 452.8' in out and '"fps": 25.0' in out and "[0.1, 0.2]" in out
+
+
+def test_packaged_instance_config_is_the_repos():
+    from mmfs_assets.instance.home import DEFAULT_CONFIG
+
+    root = Path(__file__).resolve().parents[1]
+    assert DEFAULT_CONFIG.read_text() == (root / "dagster_home" / "dagster.yaml").read_text()
+    assert "nux:\n  enabled: false" in DEFAULT_CONFIG.read_text()
+
+
+def test_a_home_without_config_gets_mmfs_config(tmp_path):
+    from mmfs_assets.instance.home import init_home
+
+    init_home(tmp_path)
+    assert (tmp_path / "dagster.yaml").read_text().count("default_limit: 1") == 1
