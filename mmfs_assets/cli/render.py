@@ -97,28 +97,37 @@ def print_status(status: list[DropStatus], fmt: Format, console: Console) -> Non
     if fmt is Format.json:
         sys.stdout.write(json.dumps(status_records(status)) + "\n")
         return
-    # one line per (drop, column group): stays readable however many features the table has
-    table = Table("drop", "rows", "group", "filled", "errored", "missing", "producer")
+    # one line per (drop, column group): stays readable however many features the table has; the long
+    # producer strings are listed once below the table and referenced by number
+    table = Table("drop", "group", "filled", "errored", "missing", "producer")
     for col in table.columns:
-        col.overflow = "fold"  # a long drop name or producer wraps, it is never cut
+        col.overflow = "fold"  # a long drop name wraps, it is never cut
+    for col in table.columns[2:5]:
+        col.justify = "right"
+    numbers: dict[str, int] = {}
     for s in status:
         for i, (g, gs) in enumerate(sorted(s.groups.items())):
-            # " | " between the producer's fields: a narrow terminal wraps between fields, not inside one
-            producers = "\n".join((f"{p} ({n})" if len(gs.producers) > 1 else p).replace("|", " | ")
-                                   for p, n in gs.producers.items())
+            refs = []
+            for p, n in gs.producers.items():
+                k = numbers.setdefault(p, len(numbers) + 1)
+                version = p.split("|", 1)[0].split(":", 1)[-1].split("/", 1)[0]  # "clip-v1", "metadata-v3"
+                refs.append(f"\\[{k}] {version}" + (f" ({n})" if len(gs.producers) > 1 else ""))
             table.add_row(
-                s.drop_id if i == 0 else "",
-                str(s.rows) if i == 0 else "",
+                s.drop_id if i == 0 else f"[dim]{s.rows} row{'' if s.rows == 1 else 's'}[/dim]" if i == 1 else "",
                 g,
                 f"[green]{gs.filled}[/green]",
                 f"[red]{gs.errored}[/red]" if gs.errored else "0",
                 f"[yellow]{gs.missing}[/yellow]" if gs.missing else "0",
-                producers or "-",
+                "\n".join(refs) or "-",
                 end_section=i == len(s.groups) - 1,
             )
         if not s.groups:
-            table.add_row(s.drop_id, str(s.rows), "-", "", "", "", "", end_section=True)
+            table.add_row(s.drop_id, "-", "", "", "", "", end_section=True)
     console.print(table)
+    if numbers:
+        console.print("producers:", highlight=False)
+        for p, k in numbers.items():
+            console.print(f"  \\[{k}] {p}", highlight=False, soft_wrap=True)
 
 
 def print_health(uri: str, health, console: Console) -> None:

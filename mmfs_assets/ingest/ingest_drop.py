@@ -190,6 +190,9 @@ def ingest_drop(
         flush()
     # a run killed between its append and its dedup may have left a second row for a video of this drop
     rep.duplicates_removed += len(dedup_ids(table, known))
+    if progress:  # duplicates, rows already in the table and skipped files are never written: bars end full
+        progress("hash", hashed, hashed)
+        progress("write", rep.new_bytes, rep.new_bytes)
     rep.skipped.sort(key=lambda s: s.relpath)
     elapsed = time.perf_counter() - t0
     rep.seconds_writing = t_write
