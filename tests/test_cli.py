@@ -137,6 +137,7 @@ def test_one_error_style(env, fixture_dir, tmp_path, monkeypatch):
     _one_error(_run("sql", "SELEC 1"), 2, "SQL error")
     _one_error(_run("snapshot", "bad tag!"), 2, "invalid tag name")
     _one_error(_run("sql", "SELECT 1", "--nope"), 2, "No such option")
+    _one_error(_run("materialize", "-p", "e-1", "-s", "videos", "--force"), 2, "--force recomputes fills")
     monkeypatch.setenv("MMFS_MODEL_PROFILE", "huge")
     _one_error(_run("status"), 2, "MMFS_MODEL_PROFILE='huge'")
     r = _run("--debug", "status")  # --debug adds the traceback

@@ -69,6 +69,9 @@ def materialize(
         raise CliUsageError("materialize supports --format table or json")
     settings = Settings.from_env()
     console.print(profile_line(settings), highlight=False)
+    if force and select and not set(select) - {"videos"}:
+        raise CliUsageError("--force recomputes fills (video_metadata and the features); the videos ingest only "
+                            "adds files that are not in the table yet", "add --select video_metadata or a feature")
     instance = dagster_instance(ephemeral)
     try:
         with rich_progress(console):
