@@ -43,10 +43,28 @@ mutation($params: LaunchBackfillParams!) {
     ... on InvalidSubsetError { message }
   }
 }"""
+CHECK = """
+query($key: [String!]!, $name: String!) {
+  assetCheckExecutions(assetKey: {path: $key}, checkName: $name, limit: 1) {
+    evaluation { success description metadataEntries { label ... on IntMetadataEntry { intValue }
+                                                        ... on MarkdownMetadataEntry { mdStr } } }
+  }
+}"""
 BACKFILL = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
 RELOAD = """
 mutation { reloadRepositoryLocation(repositoryLocationName: "mmfs") {
   __typename ... on WorkspaceLocationEntry { loadStatus } } }"""
+
+
+def _current_check(server: DagsterDev, asset: str, deadline: float, passed: bool) -> dict:
+    """The latest ``<asset>_current`` evaluation (reported by the staleness_sensor) once it says ``passed``."""
+    while True:
+        runs = server.gql(CHECK, {"key": [asset], "name": f"{asset}_current"})["assetCheckExecutions"]
+        ev = runs[0]["evaluation"] if runs else None
+        if ev is not None and ev["success"] is passed:
+            return {e["label"]: e.get("intValue", e.get("mdStr")) for e in ev["metadataEntries"]}
+        assert time.time() < deadline, f"{asset}_current never became {passed}: {ev}"
+        time.sleep(3)
 
 
 def _stale(server: DagsterDev, asset: str, key: str) -> tuple[str, list[str]]:
@@ -88,6 +106,10 @@ def test_code_version_bump_goes_stale_and_a_graphql_backfill_recomputes(tmp_path
         status, causes = _stale(server, "quality", "rc-1")
         assert status == "STALE" and any("code version" in c for c in causes), causes
         assert _stale(server, "clip_embedding", "rc-1")[0] == "FRESH"  # only the changed feature
+        # the graph and the asset page show it too: the staleness_sensor fails the quality_current check
+        md = _current_check(server, "quality", time.time() + 180, passed=False)
+        assert md["stale_rows"] == 3 and md["stale_partitions"] == 1
+        assert "`rc-1` | 3 | code version quality-v1 -> quality-v1-b2" in md["stale"], md
 
         params = {"assetSelection": [{"path": ["quality"]}], "partitionNames": ["rc-1"], "fromFailure": False}
         launched = server.gql(LAUNCH, {"params": params})["launchPartitionBackfill"]
