@@ -98,11 +98,9 @@ def _from_env(settings: Settings, field: str):
     raw = os.environ.get(name)
     if not raw or isinstance(value, (float, bool)):  # Dagster's EnvVar gives str or int config only
         return value
-    try:
-        same = Settings.from_env().model_dump()[field] == value
-    except ValueError:
-        same = False
-    if not same:
+    # only when Dagster reads the variable's text as this very value ("256.0" validates as 256 here but
+    # is not an int to Dagster; a path is relative until Settings resolved it)
+    if raw != str(value):
         return value
     return dg.EnvVar.int(name) if isinstance(value, int) else dg.EnvVar(name)
 

@@ -7,7 +7,9 @@ the table. This module says where, without loading a model: it compares the part
 that are known from the code and the settings alone:
 
 - the feature's code version (``clip-v1`` -> ``clip-v2``),
-- the model profile (``|profile=tiny`` marks values from the random-init test models),
+- the model profile (``|profile=tiny`` marks values from the random-init test models): tiny values are
+  stale once the profile is ``pretrained``; pretrained values are never stale under ``tiny``, because a
+  tiny fill does not overwrite them (:func:`mmfs_assets.engine.fill.fill_feature`),
 - the sampling mode (``MMFS_<F>_SAMPLING``) and the frame count (``MMFS_<F>_FRAMES``, when set),
 - for the metadata group: its code version and ``MMFS_MAX_CORRUPT_FRAMES``.
 
@@ -62,11 +64,12 @@ def _fields(producer: str) -> tuple[str, dict[str, str]]:
 def expectations(features: Iterable[Feature], profile: str, env: Mapping[str, str],
                  max_corrupt_frames: int = 0) -> list[Expectation]:
     """One :class:`Expectation` per asset: the metadata group and each feature."""
-    from mmfs_assets.ingest.describe import METADATA_CODE_VERSION
+    from mmfs_assets.ingest.describe import metadata_producer
     from mmfs_loader import schema as S
 
-    out = [Expectation(METADATA_ASSET, S.METADATA.name, f"mmfs.probe:{METADATA_CODE_VERSION}",
-                       (("max_corrupt_frames", str(max_corrupt_frames)),))]
+    # the probe's producer is known exactly: "mmfs.probe:<code version>/pyav-X/ffmpeg-Y|max_corrupt_frames=N"
+    head, fields = _fields(metadata_producer(max_corrupt_frames))
+    out = [Expectation(METADATA_ASSET, S.METADATA.name, head, tuple(fields.items()))]
     for f in features:
         frames = env.get(f.frames_env)
         fields: list[tuple[str, str | None]] = [("sampling", env.get(f.sampling_env) or f.default_sampling)]
@@ -81,16 +84,20 @@ def why_stale(producer: str, exp: Expectation) -> str | None:
     """Why ``producer`` is out of date for ``exp``, or None when the code and settings agree with it."""
     head, fields = _fields(producer)
     if exp.prefix.startswith("mmfs.probe:"):
-        version = head.split("/", 1)[0]
-        if version != exp.prefix:
-            return f"code version {version.split(':', 1)[-1]} -> {exp.prefix.split(':', 1)[1]}"
+        (version, *decoder), (want_version, *want_decoder) = head.split("/"), exp.prefix.split("/")
+        if version != want_version:
+            return f"code version {version.split(':', 1)[-1]} -> {want_version.split(':', 1)[1]}"
+        if decoder != want_decoder:  # a PyAV/FFmpeg upgrade: the next fill probes again
+            return f"decoder {'/'.join(decoder) or '-'} -> {'/'.join(want_decoder)}"
     elif head != exp.prefix:
         return f"code version {head.split(':', 1)[-1]} -> {exp.prefix.split(':', 1)[1]}"
     for name, want in exp.fields:
         have = fields.get(name)
         if have != want and not (name == "profile" and want is None and have is None):
             if name == "profile":
-                return f"model profile {have or 'pretrained'} -> {want or 'pretrained'}"
+                if have is None:  # pretrained values under MMFS_MODEL_PROFILE=tiny: kept, see fill._rows_to_fill
+                    continue
+                return f"model profile {have} -> pretrained"
             return f"{name} {have or '-'} -> {want or '-'}"
     if exp.frames is not None:
         have_frames = fields.get("frames", "").split("x", 1)[0]
@@ -126,4 +133,7 @@ def refused_drops(drop_dir: str | Path) -> dict[str, str]:
     """Folders under the drop dir that will never be ingested, with the reason (what the sensor refuses)."""
     from mmfs_assets.sensors import drop_folders
 
-    return {d.name: reason for d, reason in drop_folders(Path(drop_dir), set()) if reason}
+    try:
+        return {d.name: reason for d, reason in drop_folders(Path(drop_dir), set()) if reason}
+    except OSError as e:  # an unreadable drop folder is reported as such, not as a table error
+        return {str(drop_dir): f"the drop folder cannot be listed: {e.strerror or e}"}

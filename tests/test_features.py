@@ -238,3 +238,27 @@ def test_bad_settings_are_clear(model_dir):
                       env={"MMFS_CLIP_FRAMES": "many"})
     with pytest.raises(ModelUnavailableError, match="MMFS_MODEL_PROFILE"):
         model_context(FEATURES["clip_embedding"], profile="huge", model_dir=str(model_dir), device="cpu", env={})
+
+
+def test_tiny_fills_never_overwrite_pretrained_values(table, model_dir):
+    """A table filled with real weights, then a process with MMFS_MODEL_PROFILE=tiny: the real values stay
+    unless the run is forced."""
+    import pyarrow as pa
+
+    from mmfs_assets.table import replace_columns
+
+    f = FEATURES["clip_embedding"]
+    model = tiny(f, model_dir)
+    assert model.producer.endswith("|profile=tiny")
+    fill(table, "B", f, model)
+    # make drop B's values look like a pretrained model's (same columns, a producer without profile=tiny)
+    ids = lance.dataset(table).to_table(columns=[], filter=equals(S.DROP_ID, "B"), with_row_id=True)["_rowid"]
+    real = "clip_embedding:clip-v1|model=ViT-B-32:laion2b_s34b_b79k|weights=hub|frames=8x224|sampling=keyframe|dtype=fp16"
+    replace_columns(table, pa.table({"_rowid": ids, f.group.producer_column: [real] * len(ids)}),
+                    locate_filter=equals(S.DROP_ID, "B"), properties={})
+    rep = fill(table, "B", f, model)
+    assert (rep.rows_kept_pretrained, rep.rows_computed, rep.commits) == (2, 0, 0)
+    t = lance.dataset(table).to_table(columns=[f.group.producer_column], filter=equals(S.DROP_ID, "B"))
+    assert set(t[f.group.producer_column].to_pylist()) == {real}
+    rep = fill(table, "B", f, model, force=True)  # forced: the test values replace them
+    assert rep.rows_computed == 2 and rep.rows_kept_pretrained == 0

@@ -105,9 +105,11 @@ def test_a_damaged_home_gets_a_clear_message_and_a_repair(home, env, fixture_dir
     with con:
         con.execute("INSERT INTO alembic_version (version_num) VALUES ('0000deadbeef')")
     con.close()
-    r = _cli("materialize", "--partition", "r1", "--select", "videos")
-    assert r.returncode == 2 and "is damaged" in r.stderr and "mmfs home repair" in r.stderr
+    r = _cli("materialize", "--partition", "r1", "--select", "videos")  # a failure (1), not a bad request (2)
+    assert r.returncode == 1 and "is damaged" in r.stderr and "mmfs home repair" in r.stderr
     assert "Traceback" not in r.stderr
+    r = _cli("home", "check")
+    assert r.returncode == 1 and "is damaged" in r.stderr
     r = _cli("home", "repair")
     assert r.returncode == 0 and "2 schema stamps -> 1" in r.stdout, r.stderr
     assert damage(home) == {}

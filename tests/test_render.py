@@ -51,3 +51,36 @@ def test_a_home_without_config_gets_mmfs_config(tmp_path):
 
     init_home(tmp_path)
     assert (tmp_path / "dagster.yaml").read_text().count("default_limit: 1") == 1
+
+
+def test_refused_drop_names_print_as_text():
+    from mmfs_assets.cli.render import print_refused
+
+    buf = io.StringIO()
+    odd = b"caf\xe9".decode("utf-8", "surrogateescape")  # a Latin-1 folder name
+    print_refused({"[red]x": "unsafe", odd: "unsafe"}, Console(file=buf, width=120))
+    text = buf.getvalue()
+    assert "[red]x" in text and "caf\\xe9" in text  # no markup applied, odd bytes as \xNN
+
+
+def test_error_classes():
+    import pyarrow as pa
+
+    from mmfs_assets.cli.errors import explain
+    from mmfs_assets.instance.home import InstanceDamagedError, InstanceError
+    from mmfs_loader.table import check_tag_name
+
+    try:
+        check_tag_name("bad tag!")
+    except ValueError as e:
+        assert explain(e).exit_code == 2  # our own check of the request
+    try:
+        pa.array([1, 2]).cast(pa.bool_()).validate(full=True)
+        raise pa.ArrowInvalid("corrupt footer")
+    except pa.ArrowInvalid as e:
+        assert explain(e).exit_code == 1 and "unexpected error" in str(explain(e))  # a library's failure
+    assert explain(InstanceDamagedError("damaged")).exit_code == 1
+    assert explain(InstanceError("DAGSTER_HOME is not set")).exit_code == 2
+    lance_io = ValueError("LanceError(IO): Generic S3 error: bucket gone, /home/runner/work/lance/x.rs:12:3")
+    err = explain(lance_io)
+    assert err.exit_code == 1 and "cannot access the table" in str(err) and ".rs:" not in str(err)

@@ -135,6 +135,8 @@ def test_opt_in_automation_recomputes_on_code_version_change(env, instance, monk
     monkeypatch.setenv("MMFS_RECOMPUTE_ON_CODE_CHANGE", "1")
     quality = next(f for f in FEATURES if f.name == "quality")
     instance.add_dynamic_partitions("drops", ["p1", "p2"])
+    for p in ("p1", "p2"):  # their metadata exists: the opt-in condition waits for missing upstream
+        instance.report_runless_asset_event(dg.AssetMaterialization("video_metadata", partition=p))
 
     def evaluate(code_version, cursor=None):
         asset = feature_asset(dataclasses.replace(quality, code_version=code_version))

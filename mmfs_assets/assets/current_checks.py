@@ -4,14 +4,15 @@ Dagster shows a code-version change as "Unsynced" only on one selected partition
 overview and the partition list show nothing. These checks put it where people look: a failed (WARN)
 ``<asset>_current`` check on the asset, with the stale partitions, row counts and causes in its metadata
 (:mod:`mmfs_assets.staleness` decides what is stale). The ``staleness_sensor`` evaluates every check
-when the table or the code's expectations change (at most once a minute); each check can also be run
-from the UI (*Execute*).
+when the code's expectations change (within a minute) or the table changed (at most every 5 minutes while
+fills keep committing); each check can also be run from the UI (*Execute*).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import dagster as dg
 
@@ -20,6 +21,7 @@ from mmfs_assets.resources import LanceTableResource, ModelsResource, ProbeResou
 from mmfs_assets.staleness import METADATA_ASSET, Expectation, Stale, expectations, stale_features
 
 STALENESS_INTERVAL_S = 60
+RESCAN_WHILE_WRITING_S = 300  # expectations unchanged, table version moved: at most one scan per this long
 MAX_LISTED = 100
 
 
@@ -110,13 +112,19 @@ def staleness_sensor(features: list[Feature]) -> dg.SensorDefinition:
             version = lance_table.open().version
         except TableNotFoundError:
             return dg.SkipReason("the table does not exist yet")
-        key = hashlib.sha256(json.dumps([version, [repr(e) for e in exps]]).encode()).hexdigest()[:16]
+        except Exception as e:  # noqa: BLE001 - a damaged or unreachable table is `mmfs status`'s to explain
+            return dg.SkipReason(f"the table cannot be opened: {str(e).splitlines()[0][:300]}")
+        expected = hashlib.sha256(json.dumps([assets, [repr(e) for e in exps]]).encode()).hexdigest()[:16]
         last = json.loads(context.cursor) if context.cursor else {}
-        if last.get("input") == key:
-            return dg.SkipReason(f"table version {version} and the expected producers are unchanged")
+        if last.get("expected") == expected:
+            if last.get("version") == version:
+                return dg.SkipReason(f"table version {version} and the expected producers are unchanged")
+            wait = last.get("scanned_at", 0) + RESCAN_WHILE_WRITING_S - time.time()
+            if wait > 0:  # fills commit every chunk: a moving table is scanned at most every few minutes
+                return dg.SkipReason(f"the table is being written (version {version}); next scan in {wait:.0f} s")
         at, stale = _table_stale(lance_table, exps)
-        result = hashlib.sha256(json.dumps([s.record() for s in stale]).encode()).hexdigest()[:16]
-        cursor = json.dumps({"input": key, "result": result})
+        result = hashlib.sha256(json.dumps([assets, [s.record() for s in stale]]).encode()).hexdigest()[:16]
+        cursor = json.dumps({"expected": expected, "version": at, "result": result, "scanned_at": time.time()})
         if last.get("result") == result:
             return dg.SensorResult(skip_reason=f"staleness unchanged at table version {at}", cursor=cursor)
         return dg.SensorResult(asset_events=[evaluation(a, stale, at) for a in assets], cursor=cursor)

@@ -67,6 +67,12 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
             )
         except DecoderUnavailableError as e:
             raise dg.Failure(description=str(e), allow_retries=False) from None
+        if rep.rows_kept_pretrained:
+            context.log.warning(
+                f"{feature.name}: {rep.rows_kept_pretrained} rows hold values of pretrained models; this run uses "
+                "MMFS_MODEL_PROFILE=tiny and leaves them as they are (set MMFS_MODEL_PROFILE=pretrained, or "
+                "force the run to overwrite them with test values)"
+            )
         if rep.rows_with_repeated_frames and model.sampling == "keyframe":
             context.log.warning(
                 f"{feature.name}: {rep.rows_with_repeated_frames} videos have fewer keyframes than the "
@@ -81,6 +87,7 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
                 "rows_computed": rep.rows_computed,
                 "rows_already_current": rep.rows_already_current,
                 "rows_forced": rep.rows_forced,
+                "rows_kept_pretrained": rep.rows_kept_pretrained,
                 "rows_waiting_for_metadata": rep.rows_waiting_for_metadata,
                 "errors": len(summary.errored),
                 "nulls_without_error": summary.nulls_without_error,

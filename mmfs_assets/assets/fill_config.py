@@ -28,5 +28,6 @@ def fill_automation(settings: Settings | None = None) -> dg.AutomationCondition:
     eager = dg.AutomationCondition.eager()
     if not settings.recompute_on_code_change:
         return eager
-    changed = dg.AutomationCondition.code_version_changed() & ~dg.AutomationCondition.in_progress()
+    AC = dg.AutomationCondition
+    changed = AC.code_version_changed() & ~AC.in_progress() & ~AC.any_deps_missing() & ~AC.any_deps_in_progress()
     return (eager | changed.with_label("code_version_changed")).with_label("eager or code version changed")

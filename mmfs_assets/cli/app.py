@@ -181,6 +181,8 @@ def status(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table
     s = Settings.from_env()
     opts = s.storage_options or None
     refused = refused_drops(s.drop_dir)
+    if fmt is Format.table:  # before the table is opened: a refused drop may be why there is no table yet
+        print_refused(refused, out)
     health = check_table(s.table_uri, opts)
     if not health.latest_ok and health.latest_version is not None:
         print_health(s.table_uri, health, console)
@@ -198,7 +200,6 @@ def status(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table
         return
     print_status(drops, fmt, out)
     print_stale(stale, out)
-    print_refused(refused, out)
     print_health(s.table_uri, health, console)
 
 

@@ -66,15 +66,29 @@ def explain(e: BaseException) -> CliError:
     if isinstance(e, CliError):
         return e
     from mmfs_assets.features.models import ModelUnavailableError
-    from mmfs_assets.instance.home import InstanceError
+    from mmfs_assets.instance.home import InstanceDamagedError, InstanceError
     from mmfs_loader.table import TableNotFoundError, VersionNotFoundError
 
     if isinstance(e, TableNotFoundError):
         return CliUsageError(clean_message(e), "set MMFS_TABLE_URI to the table, or run `mmfs demo` to make one")
+    if isinstance(e, InstanceDamagedError):
+        return CliError(str(e))
     if isinstance(e, (VersionNotFoundError, InstanceError)):
         return CliUsageError(clean_message(e))
     if isinstance(e, ModelUnavailableError):
         return CliError(str(e))
+    if _storage_error(e):  # before SQL errors: DuckDB wraps a failed read of the table as its own error
+        from mmfs_assets.settings import Settings
+
+        try:
+            uri = Settings.from_env().table_uri
+        except ValueError:
+            uri = "MMFS_TABLE_URI"
+        message = clean_message(e).removeprefix("Invalid Input Error: ").removeprefix("LanceError(IO): ")
+        return CliError(
+            f"cannot access the table at {uri}: {message}",
+            "check MMFS_TABLE_URI and, for object storage, MMFS_STORAGE_OPTIONS (endpoint, region, bucket, credentials)",
+        )
     try:
         import duckdb
 
@@ -82,27 +96,25 @@ def explain(e: BaseException) -> CliError:
             return CliUsageError(f"SQL error: {clean_message(e)}")
     except ImportError:  # pragma: no cover - duckdb is a dependency
         pass
-    if _storage_error(e):
-        from mmfs_assets.settings import Settings
-
-        try:
-            uri = Settings.from_env().table_uri
-        except ValueError:
-            uri = "MMFS_TABLE_URI"
-        return CliError(
-            f"cannot access the table at {uri}: {clean_message(e).removeprefix('LanceError(IO): ')}",
-            "check MMFS_TABLE_URI and, for object storage, MMFS_STORAGE_OPTIONS (endpoint, region, bucket, credentials)",
-        )
-    if isinstance(e, ValueError):
+    if isinstance(e, ValueError) and _raised_by_mmfs(e):  # our own checks of what was asked (names, versions, settings)
         return CliUsageError(clean_message(e))
     return CliError(f"unexpected error: {type(e).__name__}: {clean_message(e)}", "rerun with `mmfs --debug ...` for the traceback")
+
+
+def _raised_by_mmfs(e: BaseException) -> bool:
+    """Whether the innermost frame that raised ``e`` is MMFS code (a validation), not a library's."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    name = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    return "/mmfs_assets/" in name or "/mmfs_loader/" in name
 
 
 def _storage_error(e: BaseException) -> bool:
     """An I/O failure of Lance or the object store (not a bad request)."""
     text = str(e)
     return (isinstance(e, OSError) or "LanceError(IO)" in text or "object_store" in text
-            or "S3 error" in text or type(e).__module__.startswith("lance"))
+            or "S3 error" in text or type(e).__module__.startswith("lance"))  # local OSErrors are I/O too
 
 
 def report(e: BaseException, console: Console) -> int:

@@ -167,6 +167,10 @@ def print_refused(refused: dict[str, str], console: Console) -> None:
     table = Table("folder", "why it is not ingested", title="refused drops (rename or move them)", title_justify="left")
     for col in table.columns:
         col.overflow = "fold"
-    for name, reason in sorted(refused.items()):
-        table.add_row(name, reason)
+    from rich.markup import escape
+
+    from mmfs_assets.ingest.drops import display_name
+
+    for name, reason in sorted(refused.items()):  # hostile names: shown as text, odd bytes as \\xNN
+        table.add_row(escape(display_name(name)), escape(display_name(reason)))
     console.print(table)

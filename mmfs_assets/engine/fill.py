@@ -69,11 +69,16 @@ def _rows_to_fill(ds, feature: Feature, model: LoadedModel, where: str, rep: Fil
     cols = list(dict.fromkeys([*cols, g.producer_column]))
     rows = ds.to_table(columns=cols, filter=where, with_row_id=True, with_row_address=True)
     rep.rows_in_partition = len(rows)
-    current = np.array([p == model.producer for p in rows[g.producer_column].to_pylist()], dtype=bool)
+    producers = rows[g.producer_column].to_pylist()
+    current = np.array([p == model.producer for p in producers], dtype=bool)
     rep.rows_already_current = int(current.sum())
     if force:  # the current rows are recomputed too
         rep.rows_forced, rep.rows_already_current = rep.rows_already_current, 0
         current[:] = False
+    elif model.details.get("profile") == "tiny":  # random-init values never replace real ones unless forced
+        real = np.array([p is not None and "|profile=tiny" not in p for p in producers], dtype=bool) & ~current
+        rep.rows_kept_pretrained = int(real.sum())
+        current |= real
     if container:
         return rows, np.flatnonzero(~current)
     has_meta = np.array([p is not None for p in rows[M.producer_column].to_pylist()], dtype=bool)

@@ -14,6 +14,7 @@ class FillReport:
     rows_in_partition: int = 0
     rows_already_current: int = 0
     rows_forced: int = 0  # current rows recomputed because the run was forced
+    rows_kept_pretrained: int = 0  # rows with pretrained values a tiny-profile fill left alone
     rows_waiting_for_metadata: int = 0
     rows_computed: int = 0
     rows_errored: int = 0

@@ -29,6 +29,10 @@ class InstanceError(RuntimeError):
     """The Dagster home is missing, relative or damaged; the message says what to do."""
 
 
+class InstanceDamagedError(InstanceError):
+    """The home's storages are damaged (a failure to repair, not a bad request)."""
+
+
 def home_from_env() -> Path:
     """The absolute ``DAGSTER_HOME``, or InstanceError saying how to set it."""
     raw = os.environ.get("DAGSTER_HOME", "").strip()
@@ -127,7 +131,7 @@ def write_default_config(home: Path) -> bool:
     """Give a home without ``dagster.yaml`` MMFS's (pools of one slot, run monitoring, no telemetry): a home
     without one runs with no pool limits, so ingests would race. Returns whether it wrote one."""
     target = home / "dagster.yaml"
-    if target.exists():
+    if os.path.lexists(target):  # a symlink to a config not mounted yet is the user's: never replaced
         return False
     tmp = home / f".dagster.yaml.{os.getpid()}"
     tmp.write_text(DEFAULT_CONFIG.read_text())
@@ -143,7 +147,7 @@ def init_home(home: Path) -> None:
     """
     with home_lock(home):
         if bad := damage(home):
-            raise InstanceError(_damage_message(home, bad))
+            raise InstanceDamagedError(_damage_message(home, bad))
         write_default_config(home)
         # building it creates history/runs.db, history/runs/index.db and schedules/schedules.db
         with dg.DagsterInstance.from_config(str(home)) as instance:
