@@ -68,8 +68,8 @@ def expectations(features: Iterable[Feature], profile: str, env: Mapping[str, st
     from mmfs_loader import schema as S
 
     # the probe's producer is known exactly: "mmfs.probe:<code version>/pyav-X/ffmpeg-Y|max_corrupt_frames=N"
-    head, fields = _fields(metadata_producer(max_corrupt_frames))
-    out = [Expectation(METADATA_ASSET, S.METADATA.name, head, tuple(fields.items()))]
+    head, probe_fields = _fields(metadata_producer(max_corrupt_frames))
+    out = [Expectation(METADATA_ASSET, S.METADATA.name, head, tuple(probe_fields.items()))]
     for f in features:
         frames = env.get(f.frames_env)
         fields: list[tuple[str, str | None]] = [("sampling", env.get(f.sampling_env) or f.default_sampling)]
