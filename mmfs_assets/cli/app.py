@@ -97,10 +97,13 @@ def materialize(
                 f"{k}={plain(v)}" for k, v in md.items() if isinstance(v, (int, float, str)) and len(str(v)) < 80),
                 highlight=False)
     failures = step_failures(result)
-    if failures:
-        for step, message in failures:
-            message = message.removeprefix(f"{step}: ")
-            console.print(f"[red]error:[/red] {step} failed for drop {partition}: {message}", highlight=False)
+    for step, message in failures:
+        message = message.removeprefix(f"{step}: ")
+        console.print(f"[red]error:[/red] {step} failed for drop {partition}: {message}", highlight=False)
+    if failures or not result.success:
+        if not failures:
+            console.print(f"[red]error:[/red] run {result.run_id} for drop {partition} did not succeed "
+                          "(see it in the UI, or rerun with --debug)", highlight=False)
         raise typer.Exit(1)
 
 
