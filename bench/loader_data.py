@@ -71,3 +71,29 @@ def build_clips(root: Path, videos: int, seconds: float) -> None:
     uri = str(root / "clips.lance")
     ingest_drop(d, "clips", uri, properties={"mmfs.asset": "videos"}, video_storage="inline")
     describe_partition(uri, "clips", properties={"mmfs.asset": "video_metadata"})
+
+
+def build_big(root: Path, n: int, dim: int = 512, chunk: int = 200_000) -> None:
+    """``big.lance``: ``n`` rows of ``id`` + a random ``dim``-d float32 embedding group (no videos, no
+    metadata), in 1M-row fragments, tagged ``bench``: the windowed shuffle's larger-than-memory case."""
+    import lance
+
+    uri = str(root / "big.lance")
+    prod = "clip_embedding:1|model=bench|frames=8x224|dtype=float32"
+    ds = None
+    rng = np.random.default_rng(0)
+    for start in range(0, n, chunk):
+        k = min(chunk, n - start)
+        emb = rng.standard_normal((k, dim), dtype=np.float32)
+        t = pa.table({
+            "id": pa.array([f"b{i:09d}" for i in range(start, start + k)]),
+            "clip_embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim),
+            "clip_embedding_producer": pa.array([prod] * k),
+            "clip_embedding_error": pa.nulls(k, pa.string()),
+        })
+        ds = lance.write_dataset(t, uri, mode="create" if ds is None else "append", max_rows_per_file=1_000_000,
+                                 enable_stable_row_ids=True)
+        print(f"\rbig table: {start + k:,} of {n:,} rows", end="", flush=True)
+    print()
+    assert ds is not None
+    ds.tags.create(TAG, ds.version)

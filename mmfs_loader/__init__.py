@@ -9,7 +9,12 @@ from mmfs_loader.table import TableNotFoundError, TableRef, VersionNotFoundError
 
 _LAZY = {
     "FeatureDataset": "mmfs_loader.dataset",
+    "FeatureDataLoader": "mmfs_loader.dataloader",
     "ResumableLoader": "mmfs_loader.dataloader",
+    "Guard": "mmfs_loader.options",
+    "Part": "mmfs_loader.options",
+    "Reading": "mmfs_loader.options",
+    "Shuffle": "mmfs_loader.options",
     "ClipSpec": "mmfs_loader.clips",
     "ProvenanceError": "mmfs_loader.selection",
     "RecipeMismatchError": "mmfs_loader.recipe",

@@ -1,19 +1,26 @@
 """FeatureDataset: a pinned, filtered, shuffled, sharded and resumable PyTorch view of the MMFS table.
 
 Construction (in the launching process, once): resolve the version or tag, run the SQL filter (and the
-mixture's filters) into sorted row ids, count producers and refuse mixed or incomplete selections.
-Iteration (in every reader process): compute the epoch's order from (recipe, epoch) alone
-(:mod:`mmfs_loader.ordering`), take this rank's and this worker's share from the resume position, and
-read it in blocks with a projected ``take`` (:mod:`mmfs_loader.fetch`), one block read ahead.
+mixture's filters) into sorted row ids, count producers and refuse mixed or incomplete selections, and
+write the selection into the node directory (:mod:`mmfs_loader.node`).
+Iteration (in every reader process): map the selection, get the epoch's order (a pure function of the
+recipe and the epoch, :mod:`mmfs_loader.ordering`; a global one is computed once per node and mapped),
+take this rank's and this worker's share from the resume position, and read it in blocks: from the
+node cache when the selection fits it (:mod:`mmfs_loader.cache`), by projected ``take`` until then
+or otherwise (:mod:`mmfs_loader.fetch`), one read ahead.
 
-Resume: the position is the number of samples this rank has yielded in the epoch. Iterating the
-dataset in the main process counts it; with DataLoader workers use :meth:`FeatureDataset.dataloader`,
-which counts what the loader hands out. Epoch and position live in a small shared-memory tensor so
-persistent DataLoader workers see ``set_epoch`` and ``load_state_dict`` too.
+Nothing big is pickled into DataLoader workers: they map the node's files.
+
+Resume: the position is the number of samples this rank has handed out in the epoch. Iterating the
+dataset in the main process counts it (:meth:`FeatureDataset.state_dict`); a DataLoader counts what it
+hands out and asks :meth:`FeatureDataset.state_at` (:class:`mmfs_loader.dataloader.FeatureDataLoader`
+does). Epoch and start position live in a small shared-memory tensor so persistent DataLoader workers
+see ``set_epoch`` and ``load_state_dict`` too.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,15 +31,20 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mmfs_loader import recipe as R
+from mmfs_loader.cache import ColumnCache, row_bytes
 from mmfs_loader.clips import ClipSpec
 from mmfs_loader.columns import resolve_columns
 from mmfs_loader.convert import batch_of_block, rows_of_block
-from mmfs_loader.fetch import BlockReader
-from mmfs_loader.ordering import epoch_sequence, per_rank, rank_sequence, worker_blocks
+from mmfs_loader.fetch import BlockReader, read_columns
+from mmfs_loader.node import NodeDir, default_root, key_of
+from mmfs_loader.options import Guard, Part, Reading, Shuffle, merge_flat, parse_mixture
+from mmfs_loader.ordering import RankOrder, WindowedOrder, epoch_sequence, per_rank, worker_blocks
 from mmfs_loader.selection import GroupCounts, and_filters, check, select
 from mmfs_loader.table import open_table
 
-Mixture = Sequence[tuple[str, float]] | Mapping[str, float]
+log = logging.getLogger(__name__)
+
+Mixture = Sequence[Part] | Sequence[tuple[str, float]] | Mapping[str, float]
 
 
 def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -51,8 +63,8 @@ def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int
 
 
 def _check_args(**kw) -> None:
-    """Clear errors for sizes that make no sense (0 or negative batches, epochs, caches)."""
-    for name, lo in [("batch_size", 1), ("samples_per_epoch", 0), ("fetch_size", 1), ("cache_bytes", 0)]:
+    """Clear errors for sizes that make no sense (0 or negative batches, epochs)."""
+    for name, lo in [("batch_size", 1), ("samples_per_epoch", 0)]:
         v = kw[name]
         if v is None:
             continue
@@ -64,16 +76,25 @@ def _check_args(**kw) -> None:
 class FeatureDataset(IterableDataset):
     """Samples (dicts of column -> value, always with ``id``) of a pinned table version.
 
-    ``columns``: column names or group names (a group gives its value columns); default all but the
-    video blob. ``filter``: SQL over the pinned version. ``mixture``: weighted SQL subsets, e.g.
-    ``[("height >= 720", 0.7), ("height < 720", 0.3)]``, combined with ``filter``; an epoch then holds
-    ``samples_per_epoch`` samples (default: the selected rows) in exactly those proportions.
-    ``uneven``: ``"pad"`` (repeat a few samples) or ``"drop"`` so every rank yields the same count.
-    ``batch_size``: yield collated batches instead of samples. ``clip``: ``dict(frames, size, stride,
-    crop)`` adds ``frames`` uint8 ``[T, C, H, W]``, ``frame_times`` and ``clip_ok``. ``transform`` is
-    applied to each sample (or batch). The guard options are described in :mod:`mmfs_loader.selection`.
-    ``cache_bytes``: when the requested columns of the selection fit, each reading process loads them
-    once and serves every epoch from memory (see :mod:`mmfs_loader.fetch`); 0 always reads by ``take``.
+    What is read: ``columns`` (column or group names; a group gives its value columns; default all
+    but the video blob), ``filter`` (SQL over the pinned version), ``mixture`` (weighted subsets,
+    ``[Part("height >= 720", 0.7), Part("height < 720", 0.3)]``, combined with ``filter``; an epoch then
+    holds ``samples_per_epoch`` samples, default the selected rows, in exactly those proportions) and
+    ``clip`` (``ClipSpec(frames, size, stride, crop)`` adds ``frames`` uint8 ``[T, C, H, W]``,
+    ``frame_times`` and ``clip_ok``). ``guard``: what the provenance guard accepts (:class:`Guard`).
+
+    In which order: ``shuffle`` (``True`` or ``Shuffle()``: exact global shuffle; ``Shuffle(window=...)``:
+    the windowed shuffle for selections larger than memory), ``seed``; sharded over ``rank`` of
+    ``world_size`` (from torch.distributed when initialised), ``uneven="pad"`` (repeat a few samples) or
+    ``"drop"`` so every rank yields the same count.
+
+    How it comes out: ``batch_size`` (yield collated batches instead of samples), ``transform`` (applied
+    to each sample or batch), ``reading`` (:class:`Reading`: fetch size, decode threads, cache).
+
+    ``len(dataset)`` is what one pass over this rank yields: batches with ``batch_size``, else samples;
+    :attr:`samples_per_rank` counts samples either way. The flat keywords of earlier releases
+    (``include_quarantined``, ``allow_mixed_producers``, ``drop_incomplete``, ``producers``,
+    ``fetch_size``, ``decode_threads``, ``cache_bytes``) are still accepted.
     """
 
     def __init__(
@@ -84,73 +105,181 @@ class FeatureDataset(IterableDataset):
         tag: str | None = None,
         columns: Sequence[str] | None = None,
         filter: str | None = None,
-        shuffle: bool = False,
-        seed: int = 0,
-        rank: int | None = None,
-        world_size: int | None = None,
-        clip: ClipSpec | Mapping[str, Any] | None = None,
-        storage_options: dict[str, str] | None = None,
-        batch_size: int | None = None,
-        uneven: str = "pad",
         mixture: Mixture | None = None,
         samples_per_epoch: int | None = None,
-        include_quarantined: bool = False,
-        allow_mixed_producers: bool = False,
-        drop_incomplete: bool = False,
-        producers: Mapping[str, str | Sequence[str]] | None = None,
+        shuffle: bool | Shuffle = False,
+        seed: int = 0,
+        guard: Guard | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        uneven: str = "pad",
+        clip: ClipSpec | Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
         transform: Callable[[Any], Any] | None = None,
-        fetch_size: int = 1024,
+        reading: Reading | None = None,
+        storage_options: dict[str, str] | None = None,
+        include_quarantined: bool | None = None,
+        allow_mixed_producers: bool | None = None,
+        drop_incomplete: bool | None = None,
+        producers: Mapping[str, str | Sequence[str]] | None = None,
+        fetch_size: int | None = None,
         decode_threads: int | None = None,
-        cache_bytes: int = 512 << 20,
+        cache_bytes: int | None = None,
     ) -> None:
         super().__init__()
-        _check_args(batch_size=batch_size, samples_per_epoch=samples_per_epoch, fetch_size=fetch_size,
-                    cache_bytes=cache_bytes)
+        _check_args(batch_size=batch_size, samples_per_epoch=samples_per_epoch)
+        self.guard: Guard = merge_flat(guard, Guard, dict(
+            include_quarantined=include_quarantined, allow_mixed_producers=allow_mixed_producers,
+            drop_incomplete=drop_incomplete, producers=producers), "guard")
+        self.reading: Reading = merge_flat(reading, Reading, dict(
+            fetch_size=fetch_size, decode_threads=decode_threads, cache_bytes=cache_bytes), "reading")
+        self.order: Shuffle | None = Shuffle.parse(shuffle)
         table = open_table(uri, version=version, tag=tag, storage_options=storage_options)
         self.uri, self.tag, self.version = uri, tag, int(table.version)
+        self.storage_options = storage_options
         self.clip = ClipSpec.parse(clip)
         self.columns, groups = resolve_columns(table.schema, columns, clip=self.clip is not None)
         self._types = {c: table.schema.field(c).type for c in self.columns}
-        self.filter, self.shuffle, self.seed = filter, bool(shuffle), int(seed)
+        self.filter, self.seed = filter, int(seed)
         self.batch_size = None if batch_size is None else int(batch_size)
         self.uneven = uneven
         self.transform = transform
-        self.fetch_size = max(1, int(fetch_size))
-        parts = list(mixture.items()) if isinstance(mixture, Mapping) else list(mixture or [])
-        self.options = dict(
-            include_quarantined=bool(include_quarantined),
-            allow_mixed_producers=bool(allow_mixed_producers),
-            drop_incomplete=bool(drop_incomplete),
-        )
-        sels = [
-            select(table, f, groups, include_quarantined=include_quarantined, drop_incomplete=drop_incomplete)
-            for f in ([and_filters(filter, p) for p, _ in parts] if parts else [filter])
-        ]
+        parts = parse_mixture(mixture) or []
+        self.mixture = [(p.filter, float(p.weight)) for p in parts] or None
+        if self.mixture and self.order is not None and self.order.windowed:
+            raise ValueError("a windowed shuffle does not combine with a mixture yet: use shuffle=True")
+        self.options = self.guard.flags()
+        self._filters = [and_filters(filter, p) for p, _ in self.mixture] if self.mixture else [filter]
+        self._groups = groups
+        sels = self._select(table)
         self.group_counts = _merge([s.groups for s in sels], groups)
-        check(self.group_counts, allow_mixed_producers=allow_mixed_producers, expected=dict(producers or {}))
+        check(self.group_counts, allow_mixed_producers=self.guard.allow_mixed_producers, expected=dict(self.guard.producers or {}))
         self.quarantined = sum(s.quarantined for s in sels)
         self.dropped_incomplete = sum(s.dropped_incomplete for s in sels)
-        self._row_ids = np.concatenate([s.row_ids for s in sels]) if sels else np.zeros(0, np.uint64)
         self._sizes = [len(s.row_ids) for s in sels]
-        self.mixture = [(p, float(w)) for p, w in parts] or None
         self.samples_per_epoch = int(samples_per_epoch) if samples_per_epoch is not None else sum(self._sizes)
         # Validates the mixture (weights, empty components) now rather than in a worker.
-        epoch_sequence(self._sizes, self.seed, 0, self.shuffle, self._weights, self.samples_per_epoch)
+        if self.mixture or self.samples_per_epoch != self.num_rows:
+            epoch_sequence(self._sizes, self.seed, 0, self.shuffle, self._weights, self.samples_per_epoch)
         self.rank, self.world_size = _dist_rank_world(rank, world_size)
         per_rank(self.samples_per_epoch, self.world_size, uneven)  # validates `uneven`
+        self._node = self._attach_node()
+        row_ids = np.concatenate([s.row_ids for s in sels]) if sels else np.zeros(0, np.uint64)
+        offsets = np.concatenate([s.offsets for s in sels]) if sels else np.zeros(0, np.uint64)
+        self._row_ids: np.ndarray | None = self._store("selection.npy", row_ids)
+        self._offsets: np.ndarray | None = self._store("offsets.npy", offsets)
+        self._selected: tuple[np.ndarray, np.ndarray] | None = None
+        if self.mixture:
+            uniq, first = np.unique(row_ids, return_index=True)
+            self._selected = (self._store("selected.npy", uniq), self._store("selected_offsets.npy", offsets[first]))
+        cols = read_columns(table.schema.names, self.columns, self.clip)
+        n_unique = len(self.selected[0])
+        est = sum(row_bytes(table.schema.field(c).type) for c in cols) * n_unique
+        cache = None
+        if self._node is not None and self.reading.cache_bytes and est <= self.reading.cache_bytes and n_unique:
+            cache = ColumnCache(self._node, table.schema, cols, n_unique)
         self._reader = BlockReader(
             uri, self.version, self.columns, clip=self.clip, seed=self.seed,
-            storage_options=storage_options, decode_threads=decode_threads, cache_bytes=cache_bytes,
-            cache_filter=_or([and_filters(filter, p) for p, _ in parts]) if parts else filter, row_ids=self._row_ids,
+            storage_options=storage_options, decode_threads=self.reading.decode_threads, cache=cache,
         )
         self._recipe = self._make_recipe()
         self.fingerprint = R.fingerprint(self._recipe)
         # [epoch, start position, block]; shared memory so persistent workers see changes.
         self._shared = torch.tensor([0, 0, self.batch_size or 1], dtype=torch.int64).share_memory_()
         self._position = 0  # samples of this rank yielded so far in the epoch (main process)
-        self._counted_outside = False  # set while a ResumableLoader counts instead
+        self._orders: dict[tuple[int, int], RankOrder] = {}
+
+    # ---- selection and node files --------------------------------------------------------------------
+    def _select(self, table=None) -> list:
+        table = table if table is not None else open_table(self.uri, version=self.version, storage_options=self.storage_options)
+        return [
+            select(table, f, self._groups, include_quarantined=self.guard.include_quarantined,
+                   drop_incomplete=self.guard.drop_incomplete)
+            for f in self._filters
+        ]
+
+    def _attach_node(self) -> NodeDir | None:
+        key = key_of({"uri": self.uri, "version": self.version, "filters": self._filters, "groups": self._groups,
+                      "include_quarantined": self.guard.include_quarantined, "drop_incomplete": self.guard.drop_incomplete})
+        try:
+            return NodeDir(self.reading.cache_dir or default_root(), key).attach(owner=True)
+        except OSError as e:
+            log.warning("no node directory (%s): each reader keeps its own copy of the selection", e)
+            return None
+
+    def _store(self, name: str, arr: np.ndarray) -> np.ndarray:
+        if self._node is None:
+            return arr
+        have = self._node.load_array(name)
+        if have is not None and len(have) == len(arr) and (len(arr) == 0 or (have[0] == arr[0] and have[-1] == arr[-1])):
+            return have
+        return self._node.save_array(name, arr)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The selection is mapped from the node directory in each worker, never pickled.
+        state = dict(self.__dict__)
+        state["_orders"] = {}
+        if self._node is not None:
+            state["_row_ids"] = state["_offsets"] = state["_selected"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._node is not None:
+            try:
+                self._node.attach()
+            except OSError:
+                pass
+
+    def _node_array(self, name: str) -> np.ndarray | None:
+        return self._node.load_array(name) if self._node is not None else None
+
+    def _reselect(self) -> None:
+        """The selection again, when its node files were removed under us (the pinned version gives the
+        same rows)."""
+        sels = self._select()
+        self._row_ids = np.concatenate([s.row_ids for s in sels])
+        self._offsets = np.concatenate([s.offsets for s in sels])
+
+    @property
+    def row_ids(self) -> np.ndarray:
+        """The selection: stable row ids, component after component (sorted within each)."""
+        if self._row_ids is None:
+            self._row_ids = self._node_array("selection.npy")
+            if self._row_ids is None:
+                self._reselect()
+        assert self._row_ids is not None
+        return self._row_ids
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Each selected row's offset in the pinned version (parallel to :attr:`row_ids`)."""
+        if self._offsets is None:
+            self._offsets = self._node_array("offsets.npy")
+            if self._offsets is None:
+                self._reselect()
+        assert self._offsets is not None
+        return self._offsets
+
+    @property
+    def selected(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sorted unique row ids of the selection and their offsets (what the node cache holds)."""
+        if self._selected is None:
+            if not self.mixture:
+                self._selected = (self.row_ids, self.offsets)
+            else:
+                uniq, off = self._node_array("selected.npy"), self._node_array("selected_offsets.npy")
+                if uniq is None or off is None:
+                    uniq, first = np.unique(self.row_ids, return_index=True)
+                    off = self.offsets[first]
+                self._selected = (uniq, off)
+        return self._selected
 
     # ---- sizes -------------------------------------------------------------------------------------
+    @property
+    def shuffle(self) -> bool:
+        return self.order is not None
+
     @property
     def _weights(self) -> list[float] | None:
         return [w for _, w in self.mixture] if self.mixture else None
@@ -162,6 +291,7 @@ class FeatureDataset(IterableDataset):
 
     @property
     def samples_per_rank(self) -> int:
+        """Samples this rank yields per epoch."""
         return per_rank(self.samples_per_epoch, self.world_size, self.uneven)
 
     def __len__(self) -> int:
@@ -181,31 +311,77 @@ class FeatureDataset(IterableDataset):
     def epoch(self) -> int:
         return int(self._shared[0])
 
+    @property
+    def block_size(self) -> int:
+        """Samples per block: each DataLoader worker reads whole blocks, dealt round-robin, so a loader
+        yields the rank's order whatever its worker count. Set it to the loader's batch size (the
+        dataset's ``batch_size`` when it batches); a windowed shuffle's order depends on it."""
+        return int(self._shared[2])
+
+    @block_size.setter
+    def block_size(self, block: int) -> None:
+        if self.batch_size and int(block) != self.batch_size:
+            raise ValueError(f"the dataset yields batches of {self.batch_size}: its block size is that")
+        self._shared[2] = max(1, int(block))
+
+    @property
+    def resume_position(self) -> int:
+        """Where the next pass over the current epoch starts (samples of this rank)."""
+        return int(self._shared[1])
+
     # ---- order -------------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` from its beginning (call before iterating, as with DistributedSampler)."""
         self._shared[0], self._shared[1] = int(epoch), 0
         self._position = 0
 
+    def _order(self, epoch: int, block: int) -> RankOrder:
+        key = (int(epoch), int(block) if self.order is not None and self.order.windowed else 0)
+        if key not in self._orders:
+            self._orders.clear()
+            self._orders[key] = self._make_order(*key)
+        return self._orders[key]
+
+    def _make_order(self, epoch: int, block: int) -> RankOrder:
+        n = self.samples_per_epoch
+        if self.order is not None and self.order.windowed:
+            return WindowedOrder(n, self.rank, self.world_size, self.uneven, seed=self.seed, epoch=epoch,
+                                 window=int(self.order.window or 1), buffer=self.order.buffer, lanes=self.order.lanes,
+                                 block=block)
+        if not self.shuffle and not self.mixture:
+            return RankOrder(None, n, self.rank, self.world_size, self.uneven)
+
+        def compute() -> np.ndarray:
+            return epoch_sequence(self._sizes, self.seed, epoch, self.shuffle, self._weights, n)
+
+        if self._node is None:
+            return RankOrder(compute(), n, self.rank, self.world_size, self.uneven)
+        okey = key_of({"seed": self.seed, "shuffle": self.shuffle, "mixture": self.mixture, "n": n})
+        seq = self._node.shared_array(f"order-{okey}-e{epoch}.npy", compute)
+        return RankOrder(seq, n, self.rank, self.world_size, self.uneven)
+
     def rank_order(self, epoch: int | None = None) -> np.ndarray:
         """Row ids this rank yields in ``epoch`` (default: the current one), in order."""
         e = self.epoch if epoch is None else int(epoch)
-        seq = epoch_sequence(self._sizes, self.seed, e, self.shuffle, self._weights, self.samples_per_epoch)
-        return self._row_ids[rank_sequence(seq, self.rank, self.world_size, self.uneven)]
-
-    def _set_block(self, block: int) -> None:
-        self._shared[2] = max(1, int(block))
+        order = self._order(e, self.block_size)
+        return self.row_ids[order.positions(0, len(order))]
 
     # ---- resume ------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Where this rank is: epoch and samples yielded so far in it, tied to the recipe's fingerprint."""
+    def state_at(self, position: int) -> dict[str, Any]:
+        """The state of this rank after ``position`` samples of the current epoch were handed out:
+        what a DataLoader built by hand saves (it counts the samples it yielded)."""
         return {
             "fingerprint": self.fingerprint,
             "epoch": self.epoch,
-            "position": int(self._position),
+            "position": int(position),
             "rank": self.rank,
             "world_size": self.world_size,
+            "block_size": self.block_size,
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this rank is when the dataset itself is iterated (in the main process)."""
+        return self.state_at(self._position)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from ``state``: the next iteration yields what an uninterrupted run would have next."""
@@ -213,6 +389,10 @@ class FeatureDataset(IterableDataset):
             raise ValueError("this state was saved by a different dataset (recipe fingerprints differ)")
         if state.get("world_size") != self.world_size:
             raise ValueError(f"state saved with world_size {state.get('world_size')}, this run has {self.world_size}")
+        saved_block = state.get("block_size")
+        if self.order is not None and self.order.windowed and saved_block not in (None, self.block_size):
+            raise ValueError(f"state saved with block size {saved_block} (the batch size), this run has {self.block_size}: "
+                             "a windowed shuffle's order depends on it")
         pos = int(state["position"])
         if not 0 <= pos <= self.samples_per_rank:
             raise ValueError(f"position {pos} is outside [0, {self.samples_per_rank}]")
@@ -220,16 +400,37 @@ class FeatureDataset(IterableDataset):
         self._position = pos
 
     # ---- iteration ---------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Start filling the node cache in the background (when the selection fits it). Iteration does
+        this itself; a loader calls it before starting workers so the fill starts at once."""
+        if self._reader.cache is not None:
+            self._reader.start_cache(*self.selected)
+
+    def fill_cache(self) -> bool:
+        """Fill the node cache now and wait for it (another process may be filling it); whether the
+        selection has a cache."""
+        cache = self._reader.cache
+        if cache is None:
+            return False
+        if not cache.ready():
+            cache.fill(self._reader, self.selected[1])
+        return cache.ready()
+
+    @property
+    def uses_cache(self) -> bool:
+        """Whether the selection fits the node cache (it is filled on first use)."""
+        return self._reader.cache is not None
+
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch, start, block = (int(x) for x in self._shared.tolist())
-        seq = self.rank_order(epoch)
-        blocks = worker_blocks(len(seq), start, block, worker, workers)
-        counting = info is None and not self._counted_outside
+        order = self._order(epoch, block)
+        blocks = worker_blocks(len(order), start, block, worker, workers)
+        counting = info is None
         if counting:
             self._position = start
-        for (b, e), cols in self._read_ahead(seq, blocks, epoch):
+        for (b, e), cols in self._read_ahead(order, blocks, epoch):
             # The position counts a sample as soon as it is handed out (before the yield returns).
             if self.batch_size:
                 batch = batch_of_block(cols)
@@ -243,21 +444,29 @@ class FeatureDataset(IterableDataset):
                     if counting:
                         self._position = b + i + 1
                     yield row
-        if counting and self._position >= len(seq):
+        if counting and self._position >= len(order):
             self._shared[1] = 0  # a finished pass: the next iteration starts the epoch again
 
-    def _read_ahead(self, seq: np.ndarray, blocks: list[tuple[int, int]], epoch: int):
-        """(block, columns) pairs, reading the next group of blocks (about fetch_size rows) meanwhile."""
-        groups: list[list[tuple[int, int]]] = [[]]
-        for b in blocks:
-            if groups[-1] and sum(e - s for s, e in groups[-1]) + (b[1] - b[0]) > self.fetch_size:
-                groups.append([])
-            groups[-1].append(b)
-        groups = [g for g in groups if g]
+    def _read_ahead(self, order: RankOrder, blocks: list[tuple[int, int]], epoch: int):
+        """(block, columns) pairs, reading the next group of blocks meanwhile."""
+        reader = self._reader
+        cached = reader.cache is not None
+        if isinstance(order, WindowedOrder) and not (cached and reader.cache.ready()):  # type: ignore[union-attr]
+            yield from self._read_windowed(order, blocks, epoch)
+            return
+        groups = order.block_groups(blocks, self.reading.fetch_size)
+        selected = self.selected if cached else None
+        direct = not self.mixture  # positions into the selection are positions into the cache
 
         def read(g: list[tuple[int, int]]):
-            ids = np.concatenate([seq[s:e] for s, e in g])
-            return self._reader.read(ids, epoch)
+            pos = np.concatenate([order.positions(s, e) for s, e in g]) if len(g) > 1 else order.positions(*g[0])
+            ids = self.row_ids[pos]
+            if selected is not None and reader.cache.ready():  # type: ignore[union-attr]
+                return reader.read(ids, None, epoch, pos if direct else np.searchsorted(selected[0], ids))
+            cols = reader.read(ids, self.offsets[pos], epoch)
+            if selected is not None:  # after the read: the first batch does not wait for the fill to start
+                reader.start_cache(*selected)
+            return cols
 
         with ThreadPoolExecutor(1, thread_name_prefix="mmfs-fetch") as ahead:
             nxt = ahead.submit(read, groups[0]) if groups else None
@@ -270,16 +479,46 @@ class FeatureDataset(IterableDataset):
                     yield (s, e), {c: v[off : off + e - s] for c, v in cols.items()}
                     off += e - s
 
-    def dataloader(self, batch_size: int | None = None, num_workers: int = 0, **kwargs: Any):
-        """A resumable ``torch.utils.data.DataLoader`` over this dataset (spawned workers); see
-        :class:`mmfs_loader.dataloader.ResumableLoader`."""
-        from mmfs_loader.dataloader import ResumableLoader
+    def _read_windowed(self, order: WindowedOrder, blocks: list[tuple[int, int]], epoch: int):
+        """Blocks of a windowed shuffle: each (lane, buffer) is read whole, once, by one ``take`` of a few
+        runs of neighbouring rows, and its blocks are gathered from memory."""
+        reader, bs = self._reader, order.block
+        keys = [order.lane_of(b // bs) for b, _ in blocks]
+        last_use = {k: i for i, k in enumerate(keys)}
+        distinct = list(dict.fromkeys(keys))
 
-        return ResumableLoader(self, batch_size=batch_size, num_workers=num_workers, **kwargs)
+        def load(key: tuple[int, int]):
+            uniq = np.unique(self.offsets[order.buffer_positions(*key)])
+            return uniq, reader.load_rows(uniq)
+
+        buffers: dict[tuple[int, int], Any] = {}
+        with ThreadPoolExecutor(2, thread_name_prefix="mmfs-window") as ahead:
+            pending = {k: ahead.submit(load, k) for k in distinct[:2]}
+            nxt = 2
+            for i, ((b, e), key) in enumerate(zip(blocks, keys)):
+                if key not in buffers:
+                    buffers[key] = pending.pop(key).result() if key in pending else load(key)
+                    while nxt < len(distinct) and len(pending) < 2:
+                        pending[distinct[nxt]] = ahead.submit(load, distinct[nxt])
+                        nxt += 1
+                uniq, rows = buffers[key]
+                pos = order.positions(b, e)
+                ids = self.row_ids[pos]
+                tensors, t = rows.gather(np.searchsorted(uniq, self.offsets[pos]))
+                yield (b, e), reader.to_columns(t, ids, epoch, tensors)
+                if last_use[key] == i:
+                    del buffers[key]
+
+    def dataloader(self, batch_size: int | None = None, num_workers: int = 0, **kwargs: Any):
+        """A resumable :class:`mmfs_loader.dataloader.FeatureDataLoader` (a ``torch.utils.data.DataLoader``
+        with spawned workers, ``state_dict`` and ``load_state_dict``) over this dataset."""
+        from mmfs_loader.dataloader import FeatureDataLoader
+
+        return FeatureDataLoader(self, batch_size=batch_size, num_workers=num_workers, **kwargs)
 
     # ---- recipe ------------------------------------------------------------------------------------
     def _make_recipe(self) -> dict[str, Any]:
-        return {
+        recipe = {
             "format": R.FORMAT,
             "uri": self.uri,
             "version": self.version,
@@ -299,6 +538,9 @@ class FeatureDataset(IterableDataset):
             "producers": {g: c.producers for g, c in self.group_counts.items()},
             "rows": self.num_rows,
         }
+        if self.order is not None and self.order.windowed:  # only then: older recipes keep their fingerprints
+            recipe["shuffle_window"] = {"window": self.order.window, "buffer": self.order.buffer, "lanes": self.order.lanes}
+        return recipe
 
     def recipe(self) -> dict[str, Any]:
         """Everything that determines what this dataset yields, as JSON-serialisable data."""
@@ -306,26 +548,26 @@ class FeatureDataset(IterableDataset):
 
     @classmethod
     def from_recipe(cls, recipe: Mapping[str, Any], **kwargs: Any) -> FeatureDataset:
-        """Rebuild the dataset of ``recipe`` (``storage_options``, ``rank``, ``world_size``, ``transform``,
-        ``fetch_size`` and ``decode_threads`` may be given). Fails with ``VersionNotFoundError`` when the
+        """Rebuild the dataset of ``recipe`` (``storage_options``, ``rank``, ``world_size``, ``transform``
+        and ``reading`` (or its flat keywords) may be given). Fails with ``VersionNotFoundError`` when the
         version is gone and ``RecipeMismatchError`` when it no longer selects the same rows."""
         r = dict(recipe)
         R.check_format(r)
-        mix = [(m["filter"], m["weight"]) for m in r["mixture"]] if r.get("mixture") else None
+        mix = [Part(m["filter"], m["weight"]) for m in r["mixture"]] if r.get("mixture") else None
+        win = r.get("shuffle_window")
+        shuffle: bool | Shuffle = Shuffle(**win) if win else bool(r["shuffle"])
+        guard = Guard(
+            include_quarantined=r["include_quarantined"], allow_mixed_producers=r["allow_mixed_producers"],
+            drop_incomplete=r["drop_incomplete"], producers={g: list(p) for g, p in r["producers"].items()},
+        )
         ds = cls(
-            r["uri"], version=r["version"], columns=r["columns"], filter=r["filter"], shuffle=r["shuffle"],
+            r["uri"], version=r["version"], columns=r["columns"], filter=r["filter"], shuffle=shuffle,
             seed=r["seed"], clip=r["clip"], batch_size=r["batch_size"], uneven=r["uneven"], mixture=mix,
-            samples_per_epoch=r["rows_per_epoch"], include_quarantined=r["include_quarantined"],
-            allow_mixed_producers=r["allow_mixed_producers"], drop_incomplete=r["drop_incomplete"],
-            producers={g: list(p) for g, p in r["producers"].items()}, **kwargs,
+            samples_per_epoch=r["rows_per_epoch"], guard=guard, **kwargs,
         )
         R.compare(r, ds.recipe())
         ds.tag = ds._recipe["tag"] = r.get("tag")
         return ds
-
-
-def _or(parts: list[str | None]) -> str | None:
-    return None if any(p is None for p in parts) else " OR ".join(f"({p})" for p in parts)
 
 
 def _merge(per_sel: list[dict[str, GroupCounts]], groups: list[str]) -> dict[str, GroupCounts]:

@@ -143,3 +143,122 @@ def worker_blocks(length: int, start: int, block: int, worker: int, workers: int
         raise ValueError("block must be at least 1")
     starts = range(start, length, block)
     return [(b, min(b + block, length)) for k, b in enumerate(starts) if k % workers == worker]
+
+
+# ---- per-rank orders, computed lazily -------------------------------------------------------------------
+class RankOrder:
+    """This rank's sequence for one epoch, element by element: ``positions(b, e)`` gives elements
+    ``[b, e)`` as positions into the selection, without materialising the rest.
+
+    ``seq`` is the epoch's global sequence (None: the stored order, ``0..n-1``); the rank takes every
+    ``world``-th element of it, padded by wrapping around (see :func:`rank_sequence`).
+    """
+
+    def __init__(self, seq: np.ndarray | None, n: int, rank: int, world: int, uneven: str) -> None:
+        self.seq, self.n, self.rank, self.world = seq, int(n if seq is None else len(seq)), rank, world
+        self.length = per_rank(self.n, world, uneven) if self.n else 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def positions(self, b: int, e: int) -> np.ndarray:
+        g = self.rank + self.world * np.arange(b, e, dtype=np.int64)
+        g %= max(1, self.n)
+        return g if self.seq is None else np.asarray(self.seq[g], dtype=np.int64)
+
+    def block_groups(self, blocks: list[tuple[int, int]], fetch_size: int) -> list[list[tuple[int, int]]]:
+        """Blocks gathered into reads of about ``fetch_size`` rows (the first block is read alone)."""
+        groups: list[list[tuple[int, int]]] = [blocks[:1]]  # the first block alone: the first batch comes soonest
+        rows = fetch_size
+        for b in blocks[1:]:
+            if groups[-1] and rows + (b[1] - b[0]) > fetch_size:
+                groups.append([])
+                rows = 0
+            groups[-1].append(b)
+            rows += b[1] - b[0]
+        return [g for g in groups if g]
+
+
+_WINDOWS, _LANES = 0x57494E, 0x4C414E  # stream ids of the windowed shuffle's two permutations
+
+
+class WindowedOrder(RankOrder):
+    """The windowed shuffle of one rank and epoch (:class:`mmfs_loader.options.Shuffle` with a window).
+
+    1. The selection, in storage order, is cut into windows of ``window`` rows; the windows are
+       permuted by (seed, epoch). Concatenated, they give the epoch's row stream ``R`` (padded by
+       wrapping around, or cut, to ``world * per_rank`` rows as for the global shuffle).
+    2. Rank ``r`` takes the contiguous chunk ``R[r*m:(r+1)*m]`` (``m = per_rank``).
+    3. The rank's sequence is made of blocks of ``block`` rows (its batches); block ``j`` belongs to
+       lane ``j % lanes``. Lane ``l`` owns a contiguous piece of the chunk, exactly as long as its
+       blocks, cut into buffers of ``buffer`` rows; each buffer's rows are permuted by (seed, epoch,
+       rank, lane, buffer) and handed to the lane's blocks in turn.
+
+    Everything depends on the block size but not on the number of DataLoader workers (which take the
+    blocks round-robin), so a resume with another worker count yields the same samples. When the
+    worker count divides ``lanes``, each worker owns whole lanes: every buffer it reads is a few runs
+    of neighbouring rows that nobody else reads.
+    """
+
+    def __init__(self, n: int, rank: int, world: int, uneven: str, *, seed: int, epoch: int, window: int,
+                 buffer: int, lanes: int, block: int) -> None:
+        super().__init__(None, n, rank, world, uneven)
+        self.window, self.lanes, self.block = int(window), max(1, int(lanes)), max(1, int(block))
+        self.buffer = max(self.block, -(-int(buffer) // self.block) * self.block)  # whole blocks per buffer
+        self.key = (int(seed), int(epoch))
+        nw = -(-self.n // self.window) if self.n else 0
+        self.wperm = permutation(nw, seed, epoch, _WINDOWS)
+        lens = np.full(nw, self.window, dtype=np.int64)
+        if nw:
+            lens[-1] = self.n - (nw - 1) * self.window
+        self.wstart = np.concatenate([[0], np.cumsum(lens[self.wperm])])  # offsets of the permuted windows in R
+        nb = -(-self.length // self.block)
+        last = self.length - (nb - 1) * self.block if nb else 0
+        sizes = np.zeros(self.lanes, dtype=np.int64)
+        for lane in range(self.lanes):
+            count = len(range(lane, nb, self.lanes))
+            sizes[lane] = count * self.block - ((self.block - last) if nb and (nb - 1) % self.lanes == lane else 0)
+        self.lane_start = np.concatenate([[0], np.cumsum(sizes)])
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+    def _stream(self, i: np.ndarray) -> np.ndarray:
+        """``R[i]``: selection positions of stream offsets ``i`` (wrapped around the selection)."""
+        i = i % max(1, self.n)
+        k = np.searchsorted(self.wstart, i, side="right") - 1
+        return self.wperm[k] * self.window + (i - self.wstart[k])
+
+    def lane_of(self, j: int) -> tuple[int, int]:
+        """(lane, buffer) of block ``j`` of the rank sequence."""
+        lane = j % self.lanes
+        return lane, (j // self.lanes) * self.block // self.buffer
+
+    def buffer_positions(self, lane: int, q: int) -> np.ndarray:
+        """The selection positions in buffer ``q`` of ``lane``, in storage order."""
+        lo = q * self.buffer
+        hi = min(lo + self.buffer, int(self.lane_start[lane + 1] - self.lane_start[lane]))
+        base = self.rank * self.length + int(self.lane_start[lane])
+        return np.sort(self._stream(base + np.arange(lo, hi, dtype=np.int64)))
+
+    def _perm(self, lane: int, q: int, size: int) -> np.ndarray:
+        key = (lane, q)
+        if key not in self._perms:
+            if len(self._perms) > 4 * self.lanes:
+                self._perms.clear()
+            self._perms[key] = permutation(size, *self.key, _LANES, self.rank, lane, q)
+        return self._perms[key]
+
+    def positions(self, b: int, e: int) -> np.ndarray:
+        out = np.empty(max(0, e - b), dtype=np.int64)
+        p = b
+        while p < e:
+            j = p // self.block
+            lane, q = self.lane_of(j)
+            end = min(e, (j + 1) * self.block)
+            off = (j // self.lanes) * self.block + (p - j * self.block) - q * self.buffer  # offset in the buffer
+            lo = q * self.buffer
+            size = min(self.buffer, int(self.lane_start[lane + 1] - self.lane_start[lane]) - lo)
+            base = self.rank * self.length + int(self.lane_start[lane]) + lo
+            perm = self._perm(lane, q, size)
+            out[p - b : end - b] = self._stream(base + perm[off : off + end - p])
+            p = end
+        return out

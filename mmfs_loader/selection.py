@@ -1,9 +1,11 @@
 """Selection: the SQL filter over the pinned version, turned into sorted row ids, plus the provenance guard.
 
 Row references are Lance stable row ids (the table is written with ``enable_stable_row_ids``): they
-identify a row in every version, cost 8 bytes each, and ``take`` by row id reads only the requested
-columns of those rows. The selection scan reads just the row id and each requested group's producer
-and error columns, never the values.
+identify a row in every version (recipes, clip draws and ``rank_order`` speak of them). Each selected
+row also gets its offset in the pinned version (Lance's ``_rowoffset``), what the public ``take``
+reads by: the version never changes, so neither do its offsets, and ``take`` by offset measured twice
+as fast as by row id. The selection scan reads just these and each requested group's producer and
+error columns, never the values.
 
 The guard: for every column group a dataset reads, count the producers among the selected rows, the
 rows with no value (not computed yet) and the rows whose value is an error. A training set that mixes
@@ -50,6 +52,7 @@ class Selection:
     groups: dict[str, GroupCounts]
     quarantined: int  # rows the filter matched that were left out for a metadata error
     dropped_incomplete: int = 0  # rows left out because a requested group had no value or an error
+    offsets: np.ndarray | None = None  # uint64: each row's offset in the pinned version (for ``take``)
 
 
 def and_filters(*parts: str | None) -> str | None:
@@ -73,7 +76,7 @@ def select(
     where = and_filters(filter, f"{M.error_column} IS NULL" if quarantine else None)
     cols = sorted({c for g in groups for c in (f"{g}_producer", f"{g}_error")})
     try:
-        t = table.to_table(columns=cols, filter=where, with_row_id=True)
+        t = table.to_table(columns=[*cols, "_rowoffset"], filter=where, with_row_id=True)
         quarantined = table.count_rows(filter=and_filters(filter, quarantine)) if quarantine else 0
     except (ValueError, OSError) as e:  # Lance reports bad SQL and unknown columns as these
         raise ValueError(f"cannot apply filter {filter!r}: {e}") from e
@@ -87,8 +90,9 @@ def select(
         t = t.filter(pa.array(ok))
     counts = {g: _count(t, g) for g in groups}
     ids = t["_rowid"].to_numpy().astype(np.uint64)
+    offsets = t["_rowoffset"].to_numpy().astype(np.uint64)
     order = np.argsort(ids, kind="stable")
-    return Selection(ids[order], counts, quarantined, dropped)
+    return Selection(ids[order], counts, quarantined, dropped, offsets[order])
 
 
 def _count(t: pa.Table, g: str) -> GroupCounts:

@@ -6,6 +6,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub
 os.environ.setdefault("LANCE_LOG", "error")
+# The loader's node directory (selections, orders, caches): under this session's temp, not /dev/shm.
+os.environ.setdefault("MMFS_LOADER_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="mmfs-test-node-"))
 
 import shutil
 from pathlib import Path

@@ -217,8 +217,8 @@ def test_cached_and_take_reads_agree(uri, batch):
     """The in-memory cache (default when the selection fits) and block takes give the same samples."""
     kw = dict(tag="snap-1", columns=COLS, shuffle=True, seed=9, batch_size=batch, mixture=[("height >= 720", 0.5), ("height < 720", 0.5)])
     cached, taken = FeatureDataset(uri, **kw), FeatureDataset(uri, cache_bytes=0, **kw)
-    assert cached._reader.caches() and not taken._reader.caches()
-    assert not FeatureDataset(uri, cache_bytes=1000, **kw)._reader.caches()  # does not fit: takes
+    assert cached.uses_cache and not taken.uses_cache
+    assert not FeatureDataset(uri, cache_bytes=1000, **kw).uses_cache  # does not fit: takes
     for e in (0, 1):
         cached.set_epoch(e)
         taken.set_epoch(e)

@@ -1,0 +1,226 @@
+"""The contenders of bench/loader.py, each a function of the data folder that returns its measurements.
+
+Every run starts its clock before constructing its loader (time to first batch includes resolving the
+tag, the filter and the guard for MMFS, opening the table for the others) and reads the same columns:
+``clip_embedding`` (512 x f32) + ``height``, ``fps``, ``duration_s`` (+ ``id`` for MMFS).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from bench.loader_data import COLUMNS, TAG
+
+BATCH = 256
+EPOCHS = 2
+
+
+class Clock:
+    """Epoch ends and the first batch, from one start."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.first: float | None = None
+        self.ends: list[float] = []
+        self.rows = 0
+
+    def batch(self, n: int) -> None:
+        self.rows += n
+        if self.first is None:
+            self.first = time.perf_counter() - self.t0
+
+    def epoch(self) -> None:
+        self.ends.append(time.perf_counter() - self.t0)
+
+    def result(self, **extra) -> dict:
+        e = self.ends
+        return {"rows": self.rows, "seconds": e[-1], "first_batch_s": self.first, "epoch1_s": e[0],
+                "epoch2_s": e[1] - e[0] if len(e) > 1 else None, **extra}
+
+
+def _children_memory() -> list[dict]:
+    """Peak RSS and current PSS (shared pages split between their users) of this process's children."""
+    out = []
+    me = os.getpid()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) != me:
+                continue
+            hwm = next(int(ln.split()[1]) for ln in (p / "status").read_text().splitlines() if ln.startswith("VmHWM:"))
+            pss = next(int(ln.split()[1]) for ln in (p / "smaps_rollup").read_text().splitlines() if ln.startswith("Pss:"))
+            out.append({"pid": int(p.name), "peak_rss_mb": hwm / 1024, "pss_mb": pss / 1024})
+        except (OSError, StopIteration, ValueError, IndexError):
+            continue
+    return out
+
+
+def run_mmfs(data: Path, shuffle, cache: bool = True, workers: int = 0, table: str = "features.lance",
+             columns=COLUMNS, epochs: int = EPOCHS) -> dict:
+    from mmfs_loader import FeatureDataset, Reading
+
+    clock = Clock()
+    ds = FeatureDataset(str(data / table), tag=TAG, columns=columns, shuffle=shuffle, seed=0, batch_size=BATCH,
+                        reading=Reading(cache_bytes=(512 << 20) if cache else 0))
+    loader = ds.dataloader(num_workers=workers, persistent_workers=workers > 0)
+    mem: list[dict] = []
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for b in loader:
+            clock.batch(len(b["id"]))
+        clock.epoch()
+        if workers and epoch == epochs - 1:
+            mem = _children_memory()
+    return clock.result(workers=mem)
+
+
+def run_lance_torch(data: Path, shuffle: bool) -> dict:
+    import lance
+    from lance.sampler import FullScanSampler, ShardedBatchSampler
+    from lance.torch.data import LanceDataset
+
+    clock = Clock()
+    ds = lance.dataset(str(data / "features.lance"), version=TAG)
+    sampler = ShardedBatchSampler(0, 1, randomize=True, seed=0) if shuffle else FullScanSampler()
+    # `id` (a string) is left out: LanceDataset's tensor conversion only takes numbers.
+    loader = LanceDataset(ds, batch_size=BATCH, columns=COLUMNS, sampler=sampler, auto_detect_rank=False)
+    for _ in range(EPOCHS):
+        for b in loader:
+            clock.batch(len(b["height"]))
+        clock.epoch()
+    return clock.result()
+
+
+def run_streaming(data: Path, limit: int = 25_600) -> dict:
+    """``lancedb.streaming.StreamingDataset`` as its documentation shows it:
+    ``DataLoader(StreamingDataset(table, shuffle_seed=...), batch_size=256)``. It yields rows one by one
+    (Python values), so a whole epoch takes minutes here: the first ``limit`` rows are timed."""
+    import lancedb
+    from lancedb.streaming import StreamingDataset
+    from torch.utils.data import DataLoader
+
+    clock = Clock()
+    tbl = lancedb.connect(str(data)).open_table("features")
+    tbl.checkout(TAG)
+    loader = DataLoader(StreamingDataset(tbl, shuffle_seed=0, columns=COLUMNS), batch_size=BATCH)
+    for b in loader:
+        clock.batch(len(b["height"]))
+        if clock.rows >= limit:
+            break
+    clock.epoch()
+    return clock.result(partial_epoch=True)
+
+
+def run_webdataset(data: Path) -> dict:
+    import torch
+    import webdataset as wds
+
+    clock = Clock()
+    shards = sorted(str(p) for p in (data / "wds").glob("*.tar"))
+    pipe = (
+        wds.WebDataset(shards, shardshuffle=len(shards), seed=0, empty_check=False)
+        .shuffle(2000, seed=0).decode().to_tuple("__key__", "emb.npy", "json").batched(BATCH)
+    )
+    for _keys, emb, _meta in pipe:
+        x = torch.from_numpy(emb) if not isinstance(emb, torch.Tensor) else emb
+        clock.batch(len(x))
+    clock.epoch()
+    return clock.result()
+
+
+def run_parquet(data: Path) -> dict:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    clock = Clock()
+    t = pq.read_table(data / "features.parquet", columns=["id", *COLUMNS]).combine_chunks()
+    perm = np.random.default_rng(0).permutation(len(t))
+    for s in range(0, len(t), BATCH):
+        b = t.take(pa.array(perm[s : s + BATCH]))
+        emb = torch.from_numpy(b["clip_embedding"].combine_chunks().flatten().to_numpy().reshape(len(b), 512).copy())
+        _ = {c: torch.from_numpy(b[c].to_numpy()) for c in COLUMNS[1:]}, b["id"].to_pylist()
+        clock.batch(len(emb))
+    clock.epoch()
+    return clock.result()
+
+
+def run_big_lance(data: Path) -> dict:
+    """LanceDataset's sequential read of the big table (the reference of the windowed shuffle)."""
+    import lance
+    from lance.sampler import FullScanSampler
+    from lance.torch.data import LanceDataset
+
+    clock = Clock()
+    ds = lance.dataset(str(data / "big.lance"), version=TAG)
+    loader = LanceDataset(ds, batch_size=BATCH, columns=["clip_embedding"], sampler=FullScanSampler(), auto_detect_rank=False)
+    for b in loader:
+        clock.batch(len(b["clip_embedding"]) if not isinstance(b, dict) else len(b["clip_embedding"]))
+    clock.epoch()
+    return clock.result()
+
+
+def run_clips_mmfs(data: Path, threads: int) -> dict:
+    from mmfs_loader import FeatureDataset, Reading
+
+    t0 = time.perf_counter()
+    ds = FeatureDataset(str(data / "clips.lance"), columns=["file_name"], clip=dict(frames=8, size=224),
+                        batch_size=4, reading=Reading(decode_threads=threads), seed=0)
+    n = 0
+    for b in ds:
+        assert b["clip_ok"].all() and b["frames"].shape[1:] == (8, 3, 224, 224)
+        n += len(b["id"])
+    return {"rows": n, "seconds": time.perf_counter() - t0}
+
+
+def run_clips_files(data: Path, threads: int) -> dict:
+    """The same decode (mmfs_loader.clips.decode_clip: same seeks, same times) on the mp4 files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import lance
+
+    from mmfs_loader.clips import ClipSpec, decode_clip, draw
+    from mmfs_loader.video import PLAN_COLUMNS, VideoPlan
+
+    t0 = time.perf_counter()  # both sides include reading the metadata that plans the seeks
+    meta = lance.dataset(str(data / "clips.lance")).to_table(columns=["file_name", *PLAN_COLUMNS], with_row_id=True)
+    jobs = [(data / "clips" / r["file_name"], VideoPlan.from_row(r), int(r["_rowid"])) for r in meta.to_pylist()]
+    spec = ClipSpec(frames=8, size=224)
+    with ThreadPoolExecutor(threads) as pool:
+        out = list(pool.map(lambda j: decode_clip(str(j[0]), j[1], spec, draw(0, 0, j[2])), jobs))
+    assert all(f.shape == (8, 3, 224, 224) for f, _ in out)
+    return {"rows": len(out), "seconds": time.perf_counter() - t0}
+
+
+def _windowed(window: int = 1024, buffer: int = 8192):
+    from mmfs_loader import Shuffle
+
+    return Shuffle(window=window, buffer=buffer)
+
+
+RUNS = {
+    "mmfs global shuffle": lambda d: run_mmfs(d, True),
+    "mmfs global shuffle, 2 workers": lambda d: run_mmfs(d, True, workers=2),
+    "mmfs global shuffle, take only": lambda d: run_mmfs(d, True, cache=False),
+    "mmfs windowed shuffle": lambda d: run_mmfs(d, _windowed(), cache=False),
+    "mmfs sequential": lambda d: run_mmfs(d, False),
+    "lance torch (batch shuffle)": lambda d: run_lance_torch(d, True),
+    "lance torch (sequential)": lambda d: run_lance_torch(d, False),
+    "lancedb StreamingDataset": run_streaming,
+    "webdataset": run_webdataset,
+    "parquet (pyarrow)": run_parquet,
+    "big: lance torch (sequential)": run_big_lance,
+    "big: mmfs windowed shuffle": lambda d: run_mmfs(d, _windowed(), cache=False, table="big.lance",
+                                                     columns=["clip_embedding"], epochs=1),
+    "big: mmfs windowed shuffle, 2 workers": lambda d: run_mmfs(d, _windowed(), cache=False, workers=2,
+                                                                table="big.lance", columns=["clip_embedding"], epochs=1),
+    "clips mmfs (1 thread)": lambda d: run_clips_mmfs(d, 1),
+    "clips files (1 thread)": lambda d: run_clips_files(d, 1),
+    "clips mmfs (2 threads)": lambda d: run_clips_mmfs(d, 2),
+    "clips files (2 threads)": lambda d: run_clips_files(d, 2),
+}
