@@ -2,7 +2,7 @@
 python examples/read_features.py [TABLE_URI] [TAG_OR_VERSION]    (default: data/videos.lance, its latest version)"""
 import sys
 
-from mmfs_loader import FeatureDataset
+from mmfs_loader import ClipSpec, FeatureDataset, Part, Shuffle
 
 
 def main() -> None:  # spawned DataLoader workers re-import this file: keep work out of import
@@ -12,11 +12,11 @@ def main() -> None:  # spawned DataLoader workers re-import this file: keep work
     ds = FeatureDataset(uri, tag=tag, version=version,       # resolved once (neither: the latest): later writes never show
                         columns=["clip_embedding", "caption", "height"],   # or group names ("depth" -> float [K,H,W])
                         filter="height >= 96",               # SQL over the pinned version (Lance/DataFusion dialect)
-                        shuffle=True, seed=0,                # order = f(recipe, epoch), same on any machine
-                        clip=dict(frames=8, size=112, stride=None),  # + frames uint8 [T,C,H,W], frame_times, clip_ok
+                        shuffle=Shuffle(), seed=0,           # exact global shuffle (Shuffle(window=...) beyond memory)
+                        clip=ClipSpec(frames=8, size=112, align="keyframe"),  # + frames [T,C,H,W], frame_times, clip_ok
                         batch_size=4)                        # collated batches (leave out for single samples)
     print(f"version {ds.version}: {ds.num_rows} rows selected ({ds.quarantined} quarantined left out), {len(ds)} batches")
-    loader = ds.dataloader(num_workers=2)                    # spawn workers; counts what it hands out
+    loader = ds.dataloader(num_workers=2)                    # a torch DataLoader (spawned workers) with a state
     for batch in loader:
         print("first batch:", {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")})
         break                                                # stop mid-epoch, as a preempted job would
@@ -27,7 +27,7 @@ def main() -> None:  # spawned DataLoader workers re-import this file: keep work
     resumed.load_state_dict(state)                           # continues exactly where the state was saved
     print(f"resumed: {sum(len(b['id']) for b in resumed)} more samples")  # then resumed.set_epoch(1): the next epoch
     mix = FeatureDataset(uri, version=ds.version, columns=["height"],
-                         mixture=[("height >= 240", 0.5), ("height < 240", 0.5)], samples_per_epoch=8)
+                         mixture=[Part("height >= 240", 0.5), Part("height < 240", 0.5)], samples_per_epoch=8)
     print("mixture, one epoch of heights:", sorted(int(s["height"]) for s in mix))  # small subsets repeat: upsampling
 
 

@@ -18,7 +18,7 @@ def main() -> None:  # spawned DataLoader workers re-import this file: keep work
     dist.init_process_group("gloo")
     rank0 = dist.get_rank() == 0
     ds = FeatureDataset(uri, tag=tag, columns=["clip_embedding", "height"], shuffle=True, seed=0, batch_size=BATCH)
-    loader = ds.dataloader(num_workers=2)
+    loader = ds.dataloader(num_workers=2)  # a torch DataLoader that counts what it hands out: state_dict()
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(ds.column_shape("clip_embedding")[0], 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     state = torch.load(ckpt) if os.path.exists(ckpt) else None

@@ -1,21 +1,22 @@
 """The node cache: the projected columns of a whole selection, filled in the background, shared by mapping.
 
-A random ``take`` costs about 10 us per row here and a scan about 2 us (bench/loader.py), so a globally
-shuffled epoch of small rows read by ``take`` runs at a fraction of a sequential read. When the
-requested columns of the selection fit ``cache_bytes``, one process of the node scans them once into
-the node directory (:mod:`mmfs_loader.node`) and every reader of the node gathers its blocks from the
-memory-mapped files: one copy in the page cache for all ranks and workers.
+A random ``take`` costs 10-30 us per row here while a run of neighbouring rows costs about 1-2 us
+(bench/loader.py), so a globally shuffled epoch of small rows read by ``take`` runs at a fraction of a
+sequential read. When the requested columns of the selection fit ``cache_bytes``, one process of the
+node reads them once into the node directory (:mod:`mmfs_loader.node`), by offset in pieces of
+neighbouring rows, several at once, and every reader of the node gathers its blocks from the
+memory-mapped files: one copy in memory for all ranks and workers.
 
 Nothing waits for it. The first reader to need the cache starts the fill in a background thread (the
 others see its lock taken and go on); until the fill is published every reader serves its blocks by
-``take``, so the first batch comes as fast as without a cache and the first epoch runs at about the
-speed of the scan. A killed filler leaves only a temporary directory and frees its lock; the next
-reader that checks starts the fill again.
+``take``, so the first batch comes as fast as without a cache. A killed filler leaves only a temporary
+directory and frees its lock; the next reader that checks starts the fill again.
 
 Layout of ``cache-<hash>/``: ``meta.json`` (columns and how each is stored), ``<k>.npy`` per number or
-fixed-size vector column (``[rows, ...]`` in selection order, with ``<k>.valid.npy`` when it holds
-nulls) and ``rest.arrow`` (an uncompressed Arrow IPC file of the other columns: strings, lists,
-timestamps), all in the order of the sorted unique selected row ids.
+fixed-size vector column (``[rows, ...]`` in cache order, with ``<k>.valid.npy`` when it holds nulls) or
+short ASCII string column (fixed-width bytes), and ``rest.arrow`` (an uncompressed Arrow IPC file of the
+other columns: long or non-ASCII strings, lists, timestamps), all in the order of the sorted unique
+selected row ids.
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 
 A clip of ``frames`` frames with ``stride`` source frames between them spans ``frames * stride / fps``
 seconds; its start is drawn uniformly from where the whole window fits (a video shorter than the window
-starts at 0 and repeats its last frame). Frames are resized so the short side is ``size`` and, with
+starts at 0 and repeats its last frame). With ``align="keyframe"`` the start is drawn among the
+keyframes where the window fits instead: decoding then starts at the clip's first frame, where an
+unaligned start decodes on average half a GOP of frames nobody asked for before it (on 1 s GOPs at
+30 fps and 8-frame clips, about 23 frames decoded for 8 kept). Rows without recorded keyframe times
+fall back to the unaligned draw. Frames are resized so the short side is ``size`` and, with
 ``crop`` (the default), centre-cropped to ``size x size`` so clips of any aspect ratio collate.
 """
 
@@ -17,6 +21,8 @@ import numpy as np
 from mmfs_loader.ordering import uniform
 from mmfs_loader.video import VideoPlan, decode_at
 
+ALIGNMENTS = ("exact", "keyframe")
+
 
 @dataclass(frozen=True)
 class ClipSpec:
@@ -26,6 +32,7 @@ class ClipSpec:
     size: int | None = 224
     stride: int | None = None  # source frames between sampled frames; None = 1 (consecutive)
     crop: bool = True
+    align: str = "exact"  # "keyframe": clips start on a keyframe (see the module docstring)
 
     def __post_init__(self) -> None:
         if int(self.frames) < 1:
@@ -34,18 +41,23 @@ class ClipSpec:
             raise ValueError(f"clip size must be at least 2, got {self.size}")
         if self.stride is not None and int(self.stride) < 1:
             raise ValueError(f"clip stride must be at least 1, got {self.stride}")
+        if self.align not in ALIGNMENTS:
+            raise ValueError(f"clip align must be one of {ALIGNMENTS}, got {self.align!r}")
 
     @classmethod
     def parse(cls, clip: ClipSpec | Mapping[str, Any] | None) -> ClipSpec | None:
         if clip is None or isinstance(clip, ClipSpec):
             return clip
-        unknown = set(clip) - {"frames", "size", "stride", "crop"}
+        unknown = set(clip) - {"frames", "size", "stride", "crop", "align"}
         if unknown:
-            raise ValueError(f"unknown clip options {sorted(unknown)} (known: frames, size, stride, crop)")
+            raise ValueError(f"unknown clip options {sorted(unknown)} (known: frames, size, stride, crop, align)")
         return cls(**dict(clip))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["align"] == "exact":  # recipes written before alignment existed keep their fingerprints
+            del d["align"]
+        return d
 
     def times(self, plan: VideoPlan, u: float) -> np.ndarray:
         """Frame times (s) for a draw ``u`` in [0, 1)."""
@@ -54,6 +66,10 @@ class ClipSpec:
         span = self.frames * step
         room = max(0.0, plan.duration_s - span)
         start = u * room
+        if self.align == "keyframe" and plan.keyframe_times:
+            kts = np.asarray(plan.keyframe_times, dtype=np.float64)
+            fits = kts[kts <= room + 1e-9]
+            start = float(fits[min(len(fits) - 1, int(u * len(fits)))]) if len(fits) else float(kts[0])
         # Aim at the middle of each frame's display interval, so rounding never lands a frame early.
         return start + (np.arange(self.frames) + 0.5) * step
 

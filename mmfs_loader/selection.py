@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from mmfs_loader import schema as S
 
 M = S.METADATA
+SCAN_ROWS = 65536  # rows per batch of the selection scan
 
 
 class ProvenanceError(ValueError):
@@ -75,37 +76,50 @@ def select(
     quarantine = f"{M.error_column} IS NOT NULL" if has_meta and not include_quarantined else None
     where = and_filters(filter, f"{M.error_column} IS NULL" if quarantine else None)
     cols = sorted({c for g in groups for c in (f"{g}_producer", f"{g}_error")})
+    counts = {g: GroupCounts() for g in groups}
+    ids: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+    dropped = 0
     try:
-        t = table.to_table(columns=[*cols, "_rowoffset"], filter=where, with_row_id=True)
+        # Streamed: memory holds the ids and offsets (16 bytes a row), never the producer strings of
+        # the whole selection (550 MB at 10M rows).
+        for b in table.to_batches(columns=[*cols, "_rowoffset"], filter=where, with_row_id=True, batch_size=SCAN_ROWS):
+            t = pa.Table.from_batches([b])
+            if drop_incomplete and groups:
+                ok = np.ones(t.num_rows, dtype=bool)
+                for g in groups:
+                    prod, err = t[f"{g}_producer"], t[f"{g}_error"]
+                    ok &= ~(prod.is_null().to_numpy(zero_copy_only=False) | err.is_valid().to_numpy(zero_copy_only=False))
+                if not ok.all():
+                    dropped += int((~ok).sum())
+                    t = t.filter(pa.array(ok))
+            for g in groups:
+                _add_counts(counts[g], t, g)
+            ids.append(t["_rowid"].to_numpy().astype(np.uint64))
+            offsets.append(t["_rowoffset"].to_numpy().astype(np.uint64))
         quarantined = table.count_rows(filter=and_filters(filter, quarantine)) if quarantine else 0
     except (ValueError, OSError) as e:  # Lance reports bad SQL and unknown columns as these
         raise ValueError(f"cannot apply filter {filter!r}: {e}") from e
-    ok = np.ones(t.num_rows, dtype=bool)
-    for g in groups:
-        prod, err = t[f"{g}_producer"], t[f"{g}_error"]
-        ok &= ~(prod.is_null().to_numpy(zero_copy_only=False) | err.is_valid().to_numpy(zero_copy_only=False))
-    dropped = 0
-    if drop_incomplete and not ok.all():
-        dropped = int((~ok).sum())
-        t = t.filter(pa.array(ok))
-    counts = {g: _count(t, g) for g in groups}
-    ids = t["_rowid"].to_numpy().astype(np.uint64)
-    offsets = t["_rowoffset"].to_numpy().astype(np.uint64)
-    order = np.argsort(ids, kind="stable")
-    return Selection(ids[order], counts, quarantined, dropped, offsets[order])
+    for c in counts.values():
+        c.producers = dict(sorted(c.producers.items(), key=lambda kv: str(kv[0])))
+    all_ids = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
+    all_offsets = np.concatenate(offsets) if offsets else np.zeros(0, np.uint64)
+    order = np.argsort(all_ids, kind="stable")
+    return Selection(all_ids[order], counts, quarantined, dropped, all_offsets[order])
 
 
-def _count(t: pa.Table, g: str) -> GroupCounts:
+def _add_counts(c: GroupCounts, t: pa.Table, g: str) -> None:
+    """Add one batch's producers, missing values and errors of group ``g`` to ``c``."""
+    if not t.num_rows:
+        return
     prod, err = t[f"{g}_producer"], t[f"{g}_error"]
     errored = err.is_valid()
     missing = pc.and_(prod.is_null(), pc.invert(errored))
     good = pc.and_(prod.is_valid(), pc.invert(errored))
-    vc = pc.value_counts(prod.filter(good)).to_pylist() if t.num_rows else []
-    return GroupCounts(
-        producers={d["values"]: int(d["counts"]) for d in sorted(vc, key=lambda d: str(d["values"]))},
-        missing=int(pc.sum(missing).as_py() or 0),
-        errors=int(pc.sum(errored).as_py() or 0),
-    )
+    for d in pc.value_counts(prod.filter(good)).to_pylist():
+        c.producers[d["values"]] = c.producers.get(d["values"], 0) + int(d["counts"])
+    c.missing += int(pc.sum(missing).as_py() or 0)
+    c.errors += int(pc.sum(errored).as_py() or 0)
 
 
 def check(

@@ -114,3 +114,36 @@ def test_unreadable_video_yields_zeros_and_clip_ok_false(tmp_path, fixture_dir):
     ok = dict(zip(b["file_name"], b["clip_ok"].tolist()))
     assert ok == {LONG: True, ROT: False}
     assert b["frames"].shape == (2, 2, 3, 32, 32) and not b["frames"][b["file_name"].index(ROT)].any()
+
+
+def test_keyframe_aligned_clips_start_on_a_keyframe_and_decode_only_what_they_keep(inline, fixture_dir):
+    import lance
+
+    from mmfs_loader.clips import ClipSpec
+    from mmfs_loader.video import PLAN_COLUMNS, VideoPlan, decode_frames
+
+    spec = ClipSpec(frames=6, size=None, crop=False, align="keyframe")
+    ds = FeatureDataset(inline, columns=["file_name"], clip=spec, seed=2)
+    s = by_name(ds)[LONG]
+    assert s["clip_ok"]
+    meta = lance.dataset(inline).to_table(columns=["file_name", *PLAN_COLUMNS], filter=f"file_name = '{LONG}'").to_pylist()[0]
+    plan = VideoPlan.from_row(meta)
+    times = s["frame_times"].numpy()
+    assert min(abs(k - times[0]) for k in plan.keyframe_times) < 1e-3  # the clip starts on a keyframe
+    assert np.allclose(np.diff(times), 1 / 30, atol=1e-3)  # then consecutive frames
+    ref = reference_frames(fixture_dir / "good" / LONG)
+    for k, t in enumerate(times):  # the same pixels as an independent decode
+        want = min(ref, key=lambda r: abs(r[0] - t))
+        assert np.array_equal(s["frames"][k].permute(1, 2, 0).numpy(), want[1])
+    starts = set()
+    for u in np.linspace(0, 0.999, 40):  # every draw starts on a keyframe where the window fits
+        t = spec.times(plan, float(u))
+        starts.add(round(float(t[0]), 3))
+        d = decode_frames(str(fixture_dir / "good" / LONG), plan, t)
+        assert d.frames_decoded <= spec.frames + 1  # nothing decoded before the clip
+        assert t[-1] <= plan.duration_s
+    assert len(starts) > 1
+    unaligned = ClipSpec(frames=6, size=None, crop=False)
+    assert unaligned.to_dict() == {"frames": 6, "size": None, "stride": None, "crop": False}  # recipes keep their hash
+    with pytest.raises(ValueError, match="align"):
+        ClipSpec(align="nearest")
