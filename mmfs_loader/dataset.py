@@ -44,6 +44,8 @@ from mmfs_loader.table import open_table
 
 log = logging.getLogger(__name__)
 
+READ_AHEAD = 2  # block groups read at once ahead of the consumer (gathers release the GIL)
+
 Mixture = Sequence[Part] | Sequence[tuple[str, float]] | Mapping[str, float]
 
 
@@ -358,6 +360,7 @@ class FeatureDataset(IterableDataset):
             return RankOrder(compute(), n, self.rank, self.world_size, self.uneven)
         okey = key_of({"seed": self.seed, "shuffle": self.shuffle, "mixture": self.mixture, "n": n})
         seq = self._node.shared_array(f"order-{okey}-e{epoch}.npy", compute)
+        self._node.remove_older(f"order-{okey}-e", keep={epoch - 1, epoch})  # 8 bytes a row per epoch otherwise
         return RankOrder(seq, n, self.rank, self.world_size, self.uneven)
 
     def rank_order(self, epoch: int | None = None) -> np.ndarray:
@@ -448,7 +451,7 @@ class FeatureDataset(IterableDataset):
             self._shared[1] = 0  # a finished pass: the next iteration starts the epoch again
 
     def _read_ahead(self, order: RankOrder, blocks: list[tuple[int, int]], epoch: int):
-        """(block, columns) pairs, reading the next group of blocks meanwhile."""
+        """(block, columns) pairs, reading the next groups of blocks meanwhile."""
         reader = self._reader
         cached = reader.cache is not None
         if isinstance(order, WindowedOrder) and not (cached and reader.cache.ready()):  # type: ignore[union-attr]
@@ -468,12 +471,12 @@ class FeatureDataset(IterableDataset):
                 reader.start_cache(*selected)
             return cols
 
-        with ThreadPoolExecutor(1, thread_name_prefix="mmfs-fetch") as ahead:
-            nxt = ahead.submit(read, groups[0]) if groups else None
+        with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="mmfs-fetch") as ahead:
+            inflight = [ahead.submit(read, g) for g in groups[:READ_AHEAD]]
             for k, g in enumerate(groups):
-                assert nxt is not None  # submitted for every group
-                cols = nxt.result()
-                nxt = ahead.submit(read, groups[k + 1]) if k + 1 < len(groups) else None
+                cols = inflight.pop(0).result()
+                if k + READ_AHEAD < len(groups):
+                    inflight.append(ahead.submit(read, groups[k + READ_AHEAD]))
                 off = 0
                 for s, e in g:
                     yield (s, e), {c: v[off : off + e - s] for c, v in cols.items()}

@@ -141,6 +141,17 @@ class NodeDir:
                 return have
             return self.save_array(name, compute())
 
+    def remove_older(self, prefix: str, keep: set[int]) -> None:
+        """Remove ``<prefix><n>.npy`` files whose ``n`` is not in ``keep`` (processes that mapped one keep
+        reading it: an unlinked file lives until its last mapping goes)."""
+        for f in self.path.glob(f"{prefix}*.npy"):
+            try:
+                n = int(f.name[len(prefix) : -len(".npy")])
+            except ValueError:
+                continue
+            if n not in keep:
+                f.unlink(missing_ok=True)
+
     @contextmanager
     def lock(self, name: str, *, blocking: bool = True) -> Iterator[bool]:
         """An exclusive ``flock`` on ``name`` in the directory; yields whether it was taken."""

@@ -217,3 +217,14 @@ def test_windowed_shuffle_resumes_across_worker_counts(uri, node_root):
     next(iter(eights))
     with pytest.raises(ValueError, match="block size"):
         rows().dataloader(batch_size=4).load_state_dict(eights.state_dict())
+
+
+def test_epoch_orders_are_computed_once_per_node_and_old_ones_removed(uri, node_root):
+    ds = FeatureDataset(uri, version=1, columns=COLS, shuffle=True, seed=9, batch_size=16)
+    for e in range(4):
+        ds.set_epoch(e)
+        first = ds.rank_order()
+        kept = sorted(int(f.name.rsplit("-e", 1)[1][:-4]) for f in ds._node.path.glob("order-*.npy"))
+        assert kept == [k for k in (e - 1, e) if k >= 0]
+    worker = pickle.loads(pickle.dumps(ds))  # a worker maps the node's order instead of computing it
+    assert np.array_equal(worker.rank_order(3), first)
