@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -31,20 +30,20 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mmfs_loader import recipe as R
+from mmfs_loader.block_reads import read_blocks
 from mmfs_loader.cache import ColumnCache, row_bytes
 from mmfs_loader.clips import ClipSpec
 from mmfs_loader.columns import resolve_columns
 from mmfs_loader.convert import batch_of_block, rows_of_block
 from mmfs_loader.fetch import BlockReader, read_columns
-from mmfs_loader.node import NodeDir, default_root, key_of
+from mmfs_loader.node import key_of
+from mmfs_loader.node_selection import NodeSelection
 from mmfs_loader.options import Guard, Part, Reading, Shuffle, merge_flat, parse_mixture
 from mmfs_loader.ordering import RankOrder, WindowedOrder, epoch_sequence, per_rank, worker_blocks
 from mmfs_loader.selection import GroupCounts, and_filters, check, select
 from mmfs_loader.table import open_table
 
 log = logging.getLogger(__name__)
-
-READ_AHEAD = 2  # block groups read at once ahead of the consumer (gathers release the GIL)
 
 Mixture = Sequence[Part] | Sequence[tuple[str, float]] | Mapping[str, float]
 
@@ -165,15 +164,14 @@ class FeatureDataset(IterableDataset):
             epoch_sequence(self._sizes, self.seed, 0, self.shuffle, self._weights, self.samples_per_epoch)
         self.rank, self.world_size = _dist_rank_world(rank, world_size)
         per_rank(self.samples_per_epoch, self.world_size, uneven)  # validates `uneven`
-        self._node = self._attach_node()
-        row_ids = np.concatenate([s.row_ids for s in sels]) if sels else np.zeros(0, np.uint64)
-        offsets = np.concatenate([s.offsets for s in sels]) if sels else np.zeros(0, np.uint64)
-        self._row_ids: np.ndarray | None = self._store("selection.npy", row_ids)
-        self._offsets: np.ndarray | None = self._store("offsets.npy", offsets)
-        self._selected: tuple[np.ndarray, np.ndarray] | None = None
-        if self.mixture:
-            uniq, first = np.unique(row_ids, return_index=True)
-            self._selected = (self._store("selected.npy", uniq), self._store("selected_offsets.npy", offsets[first]))
+        self._sel = NodeSelection(
+            {"uri": self.uri, "version": self.version, "filters": self._filters, "groups": self._groups,
+             "include_quarantined": self.guard.include_quarantined, "drop_incomplete": self.guard.drop_incomplete},
+            np.concatenate([s.row_ids for s in sels]) if sels else np.zeros(0, np.uint64),
+            np.concatenate([s.offsets for s in sels]) if sels else np.zeros(0, np.uint64),
+            mixture=bool(self.mixture), root=self.reading.cache_dir, reselect=self._reselect,
+        )
+        self._node = self._sel.node
         cols = read_columns(table.schema.names, self.columns, self.clip)
         n_unique = len(self.selected[0])
         est = sum(row_bytes(table.schema.field(c).type) for c in cols) * n_unique
@@ -200,82 +198,28 @@ class FeatureDataset(IterableDataset):
             for f in self._filters
         ]
 
-    def _attach_node(self) -> NodeDir | None:
-        key = key_of({"uri": self.uri, "version": self.version, "filters": self._filters, "groups": self._groups,
-                      "include_quarantined": self.guard.include_quarantined, "drop_incomplete": self.guard.drop_incomplete})
-        try:
-            return NodeDir(self.reading.cache_dir or default_root(), key).attach(owner=True)
-        except OSError as e:
-            log.warning("no node directory (%s): each reader keeps its own copy of the selection", e)
-            return None
-
-    def _store(self, name: str, arr: np.ndarray) -> np.ndarray:
-        if self._node is None:
-            return arr
-        have = self._node.load_array(name)
-        if have is not None and len(have) == len(arr) and (len(arr) == 0 or (have[0] == arr[0] and have[-1] == arr[-1])):
-            return have
-        return self._node.save_array(name, arr)
+    def _reselect(self) -> tuple[np.ndarray, np.ndarray]:
+        """The selection again (when its node files were removed under a reader)."""
+        sels = self._select()
+        return np.concatenate([s.row_ids for s in sels]), np.concatenate([s.offsets for s in sels])
 
     def __getstate__(self) -> dict[str, Any]:
-        # The selection is mapped from the node directory in each worker, never pickled.
-        state = dict(self.__dict__)
-        state["_orders"] = {}
-        if self._node is not None:
-            state["_row_ids"] = state["_offsets"] = state["_selected"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self._node is not None:
-            try:
-                self._node.attach()
-            except OSError:
-                pass
-
-    def _node_array(self, name: str) -> np.ndarray | None:
-        return self._node.load_array(name) if self._node is not None else None
-
-    def _reselect(self) -> None:
-        """The selection again, when its node files were removed under us (the pinned version gives the
-        same rows)."""
-        sels = self._select()
-        self._row_ids = np.concatenate([s.row_ids for s in sels])
-        self._offsets = np.concatenate([s.offsets for s in sels])
+        return {**self.__dict__, "_orders": {}}
 
     @property
     def row_ids(self) -> np.ndarray:
         """The selection: stable row ids, component after component (sorted within each)."""
-        if self._row_ids is None:
-            self._row_ids = self._node_array("selection.npy")
-            if self._row_ids is None:
-                self._reselect()
-        assert self._row_ids is not None
-        return self._row_ids
+        return self._sel.row_ids
 
     @property
     def offsets(self) -> np.ndarray:
         """Each selected row's offset in the pinned version (parallel to :attr:`row_ids`)."""
-        if self._offsets is None:
-            self._offsets = self._node_array("offsets.npy")
-            if self._offsets is None:
-                self._reselect()
-        assert self._offsets is not None
-        return self._offsets
+        return self._sel.offsets
 
     @property
     def selected(self) -> tuple[np.ndarray, np.ndarray]:
         """The sorted unique row ids of the selection and their offsets (what the node cache holds)."""
-        if self._selected is None:
-            if not self.mixture:
-                self._selected = (self.row_ids, self.offsets)
-            else:
-                uniq, off = self._node_array("selected.npy"), self._node_array("selected_offsets.npy")
-                if uniq is None or off is None:
-                    uniq, first = np.unique(self.row_ids, return_index=True)
-                    off = self.offsets[first]
-                self._selected = (uniq, off)
-        return self._selected
+        return self._sel.selected
 
     # ---- sizes -------------------------------------------------------------------------------------
     @property
@@ -433,7 +377,7 @@ class FeatureDataset(IterableDataset):
         counting = info is None
         if counting:
             self._position = start
-        for (b, e), cols in self._read_ahead(order, blocks, epoch):
+        for (b, e), cols in read_blocks(self._reader, self._sel, order, blocks, epoch, self.reading.fetch_size):
             # The position counts a sample as soon as it is handed out (before the yield returns).
             if self.batch_size:
                 batch = batch_of_block(cols)
@@ -449,68 +393,6 @@ class FeatureDataset(IterableDataset):
                     yield row
         if counting and self._position >= len(order):
             self._shared[1] = 0  # a finished pass: the next iteration starts the epoch again
-
-    def _read_ahead(self, order: RankOrder, blocks: list[tuple[int, int]], epoch: int):
-        """(block, columns) pairs, reading the next groups of blocks meanwhile."""
-        reader = self._reader
-        cached = reader.cache is not None
-        if isinstance(order, WindowedOrder) and not (cached and reader.cache.ready()):  # type: ignore[union-attr]
-            yield from self._read_windowed(order, blocks, epoch)
-            return
-        groups = order.block_groups(blocks, self.reading.fetch_size)
-        selected = self.selected if cached else None
-        direct = not self.mixture  # positions into the selection are positions into the cache
-
-        def read(g: list[tuple[int, int]]):
-            pos = np.concatenate([order.positions(s, e) for s, e in g]) if len(g) > 1 else order.positions(*g[0])
-            ids = self.row_ids[pos]
-            if selected is not None and reader.cache.ready():  # type: ignore[union-attr]
-                return reader.read(ids, None, epoch, pos if direct else np.searchsorted(selected[0], ids))
-            cols = reader.read(ids, self.offsets[pos], epoch)
-            if selected is not None:  # after the read: the first batch does not wait for the fill to start
-                reader.start_cache(*selected)
-            return cols
-
-        with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="mmfs-fetch") as ahead:
-            inflight = [ahead.submit(read, g) for g in groups[:READ_AHEAD]]
-            for k, g in enumerate(groups):
-                cols = inflight.pop(0).result()
-                if k + READ_AHEAD < len(groups):
-                    inflight.append(ahead.submit(read, groups[k + READ_AHEAD]))
-                off = 0
-                for s, e in g:
-                    yield (s, e), {c: v[off : off + e - s] for c, v in cols.items()}
-                    off += e - s
-
-    def _read_windowed(self, order: WindowedOrder, blocks: list[tuple[int, int]], epoch: int):
-        """Blocks of a windowed shuffle: each (lane, buffer) is read whole, once, by one ``take`` of a few
-        runs of neighbouring rows, and its blocks are gathered from memory."""
-        reader, bs = self._reader, order.block
-        keys = [order.lane_of(b // bs) for b, _ in blocks]
-        last_use = {k: i for i, k in enumerate(keys)}
-        distinct = list(dict.fromkeys(keys))
-
-        def load(key: tuple[int, int]):
-            uniq = np.unique(self.offsets[order.buffer_positions(*key)])
-            return uniq, reader.load_rows(uniq)
-
-        buffers: dict[tuple[int, int], Any] = {}
-        with ThreadPoolExecutor(2, thread_name_prefix="mmfs-window") as ahead:
-            pending = {k: ahead.submit(load, k) for k in distinct[:2]}
-            nxt = 2
-            for i, ((b, e), key) in enumerate(zip(blocks, keys)):
-                if key not in buffers:
-                    buffers[key] = pending.pop(key).result() if key in pending else load(key)
-                    while nxt < len(distinct) and len(pending) < 2:
-                        pending[distinct[nxt]] = ahead.submit(load, distinct[nxt])
-                        nxt += 1
-                uniq, rows = buffers[key]
-                pos = order.positions(b, e)
-                ids = self.row_ids[pos]
-                tensors, t = rows.gather(np.searchsorted(uniq, self.offsets[pos]))
-                yield (b, e), reader.to_columns(t, ids, epoch, tensors)
-                if last_use[key] == i:
-                    del buffers[key]
 
     def dataloader(self, batch_size: int | None = None, num_workers: int = 0, **kwargs: Any):
         """A resumable :class:`mmfs_loader.dataloader.FeatureDataLoader` (a ``torch.utils.data.DataLoader``
