@@ -195,15 +195,21 @@ def has_room(path: Path, nbytes: int) -> bool:
     return free - nbytes > max(256 << 20, total // 10)
 
 
+def _remove_if_unheld(fd: int, path: Path) -> None:
+    """Remove ``path`` if the lock on ``fd`` (its ``.users`` file) can be taken exclusively: nobody else
+    holds the directory. The fd stays open (the caller closes it)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _release(fd: int, remove: Path | None) -> None:
     """Drop this process's shared lock; ``remove``: delete the directory if no other process holds it."""
     try:
         if remove is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                shutil.rmtree(remove, ignore_errors=True)
-            except BlockingIOError:
-                pass
+            _remove_if_unheld(fd, remove)
     finally:
         os.close(fd)
 
@@ -225,9 +231,6 @@ def _sweep(root: Path, keep: str) -> None:
         except OSError:
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            shutil.rmtree(d, ignore_errors=True)
-        except BlockingIOError:
-            pass
+            _remove_if_unheld(fd, d)
         finally:
             os.close(fd)

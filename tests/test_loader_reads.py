@@ -228,3 +228,16 @@ def test_epoch_orders_are_computed_once_per_node_and_old_ones_removed(uri, node_
         assert kept == [k for k in (e - 1, e) if k >= 0]
     worker = pickle.loads(pickle.dumps(ds))  # a worker maps the node's order instead of computing it
     assert np.array_equal(worker.rank_order(3), first)
+
+
+def test_directories_left_by_killed_jobs_are_swept_unless_held(node_root):
+    from mmfs_loader.node import NodeDir
+
+    held = NodeDir(node_root, "held").attach()  # a live job's directory
+    left = node_root / "left"  # a killed job's: nobody holds it
+    left.mkdir(parents=True)
+    (left / "selection.npy").write_bytes(b"x" * 100)
+    for d in (left, held.path):
+        os.utime(d, (1, 1))  # untouched for a long time
+    NodeDir(node_root, "new").attach(owner=True)  # a new directory sweeps its root
+    assert not left.exists() and held.path.exists()
