@@ -16,6 +16,8 @@ For each feature, GOP and mode:
 - fill: ``fill_feature`` on a fresh copy of the table (rows, worker decoding, model, commits);
 - ratios: model alone / pure network, fill / min(model alone, decode ceiling); GPU busy (NVML) when
   the model runs on CUDA.
+Training clips: one pass of FeatureDataset(clip=...) over the 1 s GOP drop, decoded by the CPU and, where
+present, by NVDEC, unaligned and keyframe-aligned.
 
 Profiles: ``tiny`` (random-init test models, the default without CUDA) and ``real`` (the real
 architectures with random weights: ViT-B/32 and ViT-L/14 CLIP, Depth Anything V2 Small; the default
@@ -56,6 +58,7 @@ from mmfs_assets.features.spec import Clip  # noqa: E402
 from mmfs_assets.ingest.describe import describe_partition  # noqa: E402
 from mmfs_assets.ingest.ingest_drop import ingest_drop  # noqa: E402
 from mmfs_loader import schema as S  # noqa: E402
+from mmfs_loader.nvdec import nvdec_available  # noqa: E402
 from mmfs_loader.sql import equals  # noqa: E402
 from mmfs_loader.table import TableRef  # noqa: E402
 from mmfs_loader.video import VideoPlan, plan_columns  # noqa: E402
@@ -277,8 +280,30 @@ def main() -> None:
                     ratio = "-" if not net else f"{alone / net:.2f}x"
                     print(f"{gop:8s} {mode:9s} {rate(net):>7s}/s {rate(alone):>6s}/s {rate(fill):>6s}/s {rate(ceil):>6s}/s {ratio:>9s} "
                           f"{fill / min(alone, ceil):19.2f}x {ba + ' / ' + bf:>16s} {rep.amplification:6.2f}")
+        print("\n-- training clips (FeatureDataset, 8 frames at 224, 1 s GOP, main process, batches of 8)")
+        report["loader_clips"] = {}
+        decoders = ["cpu", "nvdec"] if nvdec_available() is None else ["cpu"]
+        for decoder in decoders:
+            for align in ("exact", "keyframe"):
+                rate_ = loader_clips(uri, drop_of("1s", "exact"), decoder, align, workers)
+                report["loader_clips"][f"{decoder}/{align}"] = rate_
+                print(f"decoder {decoder:6s} align {align:9s} {rate_:7.1f} clips/s")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+
+
+def loader_clips(uri: str, drop_id: str, decoder: str, align: str, threads: int) -> float:
+    """Clips per second of one pass of the training loader over a drop (clip decoding in the main
+    process: NVDEC's frames stay on the GPU, the CPU path uses ``threads`` decode threads)."""
+    from mmfs_loader import ClipSpec, FeatureDataset, Reading
+
+    ds = FeatureDataset(uri, columns=["file_name"], filter=equals(S.DROP_ID, drop_id), batch_size=8, shuffle=True,
+                        clip=ClipSpec(frames=8, size=224, align=align), reading=Reading(decoder=decoder, decode_threads=threads))
+    t0, n = time.perf_counter(), 0
+    for b in ds.dataloader():
+        assert b["clip_ok"].all()
+        n += len(b["id"])
+    return n / (time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

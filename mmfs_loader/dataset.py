@@ -32,6 +32,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mmfs_loader import recipe as R
 from mmfs_loader.block_reads import read_blocks
 from mmfs_loader.cache import ColumnCache, row_bytes
+from mmfs_loader.clip_decoders import check_clip_decoder
 from mmfs_loader.clips import ClipSpec
 from mmfs_loader.columns import resolve_columns
 from mmfs_loader.convert import batch_of_block, rows_of_block
@@ -178,9 +179,12 @@ class FeatureDataset(IterableDataset):
         cache = None
         if self._node is not None and self.reading.cache_bytes and est <= self.reading.cache_bytes and n_unique:
             cache = ColumnCache(self._node, table.schema, cols, n_unique)
+        if self.clip is not None:
+            check_clip_decoder(self.reading.decoder)
         self._reader = BlockReader(
             uri, self.version, self.columns, clip=self.clip, seed=self.seed,
             storage_options=storage_options, decode_threads=self.reading.decode_threads, cache=cache,
+            decoder=self.reading.decoder,
         )
         self._recipe = self._make_recipe()
         self.fingerprint = R.fingerprint(self._recipe)

@@ -21,9 +21,11 @@ import lance
 import numpy as np
 import pyarrow as pa
 import torch
+from torch.utils.data import get_worker_info
 
 from mmfs_loader import schema as S
 from mmfs_loader.cache import ColumnCache
+from mmfs_loader.clip_decoders import fit_frames, use_nvdec
 from mmfs_loader.clips import ClipSpec, decode_clip, draw
 from mmfs_loader.convert import DEPTH_PARTS, columns_of_block, number_array, short_strings, strings_at
 from mmfs_loader.video import PLAN_COLUMNS, VideoPlan, plan_columns
@@ -80,6 +82,7 @@ class BlockReader:
         storage_options: dict[str, str] | None = None,
         decode_threads: int | None = None,
         cache: ColumnCache | None = None,
+        decoder: str = "auto",
     ) -> None:
         self.uri, self.version, self.columns = uri, version, columns
         self.clip, self.seed = clip, seed
@@ -89,6 +92,9 @@ class BlockReader:
         self._pool: ThreadPoolExecutor | None = None
         self._io: ThreadPoolExecutor | None = None
         self.cache = cache
+        self.decoder = decoder
+        self._nv: Any | None = None  # the NVDEC lane, in the process that reads
+        self._nv_decided = False
         # Columns the cache may hand over as tensors: not the depth parts (decoded together from Arrow)
         # nor the clip plan's columns (read from Arrow rows).
         self._tensor_columns = set(columns) - set(DEPTH_PARTS) - (set(PLAN_COLUMNS) if clip else set())
@@ -96,7 +102,8 @@ class BlockReader:
         self.reads_by_take = 0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_table": None, "_pool": None, "_io": None, "reads_from_cache": 0, "reads_by_take": 0}
+        return {**self.__dict__, "_table": None, "_pool": None, "_io": None, "_nv": None, "_nv_decided": False,
+                "reads_from_cache": 0, "reads_by_take": 0}
 
     @property
     def plan_columns(self) -> list[str]:
@@ -170,15 +177,51 @@ class BlockReader:
         return cols
 
     def _clips(self, uniq: np.ndarray, inverse: np.ndarray, plans: list[VideoPlan], epoch: int) -> dict[str, Any]:
-        """Decoded clips of the unique rows (``plans[k]`` for ``uniq[k]``), spread to the block's rows."""
+        """Decoded clips of the unique rows (``plans[k]`` for ``uniq[k]``), spread to the block's rows.
+        NVDEC takes the rows it accepts when this process uses it; the CPU decodes the rest."""
         spec = self.clip
         assert spec is not None
-        blobs = self._blobs(uniq)
+        decoded: list[tuple[torch.Tensor, np.ndarray] | None] = [None] * len(uniq)
+        lane = self._nvdec_lane()
+        handles: dict[int, int] = {}
+        if lane is not None:
+            for k, plan in enumerate(plans):
+                if lane.accepts(plan):
+                    want = spec.times(plan, draw(self.seed, epoch, int(uniq[k])))
+                    handles[k] = lane.submit(int(uniq[k]), plan, [float(t) for t in want], None, "exact")
+        cpu = [k for k in range(len(uniq)) if k not in handles]
+        for k, h in handles.items():
+            out = lane.result(h)  # type: ignore[union-attr]
+            if "error" in out:
+                log.info("row %d: %s; decoding it on the CPU", int(uniq[k]), out["error"])
+                cpu.append(k)
+            else:
+                decoded[k] = (fit_frames(out["frames"], spec.size, spec.crop), np.asarray(out["timestamps"]))
+        for k, d in zip(cpu, self._cpu_clips(uniq[cpu], [plans[k] for k in cpu], epoch)):
+            decoded[k] = None if d is None else (torch.from_numpy(d[0]), d[1])
+        device = next((d[0].device for d in decoded if d is not None and d[0].is_cuda), torch.device("cpu"))
+        good = next((d for d in decoded if d is not None), None)
+        shape = tuple(good[0].shape) if good is not None else (spec.frames, 3, spec.size or 0, spec.size or 0)
+        frames, times, ok = [], [], []
+        for k in inverse:
+            d = decoded[k]
+            frames.append(torch.zeros(shape, dtype=torch.uint8, device=device) if d is None else d[0].to(device))
+            times.append(torch.full((spec.frames,), float("nan"), dtype=torch.float64) if d is None else torch.from_numpy(d[1]))
+            ok.append(d is not None)
+        return {"frames": frames, "frame_times": times, "clip_ok": torch.tensor(ok, dtype=torch.bool)}
+
+    def _cpu_clips(self, rows: np.ndarray, plans: list[VideoPlan], epoch: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Clips decoded by FFmpeg in this process's decode threads (None where a video does not decode)."""
+        if not len(rows):
+            return []
+        spec = self.clip
+        assert spec is not None
+        blobs = self._blobs(rows)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="mmfs-clip")
 
         def one(k: int):
-            row_id = int(uniq[k])
+            row_id = int(rows[k])
             blob = blobs[k]
             try:
                 if blob is None:
@@ -189,16 +232,18 @@ class BlockReader:
                 log.warning("row %d: clip not decoded (%s: %s); yielding zeros with clip_ok=False", row_id, type(e).__name__, e)
                 return None
 
-        decoded = list(self._pool.map(one, range(len(uniq))))
-        good = next((d for d in decoded if d is not None), None)
-        shape = good[0].shape if good is not None else (spec.frames, 3, spec.size or 0, spec.size or 0)
-        frames, times, ok = [], [], []
-        for k in inverse:
-            d = decoded[k]
-            frames.append(torch.zeros(shape, dtype=torch.uint8) if d is None else torch.from_numpy(d[0]))
-            times.append(torch.full((spec.frames,), float("nan"), dtype=torch.float64) if d is None else torch.from_numpy(d[1]))
-            ok.append(d is not None)
-        return {"frames": frames, "frame_times": times, "clip_ok": torch.tensor(ok, dtype=torch.bool)}
+        return list(self._pool.map(one, range(len(rows))))
+
+    def _nvdec_lane(self) -> Any | None:
+        """This process's NVDEC lane, made on first use when :func:`use_nvdec` says so."""
+        if self._nv is None and not self._nv_decided:
+            self._nv_decided = True
+            if use_nvdec(self.decoder, in_worker=get_worker_info() is not None):
+                from mmfs_loader.nvdec import NvdecLane
+
+                self._nv = NvdecLane(self.table, threads=self.decode_threads)
+                log.info("clips decode with NVDEC in this process (decoder=%s)", self.decoder)
+        return self._nv
 
     def _blobs(self, uniq: np.ndarray) -> list[Any]:
         """Blob files of the rows; a pointer that leads nowhere fails the whole ``take_blobs`` call, so
@@ -216,6 +261,9 @@ class BlockReader:
             return out
 
     def close(self) -> None:
+        if self._nv is not None:
+            self._nv.close()
+            self._nv = None
         for pool in (self._pool, self._io):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)

@@ -111,13 +111,16 @@ class Reading:
     ``decode_threads``: clip decoding threads per reading process. ``cache_bytes``: when the requested
     columns of the selection fit, one process per node fills a shared cache with them in the
     background and every reader gathers from it (:mod:`mmfs_loader.cache`); 0 reads by ``take`` only.
-    ``cache_dir``: the node directory's root (default ``MMFS_LOADER_CACHE_DIR`` or the temp directory).
+    ``cache_dir``: the node directory's root (default ``MMFS_LOADER_CACHE_DIR``, ``/dev/shm`` or the
+    temp directory). ``decoder``: what decodes clips, ``"auto"``, ``"cpu"`` or ``"nvdec"``
+    (:mod:`mmfs_loader.clip_decoders`; the frames chosen are the same, the scaling filter differs).
     """
 
     fetch_size: int = 1024
     decode_threads: int | None = None
     cache_bytes: int = 512 << 20
     cache_dir: str | None = None
+    decoder: str = "auto"
 
     def __post_init__(self) -> None:
         for name, lo in (("fetch_size", 1), ("cache_bytes", 0), ("decode_threads", 1)):

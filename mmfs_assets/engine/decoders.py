@@ -1,7 +1,7 @@
 """Which decoder a fill uses (``MMFS_DECODER=auto|cpu|nvdec``) and the source that hands out frames.
 
 - ``cpu``: spawned worker processes, one single-threaded FFmpeg decoder each (:mod:`.pool`).
-- ``nvdec``: the GPU's video decoder through PyNvVideoCodec (:mod:`.nvdec`), frames stay on the device;
+- ``nvdec``: the GPU's video decoder through PyNvVideoCodec (:mod:`mmfs_loader.nvdec`), frames stay on the device;
   CPU workers still take what NVDEC cannot (VFR timing, codecs it refuses).
 - ``auto``: NVDEC alongside the CPU workers when the model runs on CUDA and PyNvVideoCodec is installed
   (``pip install 'mmfs[gpu]'``), else CPU workers; the choice and its reason go to the run's log.
@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from mmfs_assets.engine import tasks
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
 from mmfs_assets.engine.shm import SharedFrames
+from mmfs_loader.nvdec import nvdec_available
 
 DECODERS = ("auto", "cpu", "nvdec")
 
@@ -33,17 +33,6 @@ class DecoderChoice:
     @property
     def name(self) -> str:
         return "nvdec+cpu" if self.nvdec else "cpu"
-
-
-def nvdec_available() -> str | None:
-    """None when NVDEC can be used here, else why not."""
-    if importlib.util.find_spec("PyNvVideoCodec") is None:
-        return "PyNvVideoCodec is not installed (pip install 'mmfs[gpu]')"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "CUDA is not available"
-    return None
 
 
 def choose_decoder(pref: str, device: str, *, probe=nvdec_available) -> DecoderChoice:

@@ -144,7 +144,7 @@ def fill_feature(
     committer = ThreadPoolExecutor(1, thread_name_prefix=f"commit-{feature.name}")
     try:
         if choice.nvdec:
-            from mmfs_assets.engine.nvdec import NvdecLane
+            from mmfs_loader.nvdec import NvdecLane
 
             nvdec = NvdecLane(ds)
         source = FrameSource(pool, nvdec, decode_timeout, decode_task)

@@ -1,5 +1,8 @@
 """NVDEC decoding through PyNvVideoCodec: frames decoded on the GPU and left there.
 
+Shared by the fill engine (``MMFS_DECODER``) and the training loader (``Reading(decoder=...)``); it
+imports PyNvVideoCodec only when a lane is made.
+
 One ``SimpleDecoder`` per thread, reused across videos with ``reconfigure_decoder`` (creating a
 decoder per video costs more than decoding 8 frames: measured 3.5 vs 8.7 videos/s per thread on an
 H100, see ``research/gpu_decode.md``). The decoder reads the Lance blob file object directly. Frames come
@@ -14,6 +17,7 @@ on a CPU worker instead.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import threading
@@ -25,6 +29,17 @@ import numpy as np
 
 from mmfs_loader import schema as S
 from mmfs_loader.video import VideoPlan
+
+
+def nvdec_available() -> str | None:
+    """None when NVDEC can be used here, else why not."""
+    if importlib.util.find_spec("PyNvVideoCodec") is None:
+        return "PyNvVideoCodec is not installed (pip install 'mmfs[gpu]')"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    return None
 
 
 def frame_indices(plan: VideoPlan, times: list[float], mode: str) -> tuple[list[int], np.ndarray]:
