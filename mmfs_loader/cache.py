@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 5.0  # how often a reader looks again for a filler that died
 FILL_ROWS = 1024  # cache positions per take while filling
+_MAP_LOCK = threading.Lock()
 FILL_THREADS = 8  # takes in flight while filling (Lance's take waits on I/O and releases the GIL)
 
 
@@ -93,7 +94,9 @@ class ColumnCache:
     def ready(self) -> bool:
         """Whether the cache is published (and then mapped into this process)."""
         if self._open is None and (self.path / "meta.json").exists():
-            self._open = self._map()
+            with _MAP_LOCK:  # the read-ahead threads ask at once: map once
+                if self._open is None:
+                    self._open = self._map()
         return self._open is not None
 
     def _map(self) -> dict[str, Any]:

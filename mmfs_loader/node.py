@@ -26,8 +26,10 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import shutil
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -168,13 +170,39 @@ class NodeDir:
             os.close(fd)  # closing drops the lock
 
 
+_NPY_HEADER = re.compile(r"^\{'descr': '([<>|=][a-zA-Z]\d*)', 'fortran_order': False, 'shape': \(([\d, ]*)\), \}\s*$")
+
+
+def npy_header(f) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the ``.npy`` file ``f`` (positioned at its start), leaving ``f`` at the data.
+
+    The header is parsed with a regular expression, not numpy's reader: that one calls
+    ``ast.literal_eval``, and CPython 3.11 fails ("AST constructor recursion depth mismatch") when two
+    threads compile at once, which the loader's read-ahead threads did. Files in another layout (a
+    Fortran-ordered array, a structured dtype) go to numpy's reader under a lock."""
+    version = np.lib.format.read_magic(f)
+    start = f.tell()
+    n = int.from_bytes(f.read(2 if version == (1, 0) else 4), "little")
+    m = _NPY_HEADER.match(f.read(n).decode("latin1"))
+    if m is not None:
+        return tuple(int(x) for x in m.group(2).replace(" ", "").split(",") if x), np.dtype(m.group(1))
+    with _NPY_LOCK:
+        f.seek(start)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    if fortran:
+        raise ValueError(f"{f.name}: a Fortran-ordered array is not one the loader wrote")
+    return shape, dtype
+
+
+_NPY_LOCK = threading.Lock()
+
+
 def map_npy(path: Path) -> np.ndarray:
     """A read-only array over an ``.npy`` file's pages, mapped with ``MAP_POPULATE`` (one bulk fault-in
     instead of one fault per page on first touch) and as a plain ndarray (no ``np.memmap`` overhead)."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _fortran, dtype = read(f)
+        shape, dtype = npy_header(f)
         offset = f.tell()
         size = os.fstat(f.fileno()).st_size
         if size == 0 or int(np.prod(shape)) == 0:

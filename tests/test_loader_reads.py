@@ -241,3 +241,22 @@ def test_directories_left_by_killed_jobs_are_swept_unless_held(node_root):
         os.utime(d, (1, 1))  # untouched for a long time
     NodeDir(node_root, "new").attach(owner=True)  # a new directory sweeps its root
     assert not left.exists() and held.path.exists()
+
+
+def test_node_files_are_mapped_from_many_threads_at_once(tmp_path):
+    """The read-ahead threads map node files concurrently; numpy's header reader compiles with ``ast``, which
+    CPython 3.11 cannot do from two threads at once (it failed CI once): the loader parses headers itself."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mmfs_loader.node import map_npy
+
+    arrays = [np.arange(n, dtype=np.uint64) for n in (0, 1, 300)] + [np.zeros((7, 8), np.float32), np.array([b"v1", b"v22"])]
+    paths = []
+    for k, a in enumerate(arrays):
+        np.save(tmp_path / f"{k}.npy", a)
+        paths.append(tmp_path / f"{k}.npy")
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda i: map_npy(paths[i % len(paths)]), range(2000)))
+    for i, g in enumerate(got):
+        want = arrays[i % len(arrays)]
+        assert g.dtype == want.dtype and np.array_equal(g, want)

@@ -15,6 +15,7 @@ in the main thread, after marking the run canceling. The run then ends CANCELED 
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 import time
 import uuid
@@ -38,6 +39,8 @@ TOKEN_TAG = "mmfs/invocation"
 NOTICE_EVERY_S = 10.0
 SWEEP_EVERY_S = 5.0
 
+
+log = logging.getLogger(__name__)
 
 def _holders(users: list[PoolUser], me: str | None = None) -> str:
     held = [u for u in users if u.run_id != me and u.state in ("claimed", "assigned")]
@@ -83,39 +86,52 @@ def guarded_materialize(assets, *, instance: dg.DagsterInstance, pools: list[str
     tags = {**(tags or {}), TOKEN_TAG: token, HOST_TAG: this_host()}
     done = threading.Event()
 
+    # An ephemeral instance lives in this process's memory on one shared SQLite connection: no other run
+    # can hold its pools, and a second thread reading it while the run writes fails the run's own write
+    # ("database table is locked"). The watchdog then only turns a stuck Ctrl-C into a KeyboardInterrupt.
+    use_db = not instance.is_ephemeral
+
     def watchdog() -> None:
-        last, last_sweep, interrupted_at, run_id = 0.0, time.monotonic(), None, None
+        state: dict = {"last": 0.0, "last_sweep": time.monotonic(), "interrupted_at": None, "run_id": None}
         while not done.wait(0.5):
-            if run_id is None:
-                runs = instance.get_runs(RunsFilter(tags={TOKEN_TAG: token}), limit=1)
-                run_id = runs[0].run_id if runs else None
-                if run_id is None:
-                    continue
-            if check_captured_interrupt():
-                interrupted_at = interrupted_at or time.monotonic()
-                if time.monotonic() - interrupted_at > 1.0:  # Dagster did not act on it: it is stuck waiting
-                    pop_captured_interrupt()
+            try:
+                tick(state)
+            except Exception as e:  # noqa: BLE001 - a busy database must not kill the thread that handles Ctrl-C
+                log.debug("pool watchdog: %s: %s", type(e).__name__, e)
+
+    def tick(st: dict) -> None:
+        if use_db and st["run_id"] is None:
+            runs = instance.get_runs(RunsFilter(tags={TOKEN_TAG: token}), limit=1)
+            st["run_id"] = runs[0].run_id if runs else None
+        run_id = st["run_id"]
+        if check_captured_interrupt():
+            st["interrupted_at"] = st["interrupted_at"] or time.monotonic()
+            if time.monotonic() - st["interrupted_at"] > 1.0:  # Dagster did not act on it: it is stuck waiting
+                pop_captured_interrupt()
+                if run_id is not None:
                     run = instance.get_run_by_id(run_id)
                     if run is not None and not run.is_finished:
                         instance.report_run_canceling(run, message="interrupted (Ctrl-C or SIGTERM)")
-                    notify(f"interrupted: stopping run {run_id}")
-                    _raise_in_main(KeyboardInterrupt)
-                    interrupted_at = time.monotonic() + 5
-            else:
-                interrupted_at = None
-            if time.monotonic() - last_sweep >= SWEEP_EVERY_S:  # a dead waiter must not get the freed slot
-                free_dead_runs(instance, pools, log=notify)
-                last_sweep = time.monotonic()
-            wake_lost_claims(instance, pools)
-            if time.monotonic() - last < NOTICE_EVERY_S:
-                continue
-            for pool in pools:
-                users = pool_users(instance, pool)
-                mine = [u for u in users if u.run_id == run_id]
-                if mine and all(u.state == "waiting" for u in mine):
-                    notify(f"run {run_id} waits for a slot of pool {pool!r}, held by {_holders(users, run_id)}"
-                           " (Ctrl-C to stop)")
-                    last = time.monotonic()
+                notify(f"interrupted: stopping run {run_id}" if run_id else "interrupted: stopping")
+                _raise_in_main(KeyboardInterrupt)
+                st["interrupted_at"] = time.monotonic() + 5
+        else:
+            st["interrupted_at"] = None
+        if not use_db or run_id is None:
+            return
+        if time.monotonic() - st["last_sweep"] >= SWEEP_EVERY_S:  # a dead waiter must not get the freed slot
+            free_dead_runs(instance, pools, log=notify)
+            st["last_sweep"] = time.monotonic()
+        wake_lost_claims(instance, pools)
+        if time.monotonic() - st["last"] < NOTICE_EVERY_S:
+            return
+        for pool in pools:
+            users = pool_users(instance, pool)
+            mine = [u for u in users if u.run_id == run_id]
+            if mine and all(u.state == "waiting" for u in mine):
+                notify(f"run {run_id} waits for a slot of pool {pool!r}, held by {_holders(users, run_id)}"
+                       " (Ctrl-C to stop)")
+                st["last"] = time.monotonic()
 
     t = threading.Thread(target=watchdog, daemon=True, name="mmfs-pool-watchdog")
     t.start()
