@@ -147,8 +147,11 @@ def test_a_waiting_cli_says_what_it_waits_for_and_stops_on_ctrl_c(home, env, fix
     make_drop(env, "w1", sorted((fixture_dir / "good").iterdir())[:1])
     holder, holder_run = _start_holder("lance_ingest", tmp_path)
     try:
+        # As a terminal starts it: Ctrl-C delivered. A test run started in the background (`cmd &` in a
+        # script) ignores SIGINT, and a child would inherit that and never see the Ctrl-C.
         p = subprocess.Popen([*CLI, "materialize", "--partition", "w1", "--select", "videos"], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         seen = ""
         while "to stop)" not in seen:
             line = p.stderr.readline()
