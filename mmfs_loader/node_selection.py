@@ -71,23 +71,21 @@ class NodeSelection:
     def _again(self) -> None:
         self._row_ids, self._offsets = self._reselect()
 
+    def _mapped(self, attr: str, name: str) -> np.ndarray:
+        """``self.<attr>``, mapped from the node file ``name`` on first use (selected again if it is gone)."""
+        if getattr(self, attr) is None:
+            setattr(self, attr, self._load(name))
+            if getattr(self, attr) is None:
+                self._again()
+        return getattr(self, attr)
+
     @property
     def row_ids(self) -> np.ndarray:
-        if self._row_ids is None:
-            self._row_ids = self._load("selection.npy")
-            if self._row_ids is None:
-                self._again()
-        assert self._row_ids is not None
-        return self._row_ids
+        return self._mapped("_row_ids", "selection.npy")
 
     @property
     def offsets(self) -> np.ndarray:
-        if self._offsets is None:
-            self._offsets = self._load("offsets.npy")
-            if self._offsets is None:
-                self._again()
-        assert self._offsets is not None
-        return self._offsets
+        return self._mapped("_offsets", "offsets.npy")
 
     @property
     def selected(self) -> tuple[np.ndarray, np.ndarray]:
