@@ -7,6 +7,7 @@ import dagster as dg
 from mmfs_assets.assets import ALL_ASSETS, FEATURES, video_metadata, videos
 from mmfs_assets.assets.current_checks import current_checks, staleness_sensor
 from mmfs_assets.assets.features import feature_assets
+from mmfs_assets.assets.store_ops import maintenance_job, maintenance_schedule, search_indices_asset, snapshot_job
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.instance import dagster_patches  # noqa: F401 - fixes a busy wait on pool slots
 from mmfs_assets.resources import build_resources
@@ -18,7 +19,9 @@ def build_definitions(features: list[Feature] | None = None) -> dg.Definitions:
     features = FEATURES if features is None else features
     assets = ALL_ASSETS if features is FEATURES else [videos, video_metadata, *feature_assets(features)]
     return dg.Definitions(
-        assets=assets,
+        assets=[*assets, search_indices_asset([f.name for f in features])],
+        jobs=[snapshot_job, maintenance_job],
+        schedules=[maintenance_schedule],
         asset_checks=current_checks(features),
         sensors=[drop_sensor, features_automation, dead_run_reaper, staleness_sensor(features)],
         resources=build_resources(),

@@ -17,6 +17,10 @@
 | ``MMFS_DECODE_WORKERS``| cores available      | decode worker processes per fill (one FFmpeg thread each) |
 | ``MMFS_DECODE_TIMEOUT_S``| ``300``            | a decode past this (a probe: plus 1 s per MB) kills its worker; the row gets an error |
 | ``MMFS_RECOMPUTE_ON_CODE_CHANGE`` | ``0``       | ``1``: the automation also recomputes every partition of a fill whose code version changed |
+| ``MMFS_CHECK_MAX_ERROR_RATE`` | ``0.25``     | a partition whose share of rows with a decode/feature error is above this fails its quality check |
+| ``MMFS_CHECK_MAX_DUP_RATIO`` | ``0.5``        | a partition whose share of near-duplicate rows is above this fails ``dup_groups_ratio`` (a warning) |
+| ``MMFS_CHECK_NORM_TOLERANCE`` | ``0.01``      | embeddings whose L2 norm is further than this from 1 (or NaN) fail ``<feature>_quality`` |
+| ``MMFS_DUP_DISTANCE`` | ``0.03``              | cosine distance under which two videos' embeddings make them near-duplicates (``dup_group``) |
 | ``MMFS_<FEATURE>_MODEL``, ``_FRAMES``, ``_BATCH_SIZE``, ``_SAMPLING`` | feature defaults | per feature, e.g. ``MMFS_CLIP_MODEL``, ``MMFS_DEPTH_SAMPLING=keyframe`` |
 
 Relative local paths are resolved against the working directory once, when the settings are read, so
@@ -77,6 +81,10 @@ class Settings(BaseModel):
     decode_workers: int = Field(0, ge=0)  # 0: the cores this process may use
     decode_timeout_s: float = Field(300.0, gt=0)
     recompute_on_code_change: bool = False
+    check_max_error_rate: float = Field(0.25, ge=0, le=1)
+    check_max_dup_ratio: float = Field(0.5, ge=0, le=1)
+    check_norm_tolerance: float = Field(0.01, ge=0)
+    dup_distance: float = Field(0.03, ge=0, le=2)
     feature_env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("table_uri", "drop_dir", "model_dir")
@@ -132,4 +140,8 @@ ENV_NAMES = {
     "decode_workers": "MMFS_DECODE_WORKERS",
     "decode_timeout_s": "MMFS_DECODE_TIMEOUT_S",
     "recompute_on_code_change": "MMFS_RECOMPUTE_ON_CODE_CHANGE",
+    "check_max_error_rate": "MMFS_CHECK_MAX_ERROR_RATE",
+    "check_max_dup_ratio": "MMFS_CHECK_MAX_DUP_RATIO",
+    "check_norm_tolerance": "MMFS_CHECK_NORM_TOLERANCE",
+    "dup_distance": "MMFS_DUP_DISTANCE",
 }

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import lance
 
 from mmfs_loader import schema as S
+from mmfs_loader.sql import is_in
 
 
 @dataclass
@@ -25,15 +26,18 @@ class DropStatus:
     groups: dict[str, GroupStatus] = field(default_factory=dict)
 
 
-def table_status(ds: lance.LanceDataset) -> list[DropStatus]:
-    """Status per drop, sorted by drop id; reads only the drop, producer and error columns."""
+def table_status(ds: lance.LanceDataset, drops: list[str] | None = None) -> list[DropStatus]:
+    """Status per drop, sorted by drop id; reads only the drop, producer and error columns.
+
+    With ``drops``, only those drops' rows are read (through the ``drop_id`` index: the cost follows the
+    drops asked for, not the table)."""
     groups = sorted(S.groups_in_schema(ds.schema))
     cols = [S.DROP_ID] + [c for g in groups for c in (f"{g}_producer", f"{g}_error")]
-    t = ds.to_table(columns=cols)
-    drops: dict[str, DropStatus] = {}
+    t = ds.to_table(columns=cols, filter=is_in(S.DROP_ID, drops) if drops else None)
+    by_drop: dict[str, DropStatus] = {}
     drop_ids = t[S.DROP_ID].to_pylist()
     for d in drop_ids:
-        st = drops.setdefault(d, DropStatus(d))
+        st = by_drop.setdefault(d, DropStatus(d))
         st.rows += 1
     for g in groups:
         producers = t[f"{g}_producer"].to_pylist()
@@ -49,6 +53,6 @@ def table_status(ds: lance.LanceDataset) -> list[DropStatus]:
                 gs.filled += 1
             else:
                 gs.errored += 1
-        for d, st in drops.items():
+        for d, st in by_drop.items():
             st.groups[g] = counts[d]
-    return [drops[k] for k in sorted(drops)]
+    return [by_drop[k] for k in sorted(by_drop)]

@@ -54,9 +54,9 @@ def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "version 999 not found" in r.output
     r = _run("sql", "SELECT COUNT(1) FROM videos", "--tag", "nope")
     assert r.exit_code == 2 and "no such tag 'nope'" in r.output and "snap" in r.output
-    r = _run("snapshot", "snap")
+    r = _run("snapshot", "create", "snap")
     assert r.exit_code == 2 and "already names version" in r.output
-    r = _run("snapshot", "snap-2", "--version", "2")
+    r = _run("snapshot", "create", "snap-2", "--version", "2")
     assert r.exit_code == 0 and "tagged version 2" in r.stdout
     assert _run("sql", "SELECT COUNT(1) AS n FROM videos", "--tag", "snap-2").exit_code == 0
     r = _run("sql", "SELECT COUNT(1) FROM videos WHERE height*width >= 1280*720", "--format", "csv")
@@ -128,14 +128,14 @@ def _one_error(r, code: int, *phrases: str) -> None:
 def test_one_error_style(env, fixture_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
     (tmp_path / "dh").mkdir()
-    _one_error(_run("snapshot", "x"), 2, "error: no MMFS table", "hint: set MMFS_TABLE_URI")
+    _one_error(_run("snapshot", "create", "x"), 2, "error: no MMFS table", "hint: set MMFS_TABLE_URI")
     _one_error(_run("status"), 2, "no MMFS table")
     make_drop(env, "e-1", sorted((fixture_dir / "good").iterdir())[:1])
     assert _run("materialize", "-p", "e-1", "-s", "videos", "-s", "video_metadata").exit_code == 0
-    _one_error(_run("snapshot", "x", "--version", "999"), 2, "version 999 not found", "latest is")
+    _one_error(_run("snapshot", "create", "x", "--version", "999"), 2, "version 999 not found", "latest is")
     _one_error(_run("sql", "SELECT 1 FROM videos", "--version", "999"), 2, "version 999 not found", "latest is")
     _one_error(_run("sql", "SELEC 1"), 2, "SQL error")
-    _one_error(_run("snapshot", "bad tag!"), 2, "invalid tag name")
+    _one_error(_run("snapshot", "create", "bad tag!"), 2, "invalid tag name")
     _one_error(_run("sql", "SELECT 1", "--nope"), 2, "No such option")
     _one_error(_run("materialize", "-p", "e-1", "-s", "videos", "--force"), 2, "--force recomputes fills")
     monkeypatch.setenv("MMFS_MODEL_PROFILE", "huge")

@@ -84,7 +84,7 @@ def test_cli_errors_on_object_storage(tmp_path, monkeypatch, s3_server):
     monkeypatch.setenv("MMFS_TABLE_URI", "s3://no-such-bucket/prod/videos.lance")
     monkeypatch.setenv("MMFS_STORAGE_OPTIONS", json.dumps(s3_server))
     monkeypatch.setenv("MMFS_DROP_DIR", str(tmp_path / "drops"))
-    for args in (["status"], ["snapshot", "x"], ["sql", "SELECT 1 FROM videos"]):
+    for args in (["status"], ["snapshot", "create", "x"], ["sql", "SELECT 1 FROM videos"]):
         r = CliRunner().invoke(app, args)
         out = " ".join(r.output.split())
         assert r.exit_code in (1, 2) and "Traceback" not in r.output and ".rs:" not in r.output, r.output

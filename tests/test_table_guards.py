@@ -38,10 +38,10 @@ def _manifest(uri: str, version: int) -> Path:
 
 
 def test_tag_names_are_validated_and_unknown_tags_listed(table):
-    r = _run("snapshot", "ünï")
+    r = _run("snapshot", "create", "ünï")
     assert r.exit_code == 2 and "invalid tag name" in r.output
-    assert _run("snapshot", "a b").exit_code == 2
-    assert _run("snapshot", "good-1.0_x").exit_code == 0
+    assert _run("snapshot", "create", "a b").exit_code == 2
+    assert _run("snapshot", "create", "good-1.0_x").exit_code == 0
     r = _run("sql", "SELECT COUNT(1) AS n FROM videos", "--tag", "nope")
     assert r.exit_code == 2 and "no such tag 'nope'" in r.output and "known: good-1.0_x" in r.output
     # a table that already holds a tag Lance cannot list (made before the check) still names its tags

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from mmfs_assets.cli import errors
+from mmfs_assets.cli import errors, store_commands
 from mmfs_assets.cli.errors import CliError, CliUsageError
 from mmfs_assets.cli.render import Format
 
@@ -157,21 +157,10 @@ def sql_cmd(
 
 
 @app.command()
-def snapshot(
-    name: Annotated[str, typer.Argument(help="tag name for training jobs to pin (FeatureDataset(tag=...))")],
-    version: Annotated[Optional[int], typer.Option(help="version to tag (default: the latest)")] = None,
+def status(
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    drop: Annotated[Optional[list[str]], typer.Option("--drop", "-d", help="only this drop (repeatable; read through the drop_id index)")] = None,
 ) -> None:
-    """Tag a table version (default the latest) so training jobs can pin it; tags are never moved."""
-    from mmfs_assets.settings import Settings
-    from mmfs_assets.table.tags import create_tag
-
-    s = Settings.from_env()
-    v = create_tag(s.table_ref, name, version)
-    out.print(f"tagged version {v} of {s.table_uri} as {name}")
-
-
-@app.command()
-def status(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
     """Per drop: rows, per column group filled / errored / missing and by whom, stale features, refused drops."""
     from mmfs_assets.cli.render import print_health, print_refused, print_stale, print_status, status_records
     from mmfs_assets.settings import Settings
@@ -191,7 +180,7 @@ def status(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table
         print_health(s.table_uri, health, console)
         raise typer.Exit(1)
     ds = s.table_ref.open()
-    drops = table_status(ds)
+    drops = table_status(ds, drop)
     stale = stale_features(drops, settings_expectations(s))
     if fmt is Format.json:
         import json
@@ -204,6 +193,9 @@ def status(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table
     print_status(drops, fmt, out)
     print_stale(stale, out)
     print_health(s.table_uri, health, console)
+
+
+store_commands.register(app)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmfs_assets.settings import Settings
-from mmfs_assets.table.tags import create_tag
+from mmfs_assets.store import snapshots
 from mmfs_loader.sql import equals
 
 COLUMNS = ["clip_embedding", "caption", "height"]
@@ -20,8 +20,8 @@ def loader_pass(console: Console, settings: Settings, drop_id: str) -> None:
 
     so = settings.storage_options or None
     tag = f"{drop_id}-snapshot"
-    version = create_tag(settings.table_ref, tag)
-    console.print(f"tagged version {version} as [bold]{tag}[/bold]")
+    m = snapshots.create(settings.table_ref, tag)
+    console.print(f"tagged version {m.version} as [bold]{tag}[/bold] (`mmfs snapshot show {tag}` prints its manifest)")
     kw = dict(tag=tag, columns=COLUMNS, filter=equals("drop_id", drop_id), shuffle=True, seed=0, clip=CLIP,
               batch_size=4, storage_options=so)
     t0 = time.perf_counter()

@@ -143,7 +143,7 @@ def print_health(uri: str, health, console: Console) -> None:
                           f"FeatureDataset(version={newest})")
     if health.orphan_data_files:
         console.print(f"orphan data files: {health.orphan_data_files} (left by killed or losing writers; "
-                      "harmless to readers; cleanup is not scheduled yet)")
+                      "harmless to readers; `mmfs maintain` deletes them once an hour old)")
 
 
 def print_stale(stale, console: Console) -> None:

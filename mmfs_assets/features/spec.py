@@ -71,6 +71,8 @@ class LoadedModel:
     input: str = "frames"  # "frames" (decoded clips) or "container" (the metadata probe reads the whole file)
     dtype: Any = None  # torch dtype of ``pixels`` (None: float32)
     producer: str = ""  # set by mmfs_assets.features.models.load_model
+    # text -> vectors in the same space as the stored values (embedding features with a text tower: search)
+    encode_text: Callable[[list[str]], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from mmfs_assets.ingest.safe_open import DropReader
 from mmfs_assets.table import append_rows, open_or_create
 from mmfs_assets.table.append import FRAGMENT_ROWS
 from mmfs_assets.table.dedup import dedup_ids
+from mmfs_assets.table.indices import ensure_scalar_indices
 from mmfs_loader import schema as S
 from mmfs_loader.sql import is_in
 from mmfs_loader.table import TableRef
@@ -190,6 +191,7 @@ def ingest_drop(
         flush()
     # a run killed between its append and its dedup may have left a second row for a video of this drop
     rep.duplicates_removed += len(dedup_ids(table, known))
+    ensure_scalar_indices(table)  # new fragments: fold them into the drop_id / id lookup indices
     if progress:  # duplicates, rows already in the table and skipped files are never written: bars end full
         progress("hash", hashed, hashed)
         progress("write", rep.new_bytes, rep.new_bytes)

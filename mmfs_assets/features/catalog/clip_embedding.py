@@ -52,6 +52,11 @@ def build_tiny(dim: int, directory: Path) -> None:
     (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": preprocess}))
 
 
+def _tokenizer_name(spec: str) -> str:
+    p = Path(spec).expanduser()
+    return f"local-dir:{p}" if p.is_dir() else spec.partition(":")[0] if not spec.startswith("hf-hub:") else spec
+
+
 def _open(spec: str, device: str):
     """(model, model id, weights id) for a local dir, an hf-hub id or NAME:TAG."""
     import open_clip
@@ -115,6 +120,14 @@ def clip_feature(
             pooled = torch.nn.functional.normalize(e, dim=-1).cpu().numpy().astype(np.float32)
             return {name: list(pooled), f"{name}_timestamps": [c.timestamps.tolist() for c in clips]}
 
+        def encode_text(texts: list[str]) -> np.ndarray:
+            import open_clip
+
+            tokens = open_clip.get_tokenizer(_tokenizer_name(ctx.spec))(texts).to(ctx.device)
+            with torch.inference_mode():
+                t = model.encode_text(tokens).float()
+            return torch.nn.functional.normalize(t, dim=-1).cpu().numpy().astype(np.float32)
+
         return LoadedModel(
             model=model_id,
             weights=weights,
@@ -125,6 +138,7 @@ def clip_feature(
             device=ctx.device,
             preprocess=Preprocess(size, tuple(mean), tuple(std)),  # resize, centre crop, normalise (on the device)
             dtype=weight_dtype,
+            encode_text=encode_text,
         )
 
     feature = Feature(

@@ -1,0 +1,1 @@
+"""Operating the store: snapshots with manifests, rollback, lineage, maintenance and search."""
