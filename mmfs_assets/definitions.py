@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mmfs_assets.assets import ALL_ASSETS, FEATURES, video_metadata, videos
+from mmfs_assets.assets import ALL_ASSETS, FEATURES, dup_group, video_metadata, videos
 from mmfs_assets.assets.current_checks import current_checks, staleness_sensor
+from mmfs_assets.assets.drop_stats import drop_stats_asset
 from mmfs_assets.assets.features import feature_assets
 from mmfs_assets.assets.store_ops import maintenance_job, maintenance_schedule, search_indices_asset, snapshot_job
 from mmfs_assets.features.spec import Feature
@@ -17,7 +18,9 @@ from mmfs_assets.sensors import dead_run_reaper, drop_sensor, features_automatio
 def build_definitions(features: list[Feature] | None = None) -> dg.Definitions:
     """The code location; ``features`` replaces the catalog's features (e.g. in a custom location file)."""
     features = FEATURES if features is None else features
-    assets = ALL_ASSETS if features is FEATURES else [videos, video_metadata, *feature_assets(features)]
+    assets = ALL_ASSETS if features is FEATURES else [
+        videos, video_metadata, *feature_assets(features), *([dup_group] if any(f.name == "clip_embedding" for f in features) else []),
+        drop_stats_asset([f.name for f in features])]
     return dg.Definitions(
         assets=[*assets, search_indices_asset([f.name for f in features])],
         jobs=[snapshot_job, maintenance_job],

@@ -85,11 +85,11 @@ def drop_sensor(context: dg.SensorEvaluationContext, drop_folder: DropFolderReso
 
 features_automation = dg.AutomationConditionSensorDefinition(
     "features_automation",
-    target=dg.AssetSelection.groups("features") | dg.AssetSelection.assets("search_indices"),
+    target=dg.AssetSelection.groups("features", "store"),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     description=("Materializes feature columns for new drops as soon as their ingest lands, and the search indices "
-                 "after fills (eager automation)."),
+                 "after fills, and the per-drop statistics (eager automation)."),
 )
 
 

@@ -13,7 +13,9 @@ from mmfs_assets.features.spec import Feature
 from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
+from mmfs_assets.quality.partition_checks import group_quality
 from mmfs_assets.resources import LanceTableResource, ModelsResource
+from mmfs_assets.settings import Settings
 
 GPU_POOL = "gpu"
 
@@ -22,6 +24,7 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
     """A partitioned asset that fills ``feature``'s column group for a drop (see :mod:`mmfs_assets.features.fill`)."""
     g = feature.group
     check = f"{feature.name}_complete"
+    quality_check = f"{feature.name}_quality"
 
     @dg.asset(
         name=feature.name,
@@ -32,7 +35,13 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
         kinds={"lance", "pytorch"} if feature.uses_gpu else {"lance", "python"},
         pool=GPU_POOL if feature.uses_gpu else None,
         automation_condition=fill_automation(),
-        check_specs=[dg.AssetCheckSpec(check, asset=feature.name, description="every row of the drop has a value or an error from the current producer")],
+        check_specs=[
+            dg.AssetCheckSpec(check, asset=feature.name, partitions_def=drops_partitions,
+                              description="every row of the drop has a value or an error from the current producer"),
+            dg.AssetCheckSpec(quality_check, asset=feature.name, partitions_def=drops_partitions,
+                              description="errors at most MMFS_CHECK_MAX_ERROR_RATE of the drop's rows, no empty values "
+                                          "without an error, embedding norms finite (and near 1 when normalised)"),
+        ],
         description=feature.description,
         metadata={"columns": ", ".join(g.columns), "model_setting": feature.model_env},
     )
@@ -79,7 +88,11 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
                 f"{model.frames.count} frames asked for, so their frames repeat (keyframe sampling); "
                 f"{feature.sampling_env}=exact samples the frames at the slice centres instead"
             )
-        summary = summarize_group(lance_table.open(), g, key, model.producer)
+        ds = lance_table.open()
+        summary = summarize_group(ds, g, key, model.producer)
+        s = Settings.from_env()
+        q = group_quality(ds, g, key, max_error_rate=s.check_max_error_rate, norm_tolerance=s.check_norm_tolerance,
+                          normalized=feature.normalized)
         return dg.MaterializeResult(
             metadata={
                 "lance_version": rep.lance_version,
@@ -110,7 +123,9 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
                         "nulls_without_error": summary.nulls_without_error,
                         "rows_in_quarantine": len(summary.errored),
                     },
-                )
+                ),
+                dg.AssetCheckResult(check_name=quality_check, passed=q.passed, severity=dg.AssetCheckSeverity.WARN,
+                                    description=q.description, metadata=q.metadata),
             ],
         )
 

@@ -9,7 +9,9 @@ from mmfs_assets.ingest.describe import METADATA_CODE_VERSION, describe_partitio
 from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
+from mmfs_assets.quality.partition_checks import group_quality
 from mmfs_assets.resources import LanceTableResource, ProbeResource
+from mmfs_assets.settings import Settings
 from mmfs_loader import schema as S
 
 G = S.METADATA
@@ -22,7 +24,12 @@ G = S.METADATA
     code_version=METADATA_CODE_VERSION,
     kinds={"lance", "python"},
     automation_condition=fill_automation(),
-    check_specs=[dg.AssetCheckSpec("metadata_complete", asset="video_metadata")],
+    check_specs=[
+        dg.AssetCheckSpec("metadata_complete", asset="video_metadata", partitions_def=drops_partitions),
+        dg.AssetCheckSpec("metadata_decode_failures", asset="video_metadata", partitions_def=drops_partitions,
+                          description="videos that cannot be decoded (quarantined) are at most MMFS_CHECK_MAX_ERROR_RATE "
+                                      "of the drop"),
+    ],
     description=(
         "Fills the metadata column group (width, height, fps, duration_s, num_frames, codec, pix_fmt, "
         "bit_rate, rotation, has_audio, keyframe_interval, keyframe_times, is_vfr, corrupt_frames, lost_frames) for the "
@@ -45,7 +52,10 @@ def video_metadata(
         timeout=probe.decode_timeout_s,
         force=config.force,
     )
-    summary = summarize_group(lance_table.open(), G, key, rep.producer)
+    ds = lance_table.open()
+    summary = summarize_group(ds, G, key, rep.producer)
+    s = Settings.from_env()
+    q = group_quality(ds, G, key, max_error_rate=s.check_max_error_rate, norm_tolerance=s.check_norm_tolerance)
     return dg.MaterializeResult(
         metadata={
             "lance_version": rep.lance_version,
@@ -67,6 +77,12 @@ def video_metadata(
                 passed=summary.not_current == 0,
                 severity=dg.AssetCheckSeverity.ERROR,
                 metadata={"rows_without_metadata": summary.not_current, "rows_in_quarantine": len(summary.errored)},
-            )
+            ),
+            dg.AssetCheckResult(
+                check_name="metadata_decode_failures", passed=q.passed, severity=dg.AssetCheckSeverity.WARN,
+                description=q.description.replace("have errors", "cannot be decoded"),
+                metadata={"decode_failures": q.metadata["errors"], "decode_failure_rate": q.metadata["error_rate"],
+                          "rows": q.metadata["rows"], "max_error_rate": q.metadata["max_error_rate"]},
+            ),
         ],
     )

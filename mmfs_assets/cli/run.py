@@ -18,7 +18,8 @@ from mmfs_assets.settings import Settings
 
 ASSET_NAMES = [a.key.to_user_string() for a in ALL_ASSETS]
 # assets that recompute every row of the partition when their run config says ``force: true``
-FORCEABLE = [a.key.to_user_string() for a in ALL_ASSETS if a.key.to_user_string() != "videos"]
+FORCEABLE = [a.key.to_user_string() for a in ALL_ASSETS
+             if a.key.to_user_string() not in ("videos", "dup_group", "drop_stats")]  # the fills (FillConfig)
 log = logging.getLogger("mmfs")
 # Dagster's console logger prints a failed step's whole traceback (twice: the event and the run failure);
 # the CLI reports failures itself (step_failures) and replays the run's warnings (run_warnings).

@@ -109,6 +109,7 @@ class Feature:
     build_tiny: Callable[[Path], None] | None = None
     uses_gpu: bool = True
     default_sampling: str = "exact"
+    normalized: bool = False  # vector values are L2-normalised: the quality check flags norms away from 1
 
     def __post_init__(self) -> None:
         if self.default_sampling not in SAMPLING_MODES:

@@ -83,7 +83,7 @@ def nearest(ds: lance.LanceDataset, column: str, vector: np.ndarray, q: Query, *
             exact: bool = False) -> list[dict]:
     """The ``k`` rows nearest to ``vector`` (cosine distance), filtered by the query's ``where``."""
     t = ds.to_table(
-        columns=_columns(ds),
+        columns=[*_columns(ds), "_distance"], disable_scoring_autoprojection=True,
         nearest={"column": column, "q": np.asarray(vector, dtype=np.float32), "k": q.k, "metric": VECTOR_METRIC,
                  "nprobes": q.nprobes, "refine_factor": q.refine_factor, "use_index": not exact},
         filter=_and(q.where, extra_filter), prefilter=True,
@@ -116,7 +116,7 @@ def by_caption(table: TableRef, text: str, q: Query, *, version: int | None = No
         raise SearchError("the table has no caption column")
     if not any("caption" in d.field_names and "Inverted" in d.type_url for d in ds.describe_indices()):
         raise SearchError("no full-text index on caption yet: run `mmfs maintain` (or materialize search_indices in the UI)")
-    t = ds.to_table(columns=_columns(ds), full_text_query=text, limit=q.k, filter=q.where, prefilter=True)
+    t = ds.to_table(columns=[*_columns(ds), "_score"], disable_scoring_autoprojection=True, full_text_query=text, limit=q.k, filter=q.where, prefilter=True)
     return _hits(t, "_score")
 
 

@@ -154,6 +154,7 @@ def clip_feature(
         ),
         build_tiny=lambda d: build_tiny(dim, d),
         default_sampling="keyframe",
+        normalized=True,
     )
     return feature
 

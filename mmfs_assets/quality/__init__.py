@@ -1,0 +1,1 @@
+"""Data quality per partition: check outcomes and near-duplicate groups."""
