@@ -3,13 +3,14 @@
 For each size (default 100k and 1M rows x 512-d float32, clustered like embeddings of similar videos,
 L2-normalised; 1,000 rows per drop; 8-word captions):
   vector    IVF_PQ built by ``ensure_search_indices`` (cosine, ``ivf_pq_params``), queried through
-            ``mmfs_assets.store.search.nearest`` with several ``nprobes`` (refine_factor 10): recall@10
+            ``mmfs_assets.store.search.nearest`` with several (nprobes, refine_factor): recall@10
             against exact search (numpy brute force) and per-query latency (median, p95, 200 queries);
             against the same query with ``use_index=False`` (Lance's exact scan).
   caption   full-text (inverted index) query latency against a ``caption LIKE '%word%'`` scan.
   lookups   a fill's row lookup (``drop_id = X``, row ids and addresses) and an ``id = X`` lookup with the
             BITMAP/BTREE indices against the same scans with ``use_scalar_index=False``.
-Usage: python bench/search.py [--rows 100000,1000000] [--dir /work/benchdata/search] [--queries 200]
+Usage: python bench/search.py [--rows 100000,1000000] [--dir /work/benchdata/search] [--queries 200] [--reuse]
+(--reuse: query the tables and indices a previous run built instead of building them again)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pyarrow as pa  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmfs_assets.store.search import REFINE_FACTOR, Query, nearest  # noqa: E402
+from mmfs_assets.store.search import NPROBES, REFINE_FACTOR, Query, nearest  # noqa: E402
 from mmfs_assets.table.indices import ensure_scalar_indices, ensure_search_indices  # noqa: E402
 from mmfs_loader import schema as S  # noqa: E402
 from mmfs_loader.sql import equals  # noqa: E402
@@ -93,32 +94,41 @@ def timed(fn, reps: int) -> tuple[float, float, list]:
     return statistics.median(lat) * 1e3, lat[int(len(lat) * 0.95) - 1] * 1e3, out
 
 
-def run(rows: int, root: Path, n_queries: int) -> dict:
+def run(rows: int, root: Path, n_queries: int, reuse: bool = False) -> dict:
     uri = str(root / f"t{rows}.lance")
-    shutil.rmtree(uri, ignore_errors=True)
     rng = np.random.default_rng(0)
     centers = rng.normal(0, 1, (CENTERS, DIM)).astype(np.float32)
-    t0 = time.perf_counter()
-    allv = build(uri, rows, centers)
-    res: dict = {"rows": rows, "write_s": round(time.perf_counter() - t0, 1)}
-    ref = TableRef(uri)
-    t0 = time.perf_counter()
-    ensure_scalar_indices(ref)
-    res["scalar_index_s"] = round(time.perf_counter() - t0, 1)
-    t0 = time.perf_counter()
-    rep = ensure_search_indices(ref, vector_min_rows=1)
-    res["vector_and_fts_index_s"] = round(time.perf_counter() - t0, 1)
-    res["indices"] = rep.created
+    res: dict = {"rows": rows}
+    if reuse and Path(uri).is_dir():
+        ds = lance.dataset(uri)
+        t = ds.to_table(columns=["clip_embedding"])["clip_embedding"].combine_chunks()
+        allv = t.flatten().to_numpy().reshape(-1, DIM)  # in id order: written in order, never compacted
+        res.update({"write_s": None, "scalar_index_s": None, "vector_and_fts_index_s": None,
+                    "indices": [d.name for d in ds.describe_indices()]})
+    else:
+        shutil.rmtree(uri, ignore_errors=True)
+        t0 = time.perf_counter()
+        allv = build(uri, rows, centers)
+        res["write_s"] = round(time.perf_counter() - t0, 1)
+        ref = TableRef(uri)
+        t0 = time.perf_counter()
+        ensure_scalar_indices(ref)
+        res["scalar_index_s"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        rep = ensure_search_indices(ref, vector_min_rows=1)
+        res["vector_and_fts_index_s"] = round(time.perf_counter() - t0, 1)
+        res["indices"] = rep.created
     ds = lance.dataset(uri)
     qs = vectors(np.random.default_rng(7), centers, n_queries)
     truth = exact_top(allv, qs, 10)
     ids = np.array([f"{i:012x}" for i in range(rows)])
     res["vector"] = []
-    for nprobes in (8, 16, 32, 48, 64):
-        q = Query(k=10, nprobes=nprobes, refine_factor=REFINE_FACTOR)
+    for nprobes, refine in ((16, 10), (64, 10), (16, 50), (NPROBES, REFINE_FACTOR), (64, 50), (64, 100)):
+        q = Query(k=10, nprobes=nprobes, refine_factor=refine)
         med, p95, hits = timed(lambda i, q=q: nearest(ds, "clip_embedding", qs[i], q), n_queries)
         recall = np.mean([len({h["id"] for h in hs} & set(ids[truth[i]])) / 10 for i, hs in enumerate(hits)])
-        res["vector"].append({"nprobes": nprobes, "recall_at_10": round(float(recall), 4), "median_ms": round(med, 2),
+        res["vector"].append({"nprobes": nprobes, "refine_factor": refine, "default": (nprobes, refine) == (NPROBES, REFINE_FACTOR),
+                              "recall_at_10": round(float(recall), 4), "median_ms": round(med, 2),
                               "p95_ms": round(p95, 2)})
     reps = max(5, n_queries // 10)
     med, p95, hits = timed(lambda i: nearest(ds, "clip_embedding", qs[i], Query(k=10), exact=True), reps)
@@ -149,12 +159,14 @@ def run(rows: int, root: Path, n_queries: int) -> dict:
 
 
 def report(r: dict) -> None:
-    print(f"\n== {r['rows']:,} rows x {DIM}-d: write {r['write_s']} s, scalar indices {r['scalar_index_s']} s, "
-          f"IVF_PQ + caption FTS {r['vector_and_fts_index_s']} s ({', '.join(r['indices'])})")
+    built = (f"write {r['write_s']} s, scalar indices {r['scalar_index_s']} s, IVF_PQ + caption FTS "
+             f"{r['vector_and_fts_index_s']} s" if r["write_s"] is not None else "table and indices reused")
+    print(f"\n== {r['rows']:,} rows x {DIM}-d: {built} ({', '.join(r['indices'])})")
     ex = r["exact"]
-    print(f"{'search':28} {'recall@10':>9} {'median ms':>10} {'p95 ms':>8} {'vs exact':>9}")
+    print(f"{'search (* = mmfs default)':28} {'recall@10':>9} {'median ms':>10} {'p95 ms':>8} {'vs exact':>9}")
     for v in r["vector"]:
-        print(f"{'IVF_PQ nprobes=' + str(v['nprobes']) + ' refine=' + str(REFINE_FACTOR):28} {v['recall_at_10']:>9.3f} "
+        label = f"IVF_PQ nprobes={v['nprobes']} refine={v['refine_factor']}" + (" *" if v["default"] else "")
+        print(f"{label:28} {v['recall_at_10']:>9.3f} "
               f"{v['median_ms']:>10.2f} {v['p95_ms']:>8.2f} {ex['median_ms'] / v['median_ms']:>8.1f}x")
     print(f"{'exact scan (use_index=False)':28} {ex['recall_at_10']:>9.3f} {ex['median_ms']:>10.2f} {ex['p95_ms']:>8.2f} {'1.0x':>9}")
     c = r["caption"]
@@ -170,11 +182,12 @@ def main() -> None:
     ap.add_argument("--rows", default="100000,1000000")
     ap.add_argument("--dir", default="/work/benchdata/search")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--reuse", action="store_true", help="query the tables a previous run built")
     args = ap.parse_args()
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     for rows in [int(x) for x in args.rows.split(",")]:
-        r = run(rows, root, args.queries)
+        r = run(rows, root, args.queries, args.reuse)
         report(r)
         print("json:", json.dumps(r))
         sys.stdout.flush()

@@ -7,7 +7,7 @@ from mmfs_loader import ClipSpec, FeatureDataset, Part, Shuffle
 
 def main() -> None:  # spawned DataLoader workers re-import this file: keep work out of import
     uri = sys.argv[1] if len(sys.argv) > 1 else "data/videos.lance"
-    pin = sys.argv[2] if len(sys.argv) > 2 else None         # a tag (`mmfs snapshot NAME`) or a version number
+    pin = sys.argv[2] if len(sys.argv) > 2 else None         # a tag (`mmfs snapshot create NAME`) or a version number
     tag, version = (None, int(pin)) if pin and pin.isdigit() else (pin, None)
     ds = FeatureDataset(uri, tag=tag, version=version,       # resolved once (neither: the latest): later writes never show
                         columns=["clip_embedding", "caption", "height"],   # or group names ("depth" -> float [K,H,W])

@@ -19,7 +19,7 @@
 | ``MMFS_RECOMPUTE_ON_CODE_CHANGE`` | ``0``       | ``1``: the automation also recomputes every partition of a fill whose code version changed |
 | ``MMFS_CHECK_MAX_ERROR_RATE`` | ``0.25``     | a partition whose share of rows with a decode/feature error is above this fails its quality check |
 | ``MMFS_CHECK_MAX_DUP_RATIO`` | ``0.5``        | a partition whose share of near-duplicate rows is above this fails ``dup_groups_ratio`` (a warning) |
-| ``MMFS_CHECK_NORM_TOLERANCE`` | ``0.01``      | embeddings whose L2 norm is further than this from 1 (or NaN) fail ``<feature>_quality`` |
+| ``MMFS_CHECK_NORM_TOLERANCE`` | ``0.01``      | embeddings whose L2 norm is further than this from 1 (or NaN) fail ``<feature>_values`` |
 | ``MMFS_DUP_DISTANCE`` | ``0.03``              | cosine distance under which two videos' embeddings make them near-duplicates (``dup_group``) |
 | ``MMFS_<FEATURE>_MODEL``, ``_FRAMES``, ``_BATCH_SIZE``, ``_SAMPLING`` | feature defaults | per feature, e.g. ``MMFS_CLIP_MODEL``, ``MMFS_DEPTH_SAMPLING=keyframe`` |
 

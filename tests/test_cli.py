@@ -67,7 +67,7 @@ def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
     assert [(d["drop_id"], d["rows"]) for d in st["drops"]] == [("cli-1", 5)]
     assert st["stale"] == [] and st["refused_drops"] == {}
     groups = st["drops"][0]["groups"]
-    assert set(groups) == {"metadata", "clip_embedding", "depth", "caption", "quality"}
+    assert set(groups) == {"metadata", "clip_embedding", "depth", "caption", "quality", "dup_group"}
     for name, g in groups.items():  # every feature ran: 3 good videos filled, 2 broken ones errored
         assert (g["filled"], g["errored"], g["missing"]) == (3, 2, 0), name
         assert sum(g["producers"].values()) == 5 and len(g["producers"]) == 1, name

@@ -1,5 +1,7 @@
-"""End to end: the real `dagster dev` (webserver + daemon), a folder dropped, ingest and metadata
-materialized by the sensor and the automation, observed through GraphQL; a screenshot of the UI."""
+"""End to end: the real `dagster dev` (webserver + daemon), a folder dropped, ingest, metadata, features,
+near-duplicate groups, statistics and search indices materialized by the sensor and the automation, a
+snapshot launched as a job, observed through GraphQL; headless Chromium screenshots of the UI (the asset
+graph, a partition's checks, the statistics plots, the snapshot run), kept under .tmp/ as test artifacts."""
 
 from __future__ import annotations
 
@@ -15,6 +17,11 @@ from tests.dagster_server import ROOT, DagsterDev
 
 pytestmark = pytest.mark.slow
 FEATURES = ("clip_embedding", "depth", "caption", "quality")
+FOLLOWERS = ("dup_group", "drop_stats")  # partitioned assets the automation runs after the features
+LAUNCH = """
+mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on RunConfigValidationInvalid { errors { message } } } }"""
 
 MATS = """
 query($key: [String!]!, $p: [String!]) {
@@ -61,7 +68,7 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir, model_dir):
         staging.rename(drops / "e2e-1")
         deadline = time.time() + 300
         while time.time() < deadline:
-            if all(_materialized(server, a, "e2e-1") for a in ("videos", "video_metadata", *FEATURES)):
+            if all(_materialized(server, a, "e2e-1") for a in ("videos", "video_metadata", *FEATURES, *FOLLOWERS)):
                 break
             time.sleep(3)
         else:
@@ -85,24 +92,61 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir, model_dir):
         )
         sources = {t["value"] for r in runs for t in r["tags"] if t["key"] in ("dagster/sensor_name",)}
         assert sources == {"drop_sensor", "features_automation"}
-        _screenshot(server, tmp_path)
+        # per-partition checks: stored under the drop's partition
+        checks = server.gql(CHECKS, {"key": ["video_metadata"]})["assetNodeOrError"]["assetChecksOrError"]["checks"]
+        by_name = {c["name"]: c["executionForLatestMaterialization"] for c in checks}
+        assert by_name["metadata_decode_failures"]["evaluation"]["partition"] == "e2e-1"
+        stats = _materialized(server, "drop_stats", "e2e-1")[0]
+        assert {e["label"]: e.get("intValue") for e in stats["metadataEntries"]}["rows"] == 4
+        run_id = _snapshot_run(server, deadline)
+        ds = lance.dataset(env["MMFS_TABLE_URI"])
+        assert "e2e-snap" in ds.tags.list()
+        _screenshots(server, tmp_path, {
+            "asset_graph": "/asset-groups",
+            "partition_checks": "/assets/video_metadata?view=checks",
+            "drop_stats_plots": "/assets/drop_stats?view=partitions&partition=e2e-1",
+            "snapshot_run": f"/runs/{run_id}",
+        })
 
 
-def _screenshot(server: DagsterDev, tmp_path: Path) -> None:
+CHECKS = """
+query($key: [String!]!) { assetNodeOrError(assetKey: {path: $key}) { ... on AssetNode {
+  assetChecksOrError { ... on AssetChecks { checks { name
+    executionForLatestMaterialization { status evaluation { partition } } } } } } } }"""
+
+
+def _snapshot_run(server: DagsterDev, deadline: float) -> str:
+    """Launch snapshot_job as a user would from the Launchpad; wait for it to succeed."""
+    params = {"selector": {"repositoryLocationName": "mmfs", "repositoryName": "__repository__", "jobName": "snapshot_job"},
+              "runConfigData": {"ops": {"create_snapshot": {"config": {"name": "e2e-snap", "require": ["clip_embedding"]}}}}}
+    res = server.gql(LAUNCH, {"p": params})["launchRun"]
+    assert res["__typename"] == "LaunchRunSuccess", res
+    run_id = res["run"]["runId"]
+    status = None
+    while time.time() < deadline + 120:
+        status = server.gql("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(1)
+    assert status == "SUCCESS", status
+    return run_id
+
+
+def _screenshots(server: DagsterDev, tmp_path: Path, pages: dict[str, str]) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
     # no "join the Dagster community" modal over the page on a first visit (dagster.yaml: nux disabled)
     assert server.gql("{ shouldShowNux }")["shouldShowNux"] is False
-    png = tmp_path / "asset_graph.png"
-    subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}",
-         "--window-size=1400,900", "--virtual-time-budget=20000", f"--screenshot={png}",
-         f"{server.url}/asset-groups"],
-        check=True, timeout=120, capture_output=True,
-    )
-    assert png.stat().st_size > 20_000  # a rendered page, not a blank one
     keep = ROOT / ".tmp"
     keep.mkdir(exist_ok=True)
-    shutil.copy(png, keep / "asset_graph.png")
+    for name, path in pages.items():
+        png = tmp_path / f"{name}.png"
+        subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}",
+             "--window-size=1400,1000", "--virtual-time-budget=20000", f"--screenshot={png}", f"{server.url}{path}"],
+            check=True, timeout=120, capture_output=True,
+        )
+        assert png.stat().st_size > 20_000, name  # a rendered page, not a blank one
+        shutil.copy(png, keep / f"{name}.png")

@@ -64,7 +64,12 @@ def test_mixed_drop_ingests_good_and_quarantines_bad(env, fixture_dir, instance,
     assert md["video_metadata"]["errors"] == len(bad)
     assert md["video_metadata"]["rows"] == len(good) + len(bad)
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {f"{a}_complete": True for a in ("metadata", "clip_embedding", "depth", "caption", "quality")}
+    features = ("clip_embedding", "depth", "caption", "quality")
+    assert checks == {"metadata_complete": True, **{f"{a}_complete": True for a in features},
+                      # 9 of 19 videos cannot be decoded: over MMFS_CHECK_MAX_ERROR_RATE (25%), the drop is flagged
+                      "metadata_decode_failures": False, **{f"{a}_values": False for a in features},
+                      "dup_group_ratio": False}  # random-init test models: every video looks alike
+    assert md["dup_group"]["rows_with_near_duplicates"] >= len(good) - 1
 
     ds = lance.dataset(env.table_uri)
     meta_version = next(v["version"] for v in reversed(ds.versions())

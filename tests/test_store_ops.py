@@ -219,6 +219,7 @@ def test_maintenance_keeps_snapshots_compacts_and_removes_orphans(table, model_d
     # a writer is running: no compaction, no orphan removal
     busy = maintain(table, writers=lambda: ["run abc (clip_embedding [B])"], retention=timedelta(0))
     assert busy.fragments_compacted == 0 and any("being written" in s for s in busy.skipped)
+    assert any(s.startswith("search indices") for s in busy.skipped)
 
 
 def test_large_video_fragments_are_not_compacted(table):

@@ -24,7 +24,7 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
     """A partitioned asset that fills ``feature``'s column group for a drop (see :mod:`mmfs_assets.features.fill`)."""
     g = feature.group
     check = f"{feature.name}_complete"
-    quality_check = f"{feature.name}_quality"
+    quality_check = f"{feature.name}_values"
 
     @dg.asset(
         name=feature.name,

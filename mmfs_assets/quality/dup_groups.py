@@ -117,13 +117,21 @@ def assign(ds: lance.LanceDataset, drop_id: str, column: str, distance: float, k
     return values, rep
 
 
+def _changed(ds: lance.LanceDataset, drop_id: str, values: pa.Table) -> bool:
+    cols = [c for c in values.column_names if c != ROWID]
+    cur = ds.to_table(columns=cols, filter=equals(S.DROP_ID, drop_id), with_row_id=True)
+    key = {r[ROWID]: tuple(r[c] for c in cols) for r in cur.to_pylist()}
+    return any(key.get(r[ROWID]) != tuple(r[c] for c in cols) for r in values.to_pylist())
+
+
 def fill_dup_groups(table: TableRef | str, drop_id: str, *, column: str, distance: float,
                     properties: dict[str, str]) -> DupReport:
     """Compute and write the partition's ``dup_group`` values in one column-only commit."""
     table = TableRef.of(table)
     ensure_group_columns(table, GROUP)
-    values, rep = assign(table.dataset(), drop_id, column, distance)
-    if values.num_rows:
+    ds = table.dataset()
+    values, rep = assign(ds, drop_id, column, distance)
+    if values.num_rows and _changed(ds, drop_id, values):  # a re-run that changes nothing commits nothing
         out = replace_columns(table, values, locate_filter=equals(S.DROP_ID, drop_id),
                               properties={**properties, "mmfs.producer": rep.producer})
         rep.version = out.version
