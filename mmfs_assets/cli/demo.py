@@ -104,5 +104,15 @@ def run_demo(console: Console, n_good: int, ephemeral: bool = False) -> None:
     from mmfs_assets.cli.loader_pass import loader_pass
 
     loader_pass(console, settings, drop_id)
+    console.rule("search (the search_indices asset does this after fills in the UI)")
+    from mmfs_assets.table.indices import VECTOR_MIN_ROWS, ensure_search_indices
+
+    idx = ensure_search_indices(ref)
+    first = query(f"SELECT id FROM videos WHERE drop_id = {literal(drop_id)} AND clip_embedding IS NOT NULL LIMIT 1")
+    console.print(f"indices built: {', '.join(idx.created) or 'none new'} (vector search is exact below "
+                  f"{VECTOR_MIN_ROWS:,} vectors, IVF_PQ above)", highlight=False)
+    if first.num_rows:
+        console.print(f"try: mmfs search --like {first['id'][0].as_py()} -k 3 | mmfs search --caption WORD | "
+                      f"mmfs snapshot show {drop_id}-snapshot | mmfs lineage", highlight=False)
     console.print(f"[bold green]done[/bold green]: drop {drop_id} is in {settings.table_uri} at version {ds.version}. "
                   "Start the UI with `make ui`.")
