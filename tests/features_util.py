@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from mmfs_assets import samples
 from mmfs_assets.engine.fill import fill_feature
 from mmfs_assets.engine.report import FillReport
 from mmfs_assets.features.models import load_model, model_context
@@ -17,6 +19,27 @@ def build_table(uri: str, drops: dict[str, Path], fragment_rows: int = 4) -> Non
     for key, path in drops.items():
         ingest_drop(path, key, uri, properties={"mmfs.asset": "videos"}, fragment_rows=fragment_rows)
         describe_partition(uri, key, properties={"mmfs.asset": "video_metadata"})
+
+
+def two_drop_table(root: Path, a_files: list[Path], b_videos: list, b_files: list[Path] = ()) -> Path:
+    """``root/base.lance`` with drop A (copies of ``a_files``) and drop B (``b_files`` plus videos written
+    from the ``samples.Spec`` list ``b_videos``), ingested and described."""
+    drops = {"A": root / "drops" / "A", "B": root / "drops" / "B"}
+    for d in drops.values():
+        d.mkdir(parents=True)
+    for f in a_files:
+        shutil.copy(f, drops["A"] / f.name)
+    for f in b_files:
+        shutil.copy(f, drops["B"] / f.name)
+    for spec in b_videos:
+        samples.write_video(drops["B"] / spec.name, spec)
+    uri = root / "base.lance"
+    build_table(str(uri), drops)
+    return uri
+
+
+# drop B of the feature and store tests: two small videos
+B_VIDEOS = [samples.Spec("b1.mp4", 96, 64, 20, 1.0), samples.Spec("b2.mp4", 64, 96, 20, 1.5, gop=5)]
 
 
 def tiny(feature: Feature, model_dir: Path, **env: str) -> LoadedModel:

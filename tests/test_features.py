@@ -17,8 +17,7 @@ from mmfs_assets.features.catalog.clip_embedding import clip_feature
 from mmfs_loader import schema as S
 from mmfs_loader.depth import decode_depth
 from mmfs_loader.sql import equals
-from tests.conftest import make_drop
-from tests.features_util import build_table, fill, snapshot, tiny
+from tests.features_util import B_VIDEOS, fill, snapshot, tiny, two_drop_table
 
 FEATURES = {f.name: f for f in discover()}
 
@@ -33,18 +32,9 @@ def test_catalog_declares_the_features():
 @pytest.fixture(scope="module")
 def base_table(tmp_path_factory, fixture_dir) -> Path:
     """Drop A: all good fixtures + the broken ones; drop B: two other videos. Metadata filled for both."""
-    root = tmp_path_factory.mktemp("feat")
     good = sorted((fixture_dir / "good").iterdir())
     bad = sorted((fixture_dir / "bad").iterdir())
-    env = type("E", (), {"drop_dir": str(root / "drops")})
-    a = make_drop(env, "A", good + bad)
-    b = root / "drops" / "B"
-    b.mkdir()
-    samples.write_video(b / "b1.mp4", samples.Spec("b1.mp4", 96, 64, 20, 1.0))
-    samples.write_video(b / "b2.mp4", samples.Spec("b2.mp4", 64, 96, 20, 1.5, gop=5))
-    uri = str(root / "base.lance")
-    build_table(uri, {"A": a, "B": b})
-    return Path(uri)
+    return two_drop_table(tmp_path_factory.mktemp("feat"), good + bad, B_VIDEOS)
 
 
 @pytest.fixture

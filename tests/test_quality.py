@@ -20,7 +20,7 @@ from mmfs_loader import FeatureDataset
 from mmfs_loader import schema as S
 from mmfs_loader.sql import equals
 from tests.conftest import make_drop
-from tests.features_util import build_table, fill, tiny
+from tests.features_util import fill, tiny, two_drop_table
 
 CLIP = {f.name: f for f in discover()}["clip_embedding"]
 PAIR = ("same_h264.mp4", "same_hevc.mp4")  # one clip, encoded twice: near-duplicates
@@ -29,18 +29,13 @@ PAIR = ("same_h264.mp4", "same_hevc.mp4")  # one clip, encoded twice: near-dupli
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, fixture_dir, model_dir) -> Path:
     """Drop A: the good fixtures; drop B: one clip encoded with H.264 and with HEVC, plus the broken files."""
-    root = tmp_path_factory.mktemp("quality")
-    env = type("E", (), {"drop_dir": str(root / "drops")})
-    a = make_drop(env, "A", sorted((fixture_dir / "good").iterdir()))
-    b = make_drop(env, "B", sorted((fixture_dir / "bad").iterdir()))
-    samples.write_video(b / PAIR[0], samples.Spec(PAIR[0], 128, 96, 24, 2.0))
-    samples.write_video(b / PAIR[1], samples.Spec(PAIR[1], 128, 96, 24, 2.0, codec="libx265"))
-    uri = str(root / "base.lance")
-    build_table(uri, {"A": a, "B": b})
+    uri = two_drop_table(tmp_path_factory.mktemp("quality"), sorted((fixture_dir / "good").iterdir()),
+                         [samples.Spec(PAIR[0], 128, 96, 24, 2.0), samples.Spec(PAIR[1], 128, 96, 24, 2.0, codec="libx265")],
+                         sorted((fixture_dir / "bad").iterdir()))
     model = tiny(CLIP, model_dir, MMFS_CLIP_FRAMES="2")
-    fill(uri, "A", CLIP, model)
-    fill(uri, "B", CLIP, model)
-    return Path(uri)
+    fill(str(uri), "A", CLIP, model)
+    fill(str(uri), "B", CLIP, model)
+    return uri
 
 
 @pytest.fixture

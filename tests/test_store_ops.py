@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mmfs_assets import samples
 from mmfs_assets.cli.app import app
 from mmfs_assets.features import discover
 from mmfs_assets.store import snapshots
@@ -26,8 +25,7 @@ from mmfs_assets.table.indices import ensure_search_indices, index_status
 from mmfs_loader import FeatureDataset
 from mmfs_loader.sql import equals
 from mmfs_loader.table import TableRef
-from tests.conftest import make_drop
-from tests.features_util import build_table, fill, tiny
+from tests.features_util import B_VIDEOS, fill, tiny, two_drop_table
 
 FEATURES = {f.name: f for f in discover()}
 runner = CliRunner()
@@ -40,16 +38,7 @@ def _run(*args: str):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, fixture_dir) -> Path:
     """Drop A (good fixtures) and drop B (two videos), metadata filled, no features yet."""
-    root = tmp_path_factory.mktemp("store")
-    env = type("E", (), {"drop_dir": str(root / "drops")})
-    a = make_drop(env, "A", sorted((fixture_dir / "good").iterdir()))
-    b = root / "drops" / "B"
-    b.mkdir()
-    samples.write_video(b / "b1.mp4", samples.Spec("b1.mp4", 96, 64, 20, 1.0))
-    samples.write_video(b / "b2.mp4", samples.Spec("b2.mp4", 64, 96, 20, 1.5, gop=5))
-    uri = str(root / "base.lance")
-    build_table(uri, {"A": a, "B": b})
-    return Path(uri)
+    return two_drop_table(tmp_path_factory.mktemp("store"), sorted((fixture_dir / "good").iterdir()), B_VIDEOS)
 
 
 @pytest.fixture
