@@ -136,6 +136,11 @@ def rollback(
     table = _settings().table_ref
     p = rb.plan(table, to)
     if not dry_run and p.target != p.latest:
+        import os
+
+        if not os.environ.get("DAGSTER_HOME"):
+            console.print("[yellow]warning:[/yellow] DAGSTER_HOME is not set: runs writing the table cannot be "
+                          "seen, and the undone partitions are not flagged in the UI", highlight=False)
         busy = _writers()
         if busy:
             raise CliError("the table is being written by " + "; ".join(busy),
