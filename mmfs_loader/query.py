@@ -12,9 +12,12 @@ from SQL. SQL over the table can then neither read secrets nor overwrite the tab
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import lance
 import pyarrow as pa
+import pyarrow.dataset as pds
 
 from mmfs_loader.schema import BLOB_COLUMNS
 from mmfs_loader.table import open_table
@@ -28,8 +31,39 @@ LOCKED_DOWN = {
 }
 
 
+class _FilterSafeDataset(lance.LanceDataset):
+    """The dataset as DuckDB scans it, with a fallback for filters pylance 14 cannot push down.
+
+    DuckDB hands its filters to ``scanner(columns=, filter=<pyarrow expression>)``; pylance 14.0.2 fails to
+    convert an expression that names a fixed-size-list column (``WHERE clip_embedding IS NOT NULL``: "No
+    match for FieldRef.Name(clip_embedding)"). Such a scan reads the projected columns plus the ones the
+    filter names and applies the filter in Arrow, batch by batch (streamed, never the whole table).
+    """
+
+    def scanner(self, *args, **kw):
+        try:
+            return super().scanner(*args, **kw)
+        except (pa.ArrowInvalid, ValueError) as e:
+            expr = kw.get("filter")
+            if args or expr is None or "No match for FieldRef" not in str(e):
+                raise
+        wanted = kw.get("columns") or [c for c in self.schema.names if c not in BLOB_COLUMNS]
+        text = str(expr)
+        named = [c for c in self.schema.names if c not in BLOB_COLUMNS and re.search(rf"\b{re.escape(c)}\b", text)]
+        reader = super().scanner(columns=list(dict.fromkeys([*wanted, *named]))).to_reader()
+        schema = pa.schema([self.schema.field(c) for c in wanted])
+
+        def batches():
+            for b in reader:
+                t = pa.Table.from_batches([b]).filter(expr).select(wanted)
+                yield from t.cast(schema).to_batches()
+
+        return pds.Scanner.from_batches(batches(), schema=schema)
+
+
 def connect(ds: lance.LanceDataset, *, allow_external_access: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection where ``videos`` is the (pinned) dataset without its blob column."""
+    ds.__class__ = _FilterSafeDataset  # same object and state; only its scanner() gains the fallback
     con = duckdb.connect(config={} if allow_external_access else {**LOCKED_DOWN, "lock_configuration": True})
     con.register("_mmfs_table", ds)
     cols = ", ".join('"' + c.replace('"', '""') + '"' for c in ds.schema.names if c not in BLOB_COLUMNS)

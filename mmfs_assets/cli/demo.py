@@ -49,7 +49,7 @@ def run_demo(console: Console, n_good: int, ephemeral: bool = False) -> None:
     from mmfs_assets.cli.render import Format, plain, print_arrow, print_status
     from mmfs_assets.cli.run import dagster_instance, materialize_drop, profile_line, result_summary, step_failures
     from mmfs_loader.query import sql
-    from mmfs_loader.sql import literal
+    from mmfs_loader.sql import equals, literal
     from mmfs_loader.status import table_status
 
     settings = Settings.from_env()
@@ -108,7 +108,8 @@ def run_demo(console: Console, n_good: int, ephemeral: bool = False) -> None:
     from mmfs_assets.table.indices import VECTOR_MIN_ROWS, ensure_search_indices
 
     idx = ensure_search_indices(ref)
-    first = query(f"SELECT id FROM videos WHERE drop_id = {literal(drop_id)} AND clip_embedding IS NOT NULL LIMIT 1")
+    first = ref.open().to_table(columns=["id"], filter=f"{equals('drop_id', drop_id)} AND clip_embedding IS NOT NULL",
+                                limit=1)
     console.print(f"indices built: {', '.join(idx.created) or 'none new'} (vector search is exact below "
                   f"{VECTOR_MIN_ROWS:,} vectors, IVF_PQ above)", highlight=False)
     if first.num_rows:
