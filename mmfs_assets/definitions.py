@@ -9,10 +9,12 @@ from mmfs_assets.assets.current_checks import current_checks, staleness_sensor
 from mmfs_assets.assets.drop_stats import drop_stats_asset
 from mmfs_assets.assets.features import feature_assets
 from mmfs_assets.assets.store_ops import maintenance_job, maintenance_schedule, search_indices_asset, snapshot_job
+from mmfs_assets.executors import build_executor
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.instance import dagster_patches  # noqa: F401 - fixes a busy wait on pool slots
 from mmfs_assets.resources import build_resources
 from mmfs_assets.sensors import dead_run_reaper, drop_sensor, features_automation
+from mmfs_assets.settings import Settings
 
 
 def build_definitions(features: list[Feature] | None = None) -> dg.Definitions:
@@ -28,7 +30,7 @@ def build_definitions(features: list[Feature] | None = None) -> dg.Definitions:
         asset_checks=current_checks(features),
         sensors=[drop_sensor, features_automation, dead_run_reaper, staleness_sensor(features)],
         resources=build_resources(),
-        executor=dg.multiprocess_executor,
+        executor=build_executor(Settings.from_env().executor, [f.name for f in features if f.uses_gpu]),
     )
 
 

@@ -21,6 +21,7 @@
 | ``MMFS_CHECK_MAX_DUP_RATIO`` | ``0.5``        | a partition whose share of near-duplicate rows is above this fails ``dup_groups_ratio`` (a warning) |
 | ``MMFS_CHECK_NORM_TOLERANCE`` | ``0.01``      | embeddings whose L2 norm is further than this from 1 (or NaN) fail ``<feature>_values`` |
 | ``MMFS_DUP_DISTANCE`` | ``0.03``              | cosine distance under which two videos' embeddings make them near-duplicates (``dup_group``) |
+| ``MMFS_EXECUTOR``     | ``multiprocess``     | where steps run: ``multiprocess``, ``celery`` (``MMFS_CELERY_BROKER``) or ``k8s`` (``MMFS_K8S_IMAGE``); see :mod:`mmfs_assets.executors` |
 | ``MMFS_<FEATURE>_MODEL``, ``_FRAMES``, ``_BATCH_SIZE``, ``_SAMPLING`` | feature defaults | per feature, e.g. ``MMFS_CLIP_MODEL``, ``MMFS_DEPTH_SAMPLING=keyframe`` |
 
 Relative local paths are resolved against the working directory once, when the settings are read, so
@@ -85,6 +86,7 @@ class Settings(BaseModel):
     check_max_dup_ratio: float = Field(0.5, ge=0, le=1)
     check_norm_tolerance: float = Field(0.01, ge=0)
     dup_distance: float = Field(0.03, ge=0, le=2)
+    executor: Literal["multiprocess", "celery", "k8s"] = "multiprocess"
     feature_env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("table_uri", "drop_dir", "model_dir")
@@ -144,4 +146,5 @@ ENV_NAMES = {
     "check_max_dup_ratio": "MMFS_CHECK_MAX_DUP_RATIO",
     "check_norm_tolerance": "MMFS_CHECK_NORM_TOLERANCE",
     "dup_distance": "MMFS_DUP_DISTANCE",
+    "executor": "MMFS_EXECUTOR",
 }
