@@ -81,6 +81,7 @@ def videos(
             ),
             "bytes_new": rep.new_bytes,
             "commits": len(rep.commits),
+            "commit_retries": rep.commit_retries,
             "video_storage": lance_table.video_storage,
             "throughput_mb_s": round(mb / seconds, 2) if seconds > 0 else 0.0,
             "table_uri": dg.MetadataValue.path(lance_table.uri),

@@ -54,6 +54,7 @@ class IngestReport:
     pointer_rows: int = 0  # files over inline_max_bytes stored as pointers
     skipped: list[SkippedFile] = field(default_factory=list)
     commits: list[int] = field(default_factory=list)
+    commit_retries: int = 0  # appends that lost a commit race to another writer and were redone
     lance_version: int | None = None
     seconds_hashing: float = 0.0
     seconds_writing: float = 0.0
@@ -117,6 +118,9 @@ def ingest_drop(
     t_write = 0.0
     t0 = time.perf_counter()
 
+    def count_retry(_n: int, _e: BaseException) -> None:
+        rep.commit_retries += 1
+
     def flush() -> None:
         nonlocal pending, pending_bytes, t_write
         if not pending:
@@ -129,7 +133,7 @@ def ingest_drop(
         if todo:
             stamp = datetime.now(UTC)  # identifies this chunk's rows among those the dedup removes
             rows = ingest_rows(drop_id, todo, chunk.contents(todo), now=stamp)
-            out = append_rows(table, rows, properties, fragment_rows=fragment_rows)
+            out = append_rows(table, rows, properties, fragment_rows=fragment_rows, on_retry=count_retry)
             del rows
             rep.commits.append(out.version)
             rep.lance_version = out.version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lance
@@ -73,6 +74,7 @@ def append_rows(
     rows: pa.Table,
     properties: dict[str, str],
     fragment_rows: int = FRAGMENT_ROWS,
+    on_retry: Callable[[int, BaseException], None] | None = None,
 ) -> lance.LanceDataset:
     """Append ingest rows in one commit (new fragments only; nothing existing is rewritten).
 
@@ -94,4 +96,4 @@ def append_rows(
         transaction_properties=props,
         allow_external_blob_outside_bases=True,
         max_rows_per_file=fragment_rows,
-    ))
+    ), on_retry=on_retry)

@@ -30,15 +30,18 @@ def retry_commit(
     *,
     attempts: int = MAX_ATTEMPTS,
     retry_on: Callable[[BaseException], bool] = is_conflict,
+    on_retry: Callable[[int, BaseException], None] | None = None,
 ) -> T:
     """``attempt(n)`` for n = 0, 1, ... until it returns; an error ``retry_on`` accepts (a lost commit race)
-    is retried after :func:`backoff`, up to ``attempts`` tries, then raised. ``attempt`` re-reads the
-    table itself, so each try starts from the version that won the race."""
+    is retried after :func:`backoff`, up to ``attempts`` tries, then raised (``on_retry(n, error)`` hears of
+    each retry). ``attempt`` re-reads the table itself, so each try starts from the version that won the race."""
     for n in range(attempts):
         try:
             return attempt(n)
         except Exception as e:
             if not retry_on(e) or n == attempts - 1:
                 raise
+            if on_retry is not None:  # a lost race: count it, log it
+                on_retry(n, e)
             backoff(n)
     raise AssertionError("unreachable")

@@ -1,0 +1,86 @@
+"""Concurrent writers: commit throughput and retry rate with 1, 4 and 8 writers committing at the same instant.
+
+Each round starts W spawned writers that wait on one barrier and commit together through the product's
+write paths (``replace_columns`` column fills of 16-row partitions, one pair per round on the same column and
+partition, and from 4 writers two ``append_rows`` of new drops); the table is checked after every round
+(tests/load_writers.py, the same harness as the load test). Reported per W: commits/s and rows/s of the
+rounds (barrier to last commit), retries per commit, and the ratio against 1 writer; on local disk and on an
+S3-compatible server (moto) started on 127.0.0.1.
+Usage: python bench/writers.py [--rounds 10] [--writers 1,4,8] [--no-s3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LANCE_LOG", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.load_writers import run_rounds, setup  # noqa: E402
+
+
+def moto() -> tuple[subprocess.Popen, dict]:
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket="bench")
+    return proc, {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "aws_endpoint": endpoint,
+                  "aws_region": "us-east-1", "allow_http": "true"}
+
+
+def measure(where: str, make_uri, options, writers: list[int], rounds: int) -> None:
+    print(f"\n== {where}: {rounds} rounds per row")
+    print(f"{'writers':>7} {'commits':>7} {'retries/commit':>14} {'max':>4} {'commits/s':>9} {'rows/s':>8} {'vs 1 writer':>11}")
+    base = None
+    for w in writers:
+        uri = make_uri(w)
+        setup(uri, options)
+        t = run_rounds(uri, options, rounds, w)
+        cps = t["commits"] / t["seconds"]
+        base = base or cps
+        print(f"{w:>7} {t['commits']:>7} {t['retries'] / t['commits']:>14.2f} {t['max_retries']:>4} {cps:>9.1f} "
+              f"{t['rows'] / t['seconds']:>8.0f} {cps / base:>10.2f}x", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--writers", default="1,4,8")
+    ap.add_argument("--no-s3", action="store_true")
+    args = ap.parse_args()
+    writers = [int(x) for x in args.writers.split(",")]
+    with tempfile.TemporaryDirectory() as d:
+        measure("local disk", lambda w: f"{d}/w{w}.lance", None, writers, args.rounds)
+    if not args.no_s3:
+        proc, opts = moto()
+        try:
+            measure("S3 server (moto on 127.0.0.1)", lambda w: f"s3://bench/w{w}.lance", opts, writers, args.rounds)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+if __name__ == "__main__":
+    main()
