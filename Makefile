@@ -41,6 +41,7 @@ bench: venv
 	$(BIN)/python bench/gpu.py --videos 48
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/writers.py
 	$(BIN)/python bench/pool_wait.py
 
 clean:
