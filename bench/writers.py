@@ -13,41 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("LANCE_LOG", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.load_writers import run_rounds, setup  # noqa: E402
-
-
-def moto() -> tuple[subprocess.Popen, dict]:
-    import boto3
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket="bench")
-    return proc, {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "aws_endpoint": endpoint,
-                  "aws_region": "us-east-1", "allow_http": "true"}
+from tests.moto_server import moto_s3  # noqa: E402
 
 
 def measure(where: str, make_uri, options, writers: list[int], rounds: int) -> None:
@@ -74,12 +48,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         measure("local disk", lambda w: f"{d}/w{w}.lance", None, writers, args.rounds)
     if not args.no_s3:
-        proc, opts = moto()
-        try:
+        with moto_s3("bench") as opts:
             measure("S3 server (moto on 127.0.0.1)", lambda w: f"s3://bench/w{w}.lance", opts, writers, args.rounds)
-        finally:
-            proc.terminate()
-            proc.wait(30)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-
-import boto3
 import lance
 import pytest
 
@@ -17,33 +11,13 @@ from mmfs_loader import schema as S
 from mmfs_loader.query import sql
 from mmfs_loader.sql import equals
 from tests.conftest import make_drop
+from tests.moto_server import moto_s3
 
 
 @pytest.fixture
 def s3_server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        endpoint = f"http://127.0.0.1:{port}"
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                     region_name="us-east-1").create_bucket(Bucket="mmfs")
-        yield {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "aws_endpoint": endpoint,
-               "aws_region": "us-east-1", "allow_http": "true"}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with moto_s3("mmfs") as options:
+        yield options
 
 
 def test_ingest_and_metadata_on_s3(tmp_path, monkeypatch, fixture_dir, instance, s3_server, model_dir):
