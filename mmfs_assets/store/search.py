@@ -55,11 +55,16 @@ def pick_column(ds: lance.LanceDataset, column: str | None) -> str:
     return column
 
 
+PRODUCER_SAMPLE = 10_000  # rows read to find the vectors' main producer: a search never scans the table
+
+
 def producer_of(ds: lance.LanceDataset, column: str, where: str | None = None) -> str:
-    """The producer of most stored vectors of ``column`` (among rows matching ``where``)."""
+    """The producer of most stored vectors of ``column`` among the first :data:`PRODUCER_SAMPLE` rows
+    matching ``where`` (a table is filled by one producer at a time; a search is per query, so it reads a
+    bounded sample, not the whole producer column)."""
     group = S.group_of(ds.schema, column) or column
     prod = f"{group}_producer"
-    t = ds.to_table(columns=[prod], filter=_and(where, f"`{column}` IS NOT NULL"))
+    t = ds.to_table(columns=[prod], filter=_and(where, f"`{column}` IS NOT NULL"), limit=PRODUCER_SAMPLE)
     counts = Counter(t[prod].to_pylist())
     if not counts:
         raise SearchError(f"no row has a {column} value" + (f" matching {where!r}" if where else ""))
