@@ -14,33 +14,21 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 import lance
 
+from mmfs_assets.ingest.drop_source import DropSource, drop_source
 from mmfs_assets.settings import ENV_NAMES, STORAGE_OPTIONS_ENV, Settings, split_storage_options
 from mmfs_loader.table import TableRef
 
 
-class LanceTableResource(dg.ConfigurableResource):
-    """The one shared Lance table every asset writes its own columns of."""
+class StorageOptionsResource(dg.ConfigurableResource):
+    """Lance storage options split into public config and a secret part read from the environment in the run."""
 
-    uri: str
     storage_options: dict[str, str] = {}  # public options only (shown in the UI)
     secret_storage_options: Optional[str] = None  # dg.EnvVar(MMFS_STORAGE_OPTIONS): JSON, resolved in the run
-    video_storage: str = "inline"
-    inline_max_bytes: int = 2 << 30  # larger files are stored as pointers (bounded ingest memory)
-
-    @property
-    def ref(self) -> TableRef:
-        """The table's :class:`~mmfs_loader.table.TableRef` (URI and every storage option, secrets included)."""
-        return TableRef(self.uri, self.options)
-
-    def open(self) -> lance.LanceDataset:
-        """The latest version (clear errors when the table does not exist)."""
-        return self.ref.open()
 
     @property
     def options(self) -> dict[str, str] | None:
@@ -58,14 +46,32 @@ class LanceTableResource(dg.ConfigurableResource):
             yield name, ("***" if name == "secret_storage_options" and value else value)
 
 
-class DropFolderResource(dg.ConfigurableResource):
-    """The folder whose subfolders are drops (a drop = one batch of videos = one partition)."""
+class LanceTableResource(StorageOptionsResource):
+    """The one shared Lance table every asset writes its own columns of."""
+
+    uri: str
+    video_storage: str = "inline"
+    inline_max_bytes: int = 2 << 30  # larger files are stored as pointers (bounded ingest memory)
+
+    @property
+    def ref(self) -> TableRef:
+        """The table's :class:`~mmfs_loader.table.TableRef` (URI and every storage option, secrets included)."""
+        return TableRef(self.uri, self.options)
+
+    def open(self) -> lance.LanceDataset:
+        """The latest version (clear errors when the table does not exist)."""
+        return self.ref.open()
+
+
+class DropFolderResource(StorageOptionsResource):
+    """Where drops land (a drop = one batch of videos = one partition): a folder whose subfolders are drops,
+    or an ``s3://bucket/prefix/`` whose ``<drop>/`` prefixes are, read with the table's storage options."""
 
     root: str
     quiet_seconds: float = 60.0
 
-    def path(self, drop_id: str) -> Path:
-        return Path(self.root) / drop_id
+    def source(self) -> DropSource:
+        return drop_source(self.root, self.options)
 
 
 class ProbeResource(dg.ConfigurableResource):
@@ -134,7 +140,10 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             max_corrupt_frames=env("max_corrupt_frames"), decode_workers=env("decode_workers"),
             decode_timeout_s=s.decode_timeout_s,
         ),
-        "drop_folder": DropFolderResource(root=s.drop_dir, quiet_seconds=s.drop_quiet_seconds),
+        "drop_folder": DropFolderResource(
+            root=s.drop_dir, quiet_seconds=s.drop_quiet_seconds, storage_options=public,
+            secret_storage_options=dg.EnvVar(STORAGE_OPTIONS_ENV) if secret else None,
+        ),
         "models": ModelsResource(
             model_profile=env("model_profile"), model_dir=s.model_dir, device=env("device"),
             fill_chunk_rows=env("fill_chunk_rows"), decoder=env("decoder"), decode_workers=env("decode_workers"),

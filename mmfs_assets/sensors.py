@@ -1,44 +1,16 @@
 """The drop sensor (new ready drop -> `drops` partition + ingest run) and the automation sensor."""
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 
 from mmfs_assets.assets import videos
-from mmfs_assets.ingest.drops import is_ready, refusal
+from mmfs_assets.ingest.object_drops import ScanState
 from mmfs_assets.instance.liveness import free_dead_runs, wake_lost_claims
 from mmfs_assets.partitions import DROPS, drops_partitions
 from mmfs_assets.resources import DropFolderResource
 
 SENSOR_INTERVAL_S = 15
-
-
-def drop_folders(root: Path, registered: set[str]) -> Iterator[tuple[Path, str | None]]:
-    """(folder, why it is refused or None) for every unregistered candidate drop under ``root``."""
-    if not root.is_dir():
-        return
-    for d in sorted(root.iterdir(), key=lambda p: p.name):
-        name = d.name
-        if name.startswith((".", "_")) or name in registered:
-            continue
-        if not d.is_dir() and not d.is_symlink():
-            continue  # a stray file next to the drops
-        yield d, refusal(root, name)
-
-
-def scan_drops(root: Path, registered: set[str], quiet_seconds: float) -> tuple[list[str], list[str], dict[str, str]]:
-    """(ready new drops, drops still being written, refused drops with reasons) under ``root``."""
-    ready: list[str] = []
-    waiting: list[str] = []
-    refused: dict[str, str] = {}
-    for d, reason in drop_folders(root, registered):
-        if reason:
-            refused[d.name] = reason
-        else:
-            (ready if is_ready(d, quiet_seconds) else waiting).append(d.name)
-    return ready, waiting, refused
 
 
 def refused_summary(refused: dict[str, str], limit: int = 10) -> str:
@@ -54,27 +26,35 @@ def refused_summary(refused: dict[str, str], limit: int = 10) -> str:
     target=[videos],
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers each new ready drop folder as a `drops` partition and requests its ingest run.",
+    description=("Registers each new ready drop (a folder under MMFS_DROP_DIR, or a prefix under an s3:// "
+                 "MMFS_DROP_DIR) as a `drops` partition and requests its ingest run."),
 )
 def drop_sensor(context: dg.SensorEvaluationContext, drop_folder: DropFolderResource):
-    root = Path(drop_folder.root)
+    source = drop_folder.source()
     registered = set(context.instance.get_dynamic_partitions(DROPS))
-    ready, waiting, refused = scan_drops(root, registered, drop_folder.quiet_seconds)
-    # The cursor only remembers refused names, so each refusal is logged once, not every tick.
-    # Idempotency comes from the instance's registered partitions and the run keys.
-    logged = set(json.loads(context.cursor)["refused"]) if context.cursor else set()
+    # The cursor remembers refused names (each refusal is logged once, not every tick) and, for a bucket,
+    # where the listing of drop names resumes (see mmfs_assets.ingest.object_drops). Idempotency comes
+    # from the instance's registered partitions and the run keys, not from the cursor.
+    old = json.loads(context.cursor) if context.cursor else {}
+    scan, state = source.scan(registered, drop_folder.quiet_seconds, ScanState.of(old.get("scan")))
+    refused = scan.refused
+    logged = set(old.get("refused", []))
     for name, reason in refused.items():
         if name not in logged:
             context.log.warning(f"refused drop: {reason}")
-    cursor = json.dumps({"refused": sorted(set(refused) | (logged & set(refused)))})
+    # an incremental listing does not see refused names below its cursor: keep them until a full one
+    kept = logged if not scan.full else logged & set(refused)
+    known_refused = sorted(set(refused) | kept)
+    cursor = json.dumps({"refused": known_refused, "scan": state.record()})
+    ready, waiting = scan.ready, scan.waiting
     if waiting:
         context.log.info(f"waiting for drops to be ready (_READY or {drop_folder.quiet_seconds:g}s quiet): {waiting}")
     if not ready:
-        skip = f"no new ready drops in {root}"
+        skip = f"no new ready drops in {source.root}"
         if waiting:
             skip += f"; {len(waiting)} still being written (no _READY, changed in the last {drop_folder.quiet_seconds:g}s)"
-        if refused:
-            skip += f"; {refused_summary(refused)}"
+        if known_refused:
+            skip += f"; {refused_summary(dict.fromkeys(known_refused, ''))}"
         return dg.SensorResult(skip_reason=skip, cursor=cursor)
     return dg.SensorResult(
         dynamic_partitions_requests=[drops_partitions.build_add_request(ready)],

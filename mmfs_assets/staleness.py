@@ -129,11 +129,16 @@ def settings_expectations(settings) -> list[Expectation]:
     return expectations(discover(), settings.model_profile, settings.feature_env, settings.max_corrupt_frames)
 
 
-def refused_drops(drop_dir: str | Path) -> dict[str, str]:
-    """Folders under the drop dir that will never be ingested, with the reason (what the sensor refuses)."""
-    from mmfs_assets.sensors import drop_folders
+def refused_drops(drop_dir: str | Path, storage_options: dict[str, str] | None = None) -> dict[str, str]:
+    """Drops under the drop dir (folder or ``s3://`` prefix) that will never be ingested, with the reason."""
+    from mmfs_assets.ingest.drop_source import drop_source
+    from mmfs_assets.ingest.s3_client import error_text
 
     try:
-        return {d.name: reason for d, reason in drop_folders(Path(drop_dir), set()) if reason}
+        return drop_source(drop_dir, storage_options).refused()
     except OSError as e:  # an unreadable drop folder is reported as such, not as a table error
         return {str(drop_dir): f"the drop folder cannot be listed: {e.strerror or e}"}
+    except Exception as e:  # noqa: BLE001 - a bucket that cannot be listed (endpoint, credentials)
+        if type(e).__module__.startswith(("botocore", "boto3")):
+            return {str(drop_dir): f"the drop prefix cannot be listed: {error_text(e)}"}
+        raise

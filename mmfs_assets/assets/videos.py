@@ -3,7 +3,7 @@
 import dagster as dg
 
 from mmfs_assets.assets.digest import table_digest
-from mmfs_assets.ingest.drops import DropRefusedError, resolve_drop
+from mmfs_assets.ingest.drops import DropRefusedError
 from mmfs_assets.ingest.ingest_drop import ingest_drop
 from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
@@ -47,12 +47,12 @@ def videos(
     key = context.partition_key
     tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
     try:
-        path = resolve_drop(drop_folder.root, key)
+        drop = drop_folder.source().open(key)
     except DropRefusedError as e:
         raise dg.Failure(description=str(e)) from e
     trackers = {phase: tracker(context.log.info, f"{phase} {key} (bytes)") for phase in ("hash", "write")}
     rep = ingest_drop(
-        path,
+        drop,
         key,
         lance_table.ref,
         properties=run_properties(context, "videos", INGEST_CODE_VERSION),

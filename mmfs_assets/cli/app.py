@@ -172,7 +172,7 @@ def status(
         raise CliUsageError("status supports --format table or json")
     s = Settings.from_env()
     opts = s.storage_options or None
-    refused = refused_drops(s.drop_dir)
+    refused = refused_drops(s.drop_dir, s.storage_options or None)
     if fmt is Format.table:  # before the table is opened: a refused drop may be why there is no table yet
         print_refused(refused, out)
     health = check_table(s.table_uri, opts)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import dagster as dg
 
 from mmfs_assets.assets import ALL_ASSETS
-from mmfs_assets.ingest.drops import refusal
+from mmfs_assets.ingest.drop_source import drop_source
 from mmfs_assets.instance.guard import guarded_materialize
 from mmfs_assets.instance.home import open_instance
 from mmfs_assets.partitions import DROPS
@@ -55,7 +54,7 @@ def materialize_drop(
     and Ctrl-C stops it (see :mod:`mmfs_assets.instance.guard`).
     """
     settings = settings or Settings.from_env()
-    if reason := refusal(Path(settings.drop_dir), key):
+    if reason := drop_source(settings.drop_dir, settings.storage_options).refusal(key):
         raise MaterializeError(reason)
     names = select or ASSET_NAMES
     unknown = sorted(set(names) - set(ASSET_NAMES))

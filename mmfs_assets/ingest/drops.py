@@ -80,6 +80,7 @@ class DropFile:
     size: int  # as listed; the ingest re-checks it on the opened descriptor
     parts: tuple[str, ...] = ()  # the real file's path components under the drop (no links), opened by the ingest
     is_link: bool = False
+    version: str = ""  # what the listing saw of an object in a bucket (its ETag); reads are pinned to it
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mmfs_assets.ingest.drops import DropFile, DropRefusedError, SkippedFile, list_drop_files
+from mmfs_assets.ingest.drop_source import Drop, LocalDrop
+from mmfs_assets.ingest.drops import DropFile, SkippedFile
 from mmfs_assets.ingest.rows import ChunkBuffer, Pending, ingest_rows, is_utf8
-from mmfs_assets.ingest.safe_open import DropReader
 from mmfs_assets.table import append_rows, open_or_create
 from mmfs_assets.table.append import FRAGMENT_ROWS
 from mmfs_assets.table.dedup import dedup_ids
@@ -77,7 +77,7 @@ def _existing_ids(ds, ids: list[str]) -> set[str]:
 
 
 def ingest_drop(
-    drop_path: Path,
+    drop_path: Path | Drop,
     drop_id: str,
     table: TableRef | str,
     *,
@@ -93,19 +93,19 @@ def ingest_drop(
 
     ``before_read(file)`` is called just before each file is opened: a test hook that lets a race (a link
     re-pointed, a folder swapped) happen deterministically between the listing and the read.
+
+    ``drop_path`` is a drop folder or an opened drop of any source (:mod:`mmfs_assets.ingest.drop_source`,
+    e.g. a prefix in a bucket, whose pointer rows then hold ``s3://`` URIs).
     """
     if video_storage not in ("inline", "pointer"):
         raise ValueError(f"video_storage must be 'inline' or 'pointer', not {video_storage!r}")
-    drop_path = Path(drop_path)
-    if drop_path.is_symlink() or not drop_path.is_dir():
-        raise DropRefusedError(f"drop folder {drop_path} is not a real folder (a symlink, missing or a file)")
+    drop = LocalDrop(Path(drop_path), drop_id) if isinstance(drop_path, (str, Path)) else drop_path
     rep = IngestReport(drop_id)
-    files, rep.skipped = list_drop_files(drop_path)
+    files, rep.skipped = drop.list_files()
     rep.files = len(files)
     # duplicates keep the real file over a link to it, then the first path in sorted order
     files.sort(key=lambda f: (f.is_link, f.relpath))
     total = sum(f.size for f in files)
-    root = drop_path.resolve()
     table = TableRef.of(table)
     ds = open_or_create(table)
     rep.lance_version = ds.version
@@ -158,7 +158,7 @@ def ingest_drop(
         if progress:
             progress("hash", hashed, total)
 
-    with DropReader(drop_path) as reader:
+    with drop.reader() as reader:
         for f in files:
             if before_read:
                 before_read(f)
@@ -170,7 +170,7 @@ def ingest_drop(
                 flush()  # bounded memory: the chunk goes out before this file's bytes come in
             mark = chunk.used
             try:
-                r = reader.read(f.parts, keep_bytes=keep, on_bytes=on_bytes, alloc=chunk.alloc,
+                r = reader.read(f, keep_bytes=keep, on_bytes=on_bytes, alloc=chunk.alloc,
                                 keep_max=inline_max_bytes)
             except (OSError, MemoryError) as e:
                 chunk.rollback(mark)
@@ -188,7 +188,7 @@ def ingest_drop(
                 chunk.rollback(mark)
                 continue
             seen.add(r.sha256)
-            pending.append(Pending(f, r, root.joinpath(*f.parts).as_uri(), storage))
+            pending.append(Pending(f, r, drop.file_uri(f), storage))
             pending_bytes += r.size if storage == "inline" else 0
             if pending_bytes >= chunk_bytes:
                 flush()

@@ -19,7 +19,7 @@ from mmfs_loader import schema as S
 class Pending:
     file: DropFile
     read: ReadResult
-    uri: str  # file:// URI of the real file in the drop (no link)
+    uri: str  # where the file is: file:// URI of the real file in a drop folder (no link), or s3:// of the object
     storage: str  # "inline" or "pointer"
 
 
