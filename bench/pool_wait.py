@@ -2,8 +2,10 @@
 
 A run holds the only slot of pool ``bench_pool`` (its step sleeps); a second run of an asset in the same
 pool then waits. Over ``--seconds`` we read the waiting process's CPU time (utime + stime from /proc),
-once with plain Dagster and once with ``mmfs_assets.instance.dagster_patches`` imported. A waiting run
-should cost (almost) nothing: on a 2-core machine every spinning waiter takes a core from real work.
+with plain Dagster and with ``mmfs_assets.instance.dagster_patches`` imported, for both executors a run
+can have: in-process (``mmfs materialize``) and multiprocess (``dagster asset materialize``, and every run
+the daemon launches). A waiting run should cost (almost) nothing: on a 2-core machine every spinning
+waiter takes a core from real work.
 
 Usage: python bench/pool_wait.py [--seconds 10]
 """
@@ -59,10 +61,30 @@ def blocked(pool_info) -> bool:
     return bool(pool_info.pending_steps) and any(p.assigned_timestamp is None for p in pool_info.pending_steps)
 
 
-def measure(mode: str, seconds: float, env: dict[str, str]) -> float:
+MP_WAITER = textwrap.dedent("""
+    import os
+    if os.environ.get("BENCH_PATCHED") == "1":
+        from mmfs_assets.instance import dagster_patches  # noqa: F401
     import dagster as dg
 
-    p = subprocess.Popen([sys.executable, "-c", WAITER, mode], cwd=ROOT, env=env, start_new_session=True,
+    @dg.asset(pool="bench_pool")
+    def waiter() -> None:
+        pass
+
+    defs = dg.Definitions(assets=[waiter])
+""")
+
+
+def measure(mode: str, executor: str, seconds: float, env: dict[str, str], tmp: Path) -> float:
+    import dagster as dg
+
+    if executor == "in-process":
+        cmd = [sys.executable, "-c", WAITER, mode]
+    else:  # the CLI runs the job with the multiprocess executor in this very process
+        (tmp / "waiter_mp.py").write_text(MP_WAITER)
+        cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-f", str(tmp / "waiter_mp.py"), "--select", "waiter"]
+        env = {**env, "BENCH_PATCHED": "1" if mode == "patched" else "0"}
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with dg.DagsterInstance.get() as inst:
@@ -96,16 +118,19 @@ def main() -> None:
     try:
         while not marker.exists():
             time.sleep(0.1)
-        plain = measure("plain", args.seconds, env)
-        patched = measure("patched", args.seconds, env)
+        cpu = {(ex, mode): measure(mode, ex, args.seconds, env, tmp)
+               for ex in ("in-process", "multiprocess") for mode in ("plain", "patched")}
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"CPU of a run waiting {args.seconds:g} s for a pool slot ({os.cpu_count()} CPUs here)")
-    print(f"  dagster 1.13 as shipped   {plain:6.2f} CPU-s  ({plain / args.seconds:.0%} of a core)")
-    print(f"  with MMFS's wait patch    {patched:6.2f} CPU-s  ({patched / args.seconds:.0%} of a core)")
-    print(f"  ratio                     {plain / max(patched, 1e-3):.0f}x less CPU with the patch")
+    for ex in ("in-process", "multiprocess"):
+        plain, patched = cpu[(ex, "plain")], cpu[(ex, "patched")]
+        print(f"  {ex} executor")
+        print(f"    dagster 1.13 as shipped   {plain:6.2f} CPU-s  ({plain / args.seconds:.0%} of a core)")
+        print(f"    with MMFS's wait patch    {patched:6.2f} CPU-s  ({patched / args.seconds:.0%} of a core)")
+        print(f"    ratio                     {plain / max(patched, 1e-3):.0f}x less CPU with the patch")
 
 
 if __name__ == "__main__":

@@ -74,14 +74,15 @@ def append(uri: str, start: int, n: int, **kw) -> lance.LanceDataset:
     return lance.write_dataset(rows(start, n, **kw), uri, mode="append", max_rows_per_file=64)
 
 
-def make_large_table(uri: str, n: int, *, dim: int, video_bytes: int, chunk: int = 10_000, fragment_rows: int = 10_000) -> lance.LanceDataset:
+def make_large_table(uri: str, n: int, *, dim: int, video_bytes: int, chunk: int = 10_000, fragment_rows: int = 10_000,
+                     storage_options: dict[str, str] | None = None) -> lance.LanceDataset:
     """``n`` rows written in chunks (benchmarks): bounded memory whatever ``n``."""
     ds = None
     for start in range(0, n, chunk):
         t = rows(start, min(chunk, n - start), dim=dim, video_bytes=video_bytes)
         ds = lance.write_dataset(
             t, uri, mode="create" if ds is None else "append", max_rows_per_file=fragment_rows,
-            enable_stable_row_ids=True,
+            enable_stable_row_ids=True, storage_options=storage_options,
         )
     assert ds is not None
     return ds

@@ -11,8 +11,9 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def moto_s3(bucket: str = "mmfs") -> Iterator[dict[str, str]]:
-    """Yield the Lance storage options that reach a fresh moto server holding ``bucket``."""
+def moto_s3(bucket: str = "mmfs", key_id: str = "testing", secret: str = "testing") -> Iterator[dict[str, str]]:
+    """Yield the Lance storage options that reach a fresh moto server holding ``bucket`` (moto accepts any
+    credentials: ``key_id``/``secret`` let a test look for distinctive ones where they must not be)."""
     import boto3
 
     with socket.socket() as s:
@@ -31,9 +32,9 @@ def moto_s3(bucket: str = "mmfs") -> Iterator[dict[str, str]]:
                     raise RuntimeError("moto server did not start") from None
                 time.sleep(0.1)
         endpoint = f"http://127.0.0.1:{port}"
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret,
                      region_name="us-east-1").create_bucket(Bucket=bucket)
-        yield {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "aws_endpoint": endpoint,
+        yield {"aws_access_key_id": key_id, "aws_secret_access_key": secret, "aws_endpoint": endpoint,
                "aws_region": "us-east-1", "allow_http": "true"}
     finally:
         proc.terminate()

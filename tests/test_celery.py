@@ -1,10 +1,11 @@
-"""MMFS_EXECUTOR=celery: steps of runs over four drops executed by two Celery workers through a real Redis.
+"""MMFS_EXECUTOR=celery: a backfill over four drops run by the daemon, its steps executed by two Celery
+workers through a real Redis.
 
-Redis (Debian's redis-server, with a password) and the workers (``celery -A mmfs_assets.celery_app worker``)
-run on 127.0.0.1 in their own process groups and are stopped by their process ids. Four runs (one per
-drop: ingest, metadata and two features) are launched at once with ``dagster asset materialize``; the
-table must hold every value from the right producers, both workers must have executed steps, and the
-broker password must not be anywhere under $DAGSTER_HOME.
+Redis (Debian's redis-server, with a password), the workers (``celery -A mmfs_assets.celery_app worker``) and
+`dagster dev` (webserver + daemon) run on 127.0.0.1 in their own process groups and are stopped by their
+process ids. The backfill (ingest, metadata and two features over four partitions) is launched through
+GraphQL as the UI launches it; the table must hold every value from the right producers, both workers must
+have executed steps, and the broker password must be neither under $DAGSTER_HOME nor in what the UI shows.
 """
 
 from __future__ import annotations
@@ -57,7 +58,18 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def test_runs_over_four_drops_through_two_celery_workers(redis, tmp_path, model_dir):
+SENSORS = """{ sensorsOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "mmfs"}) {
+  ... on Sensors { results { id name sensorState { status } } } } }"""
+STOP = "mutation($id: String!) { stopSensor(id: $id) { __typename } }"
+BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+STATUS = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
+
+
+def test_a_backfill_through_the_daemon_runs_on_two_celery_workers(redis, tmp_path, model_dir):
+    """A backfill of four partitions and four assets (ingest, metadata, two features), launched as the UI
+    launches it and run by the daemon, whose runs send every step to the Celery workers."""
+    from tests.dagster_server import DagsterDev
     from tests.test_secrets import _hits
 
     home = tmp_path / "dagster_home"
@@ -69,31 +81,47 @@ def test_runs_over_four_drops_through_two_celery_workers(redis, tmp_path, model_
         for j in range(2):
             name = f"{d}_{j}.mp4"
             samples.write_video(drops / d / name, samples.Spec(name, 64 + 32 * j, 48 + 16 * i, 12, 1.0))
-    env = {**os.environ, "DAGSTER_HOME": str(home), "MMFS_TABLE_URI": str(tmp_path / "videos.lance"),
-           "MMFS_DROP_DIR": str(drops), "MMFS_MODEL_PROFILE": "tiny", "MMFS_MODEL_DIR": str(model_dir),
-           "MMFS_EXECUTOR": "celery", "MMFS_CELERY_BROKER": f"{redis.url}/0", "MMFS_CELERY_BACKEND": f"{redis.url}/1",
-           "MMFS_CLIP_FRAMES": "2", "MMFS_DECODE_WORKERS": "1"}
+    env = {"DAGSTER_HOME": str(home), "MMFS_TABLE_URI": str(tmp_path / "videos.lance"),
+           "MMFS_DROP_DIR": str(drops), "MMFS_DROP_QUIET_SECONDS": "3600", "MMFS_MODEL_PROFILE": "tiny",
+           "MMFS_MODEL_DIR": str(model_dir), "MMFS_EXECUTOR": "celery", "MMFS_CELERY_BROKER": f"{redis.url}/0",
+           "MMFS_CELERY_BACKEND": f"{redis.url}/1", "MMFS_CLIP_FRAMES": "2", "MMFS_DECODE_WORKERS": "1"}
+    full_env = {**os.environ, **env}
     init = subprocess.run([sys.executable, "-c", (
         "from mmfs_assets.instance.home import open_instance\n"
-        f"with open_instance() as i: i.add_dynamic_partitions('drops', {DROPS!r})")], env=env, cwd=ROOT,
+        f"with open_instance() as i: i.add_dynamic_partitions('drops', {DROPS!r})")], env=full_env, cwd=ROOT,
         capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr
     logs = {n: open(tmp_path / f"{n}.log", "wb") for n in ("w1", "w2")}
-    workers = [_worker(n, env, f) for n, f in logs.items()]
+    workers = [_worker(n, full_env, f) for n, f in logs.items()]
     try:
-        time.sleep(3)
-        runs = [subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "mmfs_assets.definitions",
-                                  "--select", SELECT, "--partition", d], env=env, cwd=ROOT,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for d in DROPS]
-        outs = [r.communicate(timeout=900)[0] for r in runs]
+        with DagsterDev(env, tmp_path / "dagster_dev.log") as server:
+            # only the backfill runs here: the automation would otherwise fill features in runs of its own
+            for s in server.gql(SENSORS)["sensorsOrError"]["results"]:
+                if s["name"] in ("features_automation", "drop_sensor"):
+                    assert server.gql(STOP, {"id": s["id"]})["stopSensor"]["__typename"] == "StopSensorMutationResult"
+            params = {"assetSelection": [{"path": [a]} for a in SELECT.split(",")], "partitionNames": DROPS,
+                      "fromFailure": False}
+            launched = server.gql(BACKFILL, {"params": params})["launchPartitionBackfill"]
+            assert launched["__typename"] == "LaunchBackfillSuccess", launched
+            deadline = time.time() + 900
+            while True:
+                status = server.gql(STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]["status"]
+                if status.startswith("COMPLETED") or status in ("FAILED", "CANCELED"):
+                    break
+                assert time.time() < deadline, f"backfill still {status}:\n{(tmp_path / 'dagster_dev.log').read_text()[-4000:]}"
+                time.sleep(2)
+            runs = server.gql("{ runsOrError { ... on Runs { results { status runConfigYaml tags { key value } } } } }")[
+                "runsOrError"]["results"]
+            ui = str(runs)
     finally:
         for w in workers:
             _stop(w)
         for f in logs.values():
             f.close()
-    for d, r, out in zip(DROPS, runs, outs):
-        assert r.returncode == 0, f"{d}:\n{out[-4000:]}\n{(tmp_path / 'w1.log').read_text()[-3000:]}"
-        assert "celery" in out.lower()  # the run used the Celery executor
+    assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (status, (tmp_path / "dagster_dev.log").read_text()[-4000:],
+                                                          (tmp_path / "w1.log").read_text()[-3000:])
+    assert len(runs) == len(DROPS) and all(r["status"] == "SUCCESS" for r in runs)
+    assert all(any(t["key"] == "dagster/backfill" for t in r["tags"]) for r in runs)  # the daemon's backfill runs
     ds = lance.dataset(env["MMFS_TABLE_URI"])
     t = ds.to_table(columns=["drop_id", "clip_embedding", "clip_embedding_producer", "quality_producer", "metadata_error",
                              "clip_embedding_error"]).to_pylist()
@@ -105,4 +133,4 @@ def test_runs_over_four_drops_through_two_celery_workers(redis, tmp_path, model_
             for n in ("w1", "w2")}
     # per run: four asset steps and the <asset>_current checks of three of them, spread over both workers
     assert sum(done.values()) == len(DROPS) * (4 + 3) and all(done.values()), done
-    assert _hits(home, [PASSWORD]) == []  # the broker's password is read from the environment, never stored
+    assert _hits(home, [PASSWORD]) == [] and PASSWORD not in ui  # read from the environment, never stored or shown
