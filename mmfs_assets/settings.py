@@ -3,7 +3,7 @@
 | variable               | default              | meaning                                               |
 |------------------------|----------------------|-------------------------------------------------------|
 | ``MMFS_TABLE_URI``     | ``data/videos.lance``| the shared Lance table (a path or an ``s3://`` URI)   |
-| ``MMFS_DROP_DIR``      | ``data/drops``       | folder whose subfolders are drops                     |
+| ``MMFS_DROP_DIR``      | ``data/drops``       | folder whose subfolders are drops, or ``s3://bucket/prefix/`` |
 | ``MMFS_STORAGE_OPTIONS``| ``{}``              | JSON object of Lance storage options (object stores)  |
 | ``MMFS_VIDEO_STORAGE`` | ``inline``           | ``inline`` (bytes in the table) or ``pointer`` (URI)  |
 | ``MMFS_INLINE_MAX_BYTES`` | ``2147483648``    | inline files larger than this are stored as pointers (bounded ingest memory) |
