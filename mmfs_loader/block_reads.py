@@ -28,6 +28,8 @@ def read_blocks(reader: BlockReader, sel: NodeSelection, order: RankOrder, block
                 fetch_size: int) -> Iterator[tuple[Block, dict[str, Any]]]:
     """(block, columns) pairs of ``blocks`` (ranges of ``order``), reading the next groups meanwhile."""
     cache = reader.cache
+    if cache is not None and reader.remote and not cache.ready():
+        cache.fill_now(reader, sel.selected[1])  # object store: one ordered read beats per-row random takes
     if isinstance(order, WindowedOrder) and not (cache is not None and cache.ready()):
         yield from _read_windowed(reader, sel, order, blocks, epoch)
         return

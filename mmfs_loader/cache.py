@@ -178,6 +178,26 @@ class ColumnCache:
         except Exception as e:  # noqa: BLE001 - readers go on by take; the next reader tries again
             log.warning("node cache not filled (%s: %s); reading by take", type(e).__name__, e)
 
+    def fill_now(self, reader: Any, offsets: np.ndarray) -> bool:
+        """Fill the cache in this thread unless it cannot fit (waits for another process filling it);
+        whether it is ready. A failure is logged and the reader goes on by ``take``."""
+        if self.ready():
+            return True
+        if time.monotonic() < self._next_try:
+            return False
+        if not has_room(self.node.path, self.nbytes):
+            log.warning("the node cache (%d MB) does not fit %s: reading by take", self.nbytes >> 20, self.node.path)
+            self._next_try = float("inf")
+            return False
+        try:
+            t0 = time.perf_counter()
+            self.fill(reader, offsets)
+            log.info("node cache of %d rows filled before the first batch in %.2f s", len(offsets), time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001 - readers go on by take
+            self._next_try = time.monotonic() + RETRY_S
+            log.warning("node cache not filled (%s: %s); reading by take", type(e).__name__, e)
+        return self.ready()
+
     def fill(self, reader: Any, offsets: np.ndarray) -> None:
         """Fill the cache now, in this thread (it waits for another process filling it)."""
         with self.node.lock(self.name + ".lock"):

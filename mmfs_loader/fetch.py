@@ -6,8 +6,9 @@ de-duplicated and sorted before the ``take`` (a mixture can repeat rows; sorted 
 order), and the rows are put back in the requested order afterwards.
 
 When the dataset's selection fits its cache budget, blocks come from the node cache
-(:mod:`mmfs_loader.cache`) as soon as it is published, and by ``take`` until then: the first batch never
-waits for the cache.
+(:mod:`mmfs_loader.cache`) as soon as it is published, and by ``take`` until then: on local disk the first
+batch never waits for the cache. On an object store (``BlockReader.remote``) the cache is filled first, in
+offset order, because random takes there cost a request per row.
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ class BlockReader:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_table": None, "_pool": None, "_io": None, "_nv": None, "_nv_decided": False,
                 "reads_from_cache": 0, "reads_by_take": 0}
+
+    @property
+    def remote(self) -> bool:
+        """Whether the table is in an object store. There a random ``take`` costs about one request per row
+        of a wide column (measured on an S3 server: 256 random rows of a 512-d embedding in 11 s, the whole
+        20,000-row column scanned in 0.65 s), so the node cache is filled before the first batch."""
+        return "://" in self.uri and not self.uri.startswith("file://")
 
     @property
     def plan_columns(self) -> list[str]:

@@ -65,3 +65,24 @@ def test_cli_errors_on_object_storage(tmp_path, monkeypatch, s3_server):
         assert len(r.output.strip().splitlines()) <= 6, r.output
         assert "s3://no-such-bucket/prod/videos.lance" in out and "hint:" in out, r.output
         assert "testing" not in r.output  # no secret in the message
+
+
+def test_the_loader_fills_the_node_cache_before_reading_from_an_object_store(s3_server, tmp_path, monkeypatch):
+    """On an object store a random take costs about a request per row, so the node cache (read in offset
+    order) is filled before the first batch: no block is read by take, and the samples are the same."""
+    import torch
+
+    from mmfs_loader import FeatureDataset, Reading
+    from tests.loader_util import make_large_table
+
+    monkeypatch.setenv("MMFS_LOADER_CACHE_DIR", str(tmp_path / "node"))
+    uri = "s3://mmfs/loader/t.lance"
+    make_large_table(uri, 600, dim=64, video_bytes=64, fragment_rows=200, storage_options=s3_server)
+    kw = dict(columns=["clip_embedding", "height"], shuffle=True, seed=1, batch_size=50, storage_options=s3_server)
+    cached = FeatureDataset(uri, **kw)
+    taken = FeatureDataset(uri, reading=Reading(cache_bytes=0), **kw)
+    a, b = list(cached), list(taken)
+    assert cached._reader.reads_by_take == 0 and cached._reader.reads_from_cache >= 1
+    assert taken._reader.reads_by_take >= 1
+    assert [x["id"] for x in a] == [x["id"] for x in b] and sum(len(x["id"]) for x in a) == 600
+    assert all(torch.equal(x["clip_embedding"], y["clip_embedding"]) for x, y in zip(a, b))
