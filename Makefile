@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(abspath dagster_home)
 # CI (CI=true) also runs the tests marked slow (real `dagster dev`, real browser).
 PYTEST_MARKS := $(if $(filter true 1,$(CI)),-m "slow or not slow",)
 
-.PHONY: venv demo test test-all lint ui bench clean
+.PHONY: venv demo test test-all lint ui bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +42,13 @@ bench: venv
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/writers.py
+	$(BIN)/python bench/sensor_tick.py
+	$(BIN)/python bench/loader_s3.py
 	$(BIN)/python bench/pool_wait.py
+
+# fifty drops through the sensor and the automation, table and drops on an S3 server (about half an hour)
+soak: venv
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf data dagster_home/storage dagster_home/history dagster_home/logs dagster_home/schedules

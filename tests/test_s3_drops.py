@@ -159,3 +159,17 @@ def test_pointer_drops_in_a_bucket_end_to_end(bucket, fixture_dir, tmp_path, mon
                                clip={"frames": 2, "size": 32}, storage_options=opts)
     got = list(loader_ds)
     assert len(got) == 3 and all(bool(s["clip_ok"]) and s["frames"].shape[0] == 2 for s in got)
+
+
+def test_the_demo_drop_goes_to_a_bucket(bucket):
+    from mmfs_assets.cli.demo import make_demo_drop
+
+    opts, client = bucket
+    settings = Settings(drop_dir=ROOT, storage_options=opts)
+    first, local = make_demo_drop(settings, 1, with_bad=False)
+    second, _ = make_demo_drop(settings, 1, with_bad=False)
+    assert (first, second) == ("demo-001", "demo-002")
+    src = drop_source(ROOT, opts)
+    assert src.refusal(first) is None and src.is_ready(first, quiet_seconds=3600)  # by its _READY
+    files, _ = src.open(first).list_files()
+    assert sorted(f.relpath for f in files) == sorted(p.name for p in local.iterdir())

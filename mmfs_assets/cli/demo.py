@@ -3,33 +3,31 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
 
 from mmfs_assets import samples
 from mmfs_assets.ingest.drops import READY_MARKER
+from mmfs_assets.ingest.object_drops import ObjectDrops
+from mmfs_assets.ingest.s3_client import is_s3_uri
 from mmfs_assets.settings import Settings
 
 DEMO_720P = samples.Spec("demo_1280x720_30fps_1s.mp4", 1280, 720, 30, 1.0, gop=15, options={"preset": "ultrafast"})
 DEMO_QUERY = "SELECT COUNT(1) AS videos_720p_or_more FROM videos WHERE height*width >= 1280*720"
 
 
-def next_drop_id(drop_dir: Path, prefix: str = "demo") -> str:
+def next_drop_id(taken, prefix: str = "demo") -> str:
+    """The first ``<prefix>-NNN`` for which ``taken(name)`` is false."""
     n = 1
-    while (drop_dir / f"{prefix}-{n:03d}").exists():
+    while taken(f"{prefix}-{n:03d}"):
         n += 1
     return f"{prefix}-{n:03d}"
 
 
-def make_demo_drop(settings: Settings, n_good: int, with_bad: bool = True) -> tuple[str, Path]:
-    """A new drop folder with ``n_good`` sample videos, one 720p clip, a duplicate and broken files."""
-    drop_dir = Path(settings.drop_dir)
-    drop_dir.mkdir(parents=True, exist_ok=True)
-    drop_id = next_drop_id(drop_dir)
-    staging = drop_dir / f"_staging-{drop_id}"  # '_' folders are ignored by the drop sensor
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+def write_demo_files(staging: Path, n_good: int, with_bad: bool) -> None:
+    """``n_good`` sample videos, one 720p clip, a duplicate and broken files, in ``staging``."""
     specs = (samples.GOOD_SPECS * (n_good // len(samples.GOOD_SPECS) + 1))[:n_good]
     good = [samples.write_video(staging / f"{i:03d}_{s.name}", s) for i, s in enumerate(specs)]
     samples.write_video(staging / DEMO_720P.name, DEMO_720P)
@@ -38,6 +36,29 @@ def make_demo_drop(settings: Settings, n_good: int, with_bad: bool = True) -> tu
     if with_bad:
         bad = staging / "broken"
         samples.make_bad(bad, scratch=staging)
+
+
+def make_demo_drop(settings: Settings, n_good: int, with_bad: bool = True) -> tuple[str, Path]:
+    """A new drop with the demo files: a folder under a local drop dir (staged under ``_staging-*`` and
+    renamed, so it appears complete in one step), or objects under an ``s3://`` drop dir (uploaded, then
+    ``_READY``). Returns the drop id and a local folder holding the files."""
+    if is_s3_uri(settings.drop_dir):
+        drops = ObjectDrops(settings.drop_dir, settings.storage_options)
+        names = set(drops.drop_names())
+        drop_id = next_drop_id(names.__contains__)
+        staging = Path(tempfile.mkdtemp(prefix=f"mmfs-{drop_id}-"))
+        write_demo_files(staging, n_good, with_bad)
+        for f in sorted(p for p in staging.rglob("*") if p.is_file()):
+            drops.client.upload_file(str(f), drops.loc.bucket, drops.loc.child(drop_id).prefix + f.relative_to(staging).as_posix())
+        drops.client.put_object(Bucket=drops.loc.bucket, Key=drops.loc.child(drop_id).prefix + READY_MARKER, Body=b"")
+        return drop_id, staging
+    drop_dir = Path(settings.drop_dir)
+    drop_dir.mkdir(parents=True, exist_ok=True)
+    drop_id = next_drop_id(lambda name: (drop_dir / name).exists())
+    staging = drop_dir / f"_staging-{drop_id}"  # '_' folders are ignored by the drop sensor
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write_demo_files(staging, n_good, with_bad)
     (staging / READY_MARKER).touch()
     final = drop_dir / drop_id
     staging.rename(final)  # the drop appears complete, in one step
