@@ -62,6 +62,23 @@ def read_clips(uri: str, opts) -> dict:
     return {"clips": n, "seconds": time.perf_counter() - t0}
 
 
+def range_get_ms(opts, prefix: str) -> tuple[float, int]:
+    """Median time of a 2 KB range GET from the largest data file of a table on the server, and its size."""
+    import statistics
+
+    from mmfs_assets.ingest.s3_client import s3_client
+
+    client = s3_client(opts)
+    objs = client.list_objects_v2(Bucket="mmfs", Prefix=prefix)["Contents"]
+    big = max((o for o in objs if o["Key"].endswith(".lance") and "/data/" in o["Key"]), key=lambda o: o["Size"])
+    runs = []
+    for _ in range(20):
+        t = time.perf_counter()
+        client.get_object(Bucket="mmfs", Key=big["Key"], Range="bytes=0-2047")["Body"].read()
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs) * 1000, int(big["Size"])
+
+
 def build_clips(drop: Path, uri: str, opts) -> None:
     from mmfs_assets.ingest.describe import describe_partition
     from mmfs_assets.ingest.ingest_drop import ingest_drop
@@ -97,6 +114,7 @@ def main() -> None:
                 "clips": read_clips(f"{base}/clips.lance", opts),
             }
             print(f"{where}: {results[where]}", flush=True)
+        get_ms, get_size = range_get_ms(s3, "bench/features.lance/data/")
     loc, s3r = results["local disk"], results["S3 server"]
     print(f"\nloader throughput, {args.rows:,} rows (512-d embedding + 3 scalars, {args.payload:,} B inline payload "
           f"not read), {args.videos} 720p videos; moto on 127.0.0.1")
@@ -112,6 +130,7 @@ def main() -> None:
     row("features: first batch (ms)", loc["cold"]["first_batch_s"] * 1000, s3r["cold"]["first_batch_s"] * 1000, "ms")
     row("clips (8x224, decode threads 2): clips/s", loc["clips"]["clips"] / loc["clips"]["seconds"],
         s3r["clips"]["clips"] / s3r["clips"]["seconds"], "/s")
+    print(f"(the server: a 2 KB range GET from a {get_size / 1e6:.0f} MB data file takes {get_ms:.1f} ms, median of 20)")
 
 
 if __name__ == "__main__":

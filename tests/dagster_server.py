@@ -13,6 +13,9 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+BACKFILL_LAUNCH = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } ... on InvalidSubsetError { message } } }"""
+BACKFILL_STATUS = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
 
 
 def free_port() -> int:
@@ -46,6 +49,20 @@ class DagsterDev:
         body = r.json()
         assert "errors" not in body, body["errors"]
         return body["data"]
+
+    def backfill(self, assets: list[str], partitions: list[str], timeout: float) -> str:
+        """Launch a partition backfill as the UI does (``launchPartitionBackfill``), wait for the daemon to
+        finish it, and return its final status."""
+        params = {"assetSelection": [{"path": [a]} for a in assets], "partitionNames": partitions, "fromFailure": False}
+        launched = self.gql(BACKFILL_LAUNCH, {"params": params})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        deadline = time.time() + timeout
+        while True:
+            status = self.gql(BACKFILL_STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]["status"]
+            if status.startswith("COMPLETED") or status in ("FAILED", "CANCELED"):
+                return status
+            assert time.time() < deadline, f"backfill still {status}:\n{self.log_path.read_text()[-4000:]}"
+            time.sleep(2)
 
     def wait_loaded(self, timeout: float = 180) -> None:
         deadline = time.time() + timeout

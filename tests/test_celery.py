@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import lance
 import pytest
@@ -61,9 +60,6 @@ def _stop(proc: subprocess.Popen) -> None:
 SENSORS = """{ sensorsOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "mmfs"}) {
   ... on Sensors { results { id name sensorState { status } } } } }"""
 STOP = "mutation($id: String!) { stopSensor(id: $id) { __typename } }"
-BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
-STATUS = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
 
 
 def test_a_backfill_through_the_daemon_runs_on_two_celery_workers(redis, tmp_path, model_dir):
@@ -99,17 +95,7 @@ def test_a_backfill_through_the_daemon_runs_on_two_celery_workers(redis, tmp_pat
             for s in server.gql(SENSORS)["sensorsOrError"]["results"]:
                 if s["name"] in ("features_automation", "drop_sensor"):
                     assert server.gql(STOP, {"id": s["id"]})["stopSensor"]["__typename"] == "StopSensorMutationResult"
-            params = {"assetSelection": [{"path": [a]} for a in SELECT.split(",")], "partitionNames": DROPS,
-                      "fromFailure": False}
-            launched = server.gql(BACKFILL, {"params": params})["launchPartitionBackfill"]
-            assert launched["__typename"] == "LaunchBackfillSuccess", launched
-            deadline = time.time() + 900
-            while True:
-                status = server.gql(STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]["status"]
-                if status.startswith("COMPLETED") or status in ("FAILED", "CANCELED"):
-                    break
-                assert time.time() < deadline, f"backfill still {status}:\n{(tmp_path / 'dagster_dev.log').read_text()[-4000:]}"
-                time.sleep(2)
+            status = server.backfill(SELECT.split(","), DROPS, timeout=900)
             runs = server.gql("{ runsOrError { ... on Runs { results { status runConfigYaml tags { key value } } } } }")[
                 "runsOrError"]["results"]
             ui = str(runs)

@@ -34,15 +34,6 @@ query($key: [String!]!, $p: [String!]!) {
     ... on AssetNode { staleStatusByPartition(partitions: $p) staleCausesByPartition(partitions: $p) { reason } }
   }
 }"""
-LAUNCH = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-  }
-}"""
 CHECK = """
 query($key: [String!]!, $name: String!) {
   assetCheckExecutions(assetKey: {path: $key}, checkName: $name, limit: 1) {
@@ -50,7 +41,6 @@ query($key: [String!]!, $name: String!) {
                                                         ... on MarkdownMetadataEntry { mdStr } } }
   }
 }"""
-BACKFILL = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
 RELOAD = """
 mutation { reloadRepositoryLocation(repositoryLocationName: "mmfs") {
   __typename ... on WorkspaceLocationEntry { loadStatus } } }"""
@@ -111,16 +101,7 @@ def test_code_version_bump_goes_stale_and_a_graphql_backfill_recomputes(tmp_path
         assert md["stale_rows"] == 3 and md["stale_partitions"] == 1
         assert "`rc-1` | 3 | code version quality-v1 -> quality-v1-b2" in md["stale"], md
 
-        params = {"assetSelection": [{"path": ["quality"]}], "partitionNames": ["rc-1"], "fromFailure": False}
-        launched = server.gql(LAUNCH, {"params": params})["launchPartitionBackfill"]
-        assert launched["__typename"] == "LaunchBackfillSuccess", launched
-        deadline = time.time() + 300
-        while True:
-            status = server.gql(BACKFILL, {"id": launched["backfillId"]})["partitionBackfillOrError"]["status"]
-            if status.startswith("COMPLETED") or status in ("FAILED", "CANCELED"):
-                break
-            assert time.time() < deadline, f"backfill still {status}:\n{(tmp_path / 'dagster_dev.log').read_text()[-4000:]}"
-            time.sleep(2)
+        status = server.backfill(["quality"], ["rc-1"], timeout=300)
         assert status in ("COMPLETED", "COMPLETED_SUCCESS"), status
         assert _stale(server, "quality", "rc-1")[0] == "FRESH"
 
