@@ -69,7 +69,8 @@ def main() -> None:
             print(f"{time.time() - t0:6.0f}s uploaded {min(i + args.wave, len(names))}/{len(names)} drops", flush=True)
             if i + args.wave < len(names):
                 time.sleep(args.every)
-        filled = p.wait_filled(len(names), timeout=args.timeout, log=tmp / "dagster_dev.log")
+        filled = p.wait_filled(len(names), timeout=args.timeout, log=tmp / "dagster_dev.log",
+                               progress=lambda s, c: print(f"{time.time() - t0:6.0f}s drops done per asset: {c}", flush=True))
         runs = p.wait_runs_finished(300)
         total = time.time() - t0
         last: dict[str, float] = {}

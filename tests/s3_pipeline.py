@@ -56,19 +56,28 @@ class S3Pipeline:
     def stats(self, asset: str) -> dict:
         return self.server.gql(STATS, {"key": [asset]})["assetNodeOrError"]["partitionStats"]
 
-    def wait_filled(self, n_drops: int, timeout: float, assets=ASSETS, log: Path | None = None) -> dict[str, float]:
-        """Seconds until each asset had all ``n_drops`` partitions materialized; fails on a failed partition."""
+    def wait_filled(self, n_drops: int, timeout: float, assets=ASSETS, log: Path | None = None,
+                    progress=None) -> dict[str, float]:
+        """Seconds until each asset had all ``n_drops`` partitions materialized; fails on a failed partition.
+        ``progress(seconds, {asset: partitions materialized})`` hears the counts about once a minute."""
         t0 = time.time()
         done: dict[str, float] = {}
+        said = t0
         while time.time() - t0 < timeout:
+            counts = {}
             for a in assets:
                 if a in done:
+                    counts[a] = n_drops
                     continue
                 st = self.stats(a)
                 if st["numFailed"]:
                     raise AssertionError(f"{a}: {st['numFailed']} failed partitions; {tail(log)}")
+                counts[a] = st["numMaterialized"]
                 if st["numMaterialized"] >= n_drops:
                     done[a] = time.time() - t0
+            if progress and time.time() - said >= 60:
+                said = time.time()
+                progress(said - t0, counts)
             if len(done) == len(assets):
                 return done
             time.sleep(3)
