@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from mmfs_assets.assets import videos
-from mmfs_assets.ingest.object_drops import ScanState
+from mmfs_assets.ingest.drops import ScanState
 from mmfs_assets.instance.liveness import free_dead_runs, wake_lost_claims
 from mmfs_assets.partitions import DROPS, drops_partitions
 from mmfs_assets.resources import DropFolderResource

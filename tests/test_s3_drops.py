@@ -12,8 +12,9 @@ import pytest
 from mmfs_assets.cli.run import MaterializeError, materialize_drop
 from mmfs_assets.definitions import defs
 from mmfs_assets.ingest.drop_source import drop_source
+from mmfs_assets.ingest.drops import ScanState
 from mmfs_assets.ingest.ingest_drop import ingest_drop
-from mmfs_assets.ingest.object_drops import FULL_LIST_INTERVAL_S, ObjectDrops, ScanState
+from mmfs_assets.ingest.object_drops import FULL_LIST_INTERVAL_S, ObjectDrops
 from mmfs_assets.ingest.s3_client import s3_client
 from mmfs_assets.resources import DropFolderResource
 from mmfs_assets.sensors import drop_sensor

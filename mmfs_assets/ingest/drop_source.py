@@ -21,12 +21,14 @@ from typing import Protocol
 from mmfs_assets.ingest.drops import (
     DropFile,
     DropRefusedError,
+    Scan,
+    ScanState,
     SkippedFile,
     is_ready,
     list_drop_files,
     refusal,
 )
-from mmfs_assets.ingest.object_drops import ObjectDrops, Scan, ScanState
+from mmfs_assets.ingest.object_drops import ObjectDrops
 from mmfs_assets.ingest.s3_client import is_s3_uri
 from mmfs_assets.ingest.safe_open import DropReader, ReadResult
 

@@ -22,7 +22,7 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SAFE_DROP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -81,6 +81,34 @@ class DropFile:
     parts: tuple[str, ...] = ()  # the real file's path components under the drop (no links), opened by the ingest
     is_link: bool = False
     version: str = ""  # what the listing saw of an object in a bucket (its ETag); reads are pinned to it
+
+
+@dataclass
+class ScanState:
+    """The drop sensor's cursor for a bucket (:mod:`.object_drops`): the last settled drop name and when
+    every name was last listed. Folders need none (listing a folder's subfolders is one cheap call)."""
+
+    after: str | None = None
+    full_at: float = 0.0
+
+    def record(self) -> dict:
+        return {"after": self.after, "full_at": self.full_at}
+
+    @classmethod
+    def of(cls, raw: dict | None) -> ScanState:
+        raw = raw or {}
+        return cls(raw.get("after"), float(raw.get("full_at") or 0.0))
+
+
+@dataclass
+class Scan:
+    """One sensor tick's look at the drops that are not registered yet."""
+
+    ready: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    listed: int = 0  # drop names the tick listed
+    full: bool = False  # whether this tick listed every name
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,21 @@ import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmfs_assets.ingest.drops import READY_MARKER, DropFile, DropRefusedError, SkippedFile, unsafe_reason
+from mmfs_assets.ingest.drops import (
+    READY_MARKER,
+    DropFile,
+    DropRefusedError,
+    Scan,
+    ScanState,
+    SkippedFile,
+    unsafe_reason,
+)
 from mmfs_assets.ingest.s3_client import S3Location, error_text, s3_client
 from mmfs_assets.ingest.safe_open import CHUNK, ReadResult, UnsafeFileError
 
@@ -49,31 +56,6 @@ class ObjectReadError(OSError):
 def _code(e: BaseException) -> str:
     resp = getattr(e, "response", None)
     return str(resp.get("Error", {}).get("Code", "")) if isinstance(resp, dict) else ""
-
-
-@dataclass
-class ScanState:
-    """The sensor's cursor for a bucket: the last settled drop prefix and when names were last all listed."""
-
-    after: str | None = None
-    full_at: float = 0.0
-
-    def record(self) -> dict:
-        return {"after": self.after, "full_at": self.full_at}
-
-    @classmethod
-    def of(cls, raw: dict | None) -> ScanState:
-        raw = raw or {}
-        return cls(raw.get("after"), float(raw.get("full_at") or 0.0))
-
-
-@dataclass
-class Scan:
-    ready: list[str] = field(default_factory=list)
-    waiting: list[str] = field(default_factory=list)
-    refused: dict[str, str] = field(default_factory=dict)
-    listed: int = 0  # drop names the tick listed
-    full: bool = False  # whether this tick listed every name
 
 
 class ObjectDrops:
