@@ -134,3 +134,32 @@ def test_loader_arguments_get_clear_errors(table):
             FeatureDataset(table, columns=["width"], drop_incomplete=True, **kw)
     with pytest.raises(Exception, match="version 999 not found"):
         FeatureDataset(table, version=999, columns=["width"])
+
+
+def test_a_commit_lance_gave_up_on_under_contention_is_retried(table, monkeypatch):
+    """Lance's "Too many concurrent writers" (its internal retries ran out on a busy machine) left the table
+    unchanged: the fill re-reads the table and commits again instead of failing the partition (CI lost a
+    fill to it)."""
+    import pyarrow as pa
+
+    from mmfs_assets.table.replace import replace_columns
+    from mmfs_loader import schema as S
+    from mmfs_loader.sql import equals
+
+    ds = lance.dataset(table)
+    ids = ds.to_table(columns=[], with_row_id=True, filter=equals(S.DROP_ID, "g1"))["_rowid"]
+    real, calls = lance.LanceDataset.commit, []
+
+    def contended(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("Too many concurrent writers. Attempted 2 times, but failed on retry_timeout of 30.000 "
+                          "seconds., /home/runner/work/lance/lance/rust/lance/src/io/commit.rs:130:5")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lance.LanceDataset, "commit", staticmethod(contended))
+    values = pa.table({"_rowid": ids, "width": pa.array([7] * len(ids), pa.int32())})
+    report = replace_columns(table, values, locate_filter=equals(S.DROP_ID, "g1"), properties={})
+    assert len(calls) == 2 and report.attempts == 2 and report.version == ds.version + 1
+    widths = lance.dataset(table).to_table(columns=["width"], filter=equals(S.DROP_ID, "g1"))["width"]
+    assert widths.to_pylist() == [7] * len(ids)
