@@ -5,7 +5,7 @@
 """
 
 from mmfs_loader.schema import INGEST_SCHEMA, METADATA, ColumnGroup, groups_in_schema
-from mmfs_loader.table import TableNotFoundError, TableRef, VersionNotFoundError, open_table
+from mmfs_loader.table import TableNotFoundError, TableRef, VersionGoneError, VersionNotFoundError, open_table
 
 _LAZY = {
     "FeatureDataset": "mmfs_loader.dataset",
@@ -27,6 +27,7 @@ __all__ = [
     "ColumnGroup",
     "TableNotFoundError",
     "TableRef",
+    "VersionGoneError",
     "VersionNotFoundError",
     "groups_in_schema",
     "open_table",

@@ -29,6 +29,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from mmfs_loader import leases
 from mmfs_loader import recipe as R
 from mmfs_loader.block_reads import read_blocks
 from mmfs_loader.cache import ColumnCache, row_bytes
@@ -42,7 +43,7 @@ from mmfs_loader.node_selection import NodeSelection
 from mmfs_loader.options import Guard, Part, Reading, Shuffle, merge_flat, parse_mixture
 from mmfs_loader.ordering import RankOrder, WindowedOrder, epoch_sequence, per_rank, worker_blocks
 from mmfs_loader.selection import GroupCounts, and_filters, check, select
-from mmfs_loader.table import open_table
+from mmfs_loader.table import TableRef, open_table
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,9 @@ class FeatureDataset(IterableDataset):
         if self.mixture or self.samples_per_epoch != self.num_rows:
             epoch_sequence(self._sizes, self.seed, 0, self.shuffle, self._weights, self.samples_per_epoch)
         self.rank, self.world_size = _dist_rank_world(rank, world_size)
+        self._lease = None  # one lease per job (rank 0) keeps the pinned version from maintenance
+        if self.reading.hold_version and self.rank == 0:
+            self._lease = leases.hold(self, TableRef(uri, storage_options), self.version)
         per_rank(self.samples_per_epoch, self.world_size, uneven)  # validates `uneven`
         self._sel = NodeSelection(
             {"uri": self.uri, "version": self.version, "filters": self._filters, "groups": self._groups,
@@ -208,7 +212,7 @@ class FeatureDataset(IterableDataset):
         return np.concatenate([s.row_ids for s in sels]), np.concatenate([s.offsets for s in sels])
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_orders": {}}
+        return {**self.__dict__, "_orders": {}, "_lease": None}  # workers read under the main process's lease
 
     @property
     def row_ids(self) -> np.ndarray:

@@ -29,6 +29,7 @@ from mmfs_loader.cache import ColumnCache
 from mmfs_loader.clip_decoders import fit_frames, use_nvdec
 from mmfs_loader.clips import ClipSpec, decode_clip, draw
 from mmfs_loader.convert import DEPTH_PARTS, columns_of_block, number_array, short_strings, strings_at
+from mmfs_loader.table import VersionGoneError
 from mmfs_loader.video import PLAN_COLUMNS, VideoPlan, plan_columns
 
 log = logging.getLogger(__name__)
@@ -137,10 +138,29 @@ class BlockReader:
         return pa.concat_tables(list(self.io_pool.map(self._take, pieces)))
 
     def _take(self, offsets: np.ndarray) -> pa.Table:
-        t = self.table.take(np.asarray(offsets, dtype=np.int64), columns=self.read_columns)
+        try:
+            t = self.table.take(np.asarray(offsets, dtype=np.int64), columns=self.read_columns)
+        except (OSError, ValueError) as e:
+            self.raise_if_gone(e)
+            raise
         if t.num_rows != len(offsets):
             raise RuntimeError(f"{len(offsets) - t.num_rows} of {len(offsets)} rows are missing from version {self.version}")
         return t
+
+    def raise_if_gone(self, e: BaseException) -> None:
+        """Raise :class:`VersionGoneError` when ``e`` came from the pinned version having been removed (its
+        manifest no longer opens): the samples would silently change, so the reader stops, saying why."""
+        if "not found" not in str(e).lower():
+            return
+        try:
+            lance.dataset(self.uri, version=self.version, storage_options=self.storage_options)
+        except Exception as gone:  # noqa: BLE001 - the manifest is gone too: the version was cleaned up
+            if "not found" in str(gone).lower():
+                raise VersionGoneError(
+                    f"version {self.version} of {self.uri} was removed while this reader was reading it (its "
+                    "snapshot deleted, then `mmfs maintain` cleaned it up); its data cannot be read any more. Pin "
+                    "a snapshot that is kept (`mmfs snapshot list`) and resume from the last checkpoint"
+                ) from e
 
     @property
     def io_pool(self) -> ThreadPoolExecutor:
@@ -236,7 +256,10 @@ class BlockReader:
                     raise ValueError("no video stored for this row")
                 with blob:
                     return decode_clip(blob, plans[k], spec, draw(self.seed, epoch, row_id))
+            except VersionGoneError:
+                raise
             except Exception as e:  # noqa: BLE001 - one unreadable video must not stop the epoch (or DDP)
+                self.raise_if_gone(e)
                 log.warning("row %d: clip not decoded (%s: %s); yielding zeros with clip_ok=False", row_id, type(e).__name__, e)
                 return None
 
@@ -258,7 +281,8 @@ class BlockReader:
         then each row is opened alone and the broken ones become None."""
         try:
             return self.table.take_blobs(S.VIDEO, ids=pa.array(uniq, pa.uint64()))
-        except (OSError, ValueError):
+        except (OSError, ValueError) as e:
+            self.raise_if_gone(e)
             out: list[Any] = []
             for u in uniq:
                 try:

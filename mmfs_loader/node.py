@@ -12,11 +12,19 @@ filters, guard options). Every file there is a pure function of that key, so a f
 temporary name and renamed into place (a reader never sees half a file, a killed writer leaves only
 a temporary file) and a later run on the same node reuses what is there.
 
-Clean-up: each process that uses the directory holds a shared ``flock`` on ``.users`` while it lives.
-When the process that created its dataset object finishes with it, it takes the lock exclusively if it
-can (no other reader left) and removes the directory. Directories that no process holds and nobody
-touched for a minute are swept when a new one is made (what a killed job leaves behind: in ``/dev/shm``
-that is memory).
+Clean-up: each process that uses the directory holds a shared ``flock`` on ``<root>/<key>.users`` while
+it lives, taken before it creates or touches the directory. When the process that created its dataset
+object finishes with it, it takes that lock exclusively if it can (no other reader left) and removes the
+directory, then the lock file. Directories that no process holds and nobody touched for a minute are
+swept when a new one is made (what a killed job leaves behind: in ``/dev/shm`` that is memory).
+
+Why the lock file sits beside the directory, not in it (issue 23): with the lock inside, a reader that
+opened it just before the last holder removed the directory got its shared lock on a removed file and
+went on with no directory, or one made again that the next leaving job removed under it. Here nothing
+removes the directory except under the exclusive lock on the file the path names, and a reader that
+locked a file since unlinked (it opened it before a remover let go) sees that and takes the new one, so a
+reader holding its lock always holds the live directory. ``flock`` locks die with their process: a killed
+reader never blocks anyone.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import numpy as np
 ENV_ROOT = "MMFS_LOADER_CACHE_DIR"
 STALE_AFTER_S = 60  # an unheld directory this old is left over (a new one is held within milliseconds)
 SHM = Path("/dev/shm")
+USERS = ".users"  # ``<root>/<key>.users``: the lock readers hold (``<key>/.users`` in earlier releases)
 
 
 def default_root() -> Path:
@@ -78,22 +87,33 @@ class NodeDir:
         return {"root": self.root, "key": self.key, "path": self.path, "_users": None, "_finalizer": None}
 
     # ---- users ---------------------------------------------------------------------------------------
-    def attach(self, *, owner: bool = False) -> NodeDir:
-        """Create the directory if needed and hold a shared lock on it for this process's lifetime.
+    @property
+    def users_file(self) -> Path:
+        """The lock file that readers of the directory hold shared (beside it: see the module docstring)."""
+        return self.root / (self.key + USERS)
 
-        ``owner``: this process made the dataset object; when the object goes away it removes the
-        directory unless another process still holds it."""
+    def attach(self, *, owner: bool = False) -> NodeDir:
+        """Hold a shared lock on the directory for this process's lifetime, creating it if needed.
+
+        The lock is taken first, then the directory made: once held, nobody removes it until this
+        process lets go. ``owner``: this process made the dataset object; when the object goes away it
+        removes the directory unless another process still holds it."""
         if self._users is not None:
             return self
-        fresh = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = _lock_file(self.users_file, fcntl.LOCK_SH)
+        assert fd is not None  # a blocking lock is always taken
+        try:
+            fresh = not self.path.exists()
+            self.path.mkdir(exist_ok=True)
+            os.utime(self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._users = fd
+        self._finalizer = weakref.finalize(self, _release, fd, self.users_file, self.path if owner else None)
         if fresh:
             _sweep(self.root, keep=self.key)
-        fd = os.open(self.path / ".users", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        os.utime(self.path)
-        self._users = fd
-        self._finalizer = weakref.finalize(self, _release, fd, self.path if owner else None)
         return self
 
     def release(self) -> None:
@@ -223,42 +243,126 @@ def has_room(path: Path, nbytes: int) -> bool:
     return free - nbytes > max(256 << 20, total // 10)
 
 
-def _remove_if_unheld(fd: int, path: Path) -> None:
-    """Remove ``path`` if the lock on ``fd`` (its ``.users`` file) can be taken exclusively: nobody else
-    holds the directory. The fd stays open (the caller closes it)."""
+def _lock_file(lock: Path, op: int) -> int | None:
+    """A descriptor holding ``flock(op)`` on the file now at ``lock`` (created if missing), or None when
+    ``op`` has ``LOCK_NB`` and the lock is held elsewhere.
+
+    A remover unlinks ``lock`` while it holds it exclusively. A process that opened the file before that
+    gets its lock on the unlinked file once the remover lets go, so after each ``flock`` the path must
+    still name the locked file; if it does not, the lock is taken again on the file there now."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, op)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        if _names(lock, fd):
+            return fd
+        os.close(fd)
+
+
+def _names(lock: Path, fd: int) -> bool:
+    """Whether the path ``lock`` still names the file open as ``fd`` (its inode stays in use while
+    ``fd`` is open, so a new file there cannot have the same number)."""
+    try:
+        now = os.stat(lock)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _remove_if_unheld(lock: Path, path: Path, *, touched_before: float | None = None) -> None:
+    """Remove the directory ``path`` and its lock file ``lock`` if that can be taken exclusively (nobody
+    holds the directory). ``touched_before``: keep a directory modified since then (sweeping)."""
+    fd = _lock_file(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if fd is not None:
+        try:
+            _remove_locked(fd, lock, path, touched_before)
+        finally:
+            os.close(fd)
+
+
+def _remove_locked(fd: int, lock: Path, path: Path, touched_before: float | None) -> None:
+    """Remove ``path``, then ``lock``, holding ``lock`` exclusively as ``fd`` (the path named its file
+    when it was taken). The directory is first renamed away, so whoever reads it without the lock sees all
+    of it or none of it, never a cache half deleted; the lock file goes last, so no reader can lock a new
+    one while the directory is still there."""
+    try:
+        if touched_before is not None and path.stat().st_mtime >= touched_before:
+            return
+    except FileNotFoundError:
+        pass
+    if path.is_dir() and not _held_by_earlier_release(path):
+        try:
+            gone = Path(tempfile.mkdtemp(prefix=f".{path.name}.removed-", dir=path.parent))
+        except OSError:
+            gone = path
+        else:
+            try:
+                os.replace(path, gone)  # over the empty directory just made
+            except OSError:
+                shutil.rmtree(gone, ignore_errors=True)
+                gone = path
+        shutil.rmtree(gone, ignore_errors=True)
+    lock.unlink(missing_ok=True)  # still the file held as fd: only its exclusive holder unlinks it
+
+
+def _held_by_earlier_release(path: Path) -> bool:
+    """Whether a process of an earlier release, which holds its lock on ``.users`` inside the directory,
+    still uses ``path`` (while both run on one node)."""
+    try:
+        fd = os.open(path / USERS, os.O_RDWR)
+    except OSError:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return
-    shutil.rmtree(path, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
-def _release(fd: int, remove: Path | None) -> None:
+def _release(fd: int, lock: Path, remove: Path | None) -> None:
     """Drop this process's shared lock; ``remove``: delete the directory if no other process holds it."""
     try:
         if remove is not None:
-            _remove_if_unheld(fd, remove)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            # Turning a shared lock exclusive is not atomic: another remover may have come in between.
+            if _names(lock, fd):
+                _remove_locked(fd, lock, remove, None)
     finally:
         os.close(fd)
 
 
 def _sweep(root: Path, keep: str) -> None:
-    """Remove sibling directories that no process holds and nobody touched for a minute."""
-    now = time.time()
+    """Remove sibling directories that no process holds and nobody touched for a minute, and lock files
+    left without their directory (a remover killed between the two)."""
+    before = time.time() - STALE_AFTER_S
     try:
         entries = list(root.iterdir())
     except OSError:
         return
-    for d in entries:
-        if d.name == keep or not d.is_dir():
-            continue
+    names = set()
+    for e in entries:
         try:
-            if now - d.stat().st_mtime < STALE_AFTER_S:
-                continue
-            fd = os.open(d / ".users", os.O_RDWR | os.O_CREAT, 0o600)
+            if e.is_dir():
+                names.add(e.name)
+            elif e.name.endswith(USERS):
+                names.add(e.name[: -len(USERS)])
         except OSError:
             continue
+    names.discard(keep)
+    for name in sorted(names):
         try:
-            _remove_if_unheld(fd, d)
-        finally:
-            os.close(fd)
+            _remove_if_unheld(root / (name + USERS), root / name, touched_before=before)
+        except OSError:
+            continue

@@ -114,6 +114,9 @@ class Reading:
     ``cache_dir``: the node directory's root (default ``MMFS_LOADER_CACHE_DIR``, ``/dev/shm`` or the
     temp directory). ``decoder``: what decodes clips, ``"auto"``, ``"cpu"`` or ``"nvdec"``
     (:mod:`mmfs_loader.clip_decoders`; the frames chosen are the same, the scaling filter differs).
+    ``hold_version``: rank 0 holds a lease on the pinned version while the dataset lives, so ``mmfs maintain``
+    keeps it even when its snapshot is deleted (:mod:`mmfs_loader.leases`; needs write access to the table's
+    storage, else a warning). Off: a version removed under the reader stops it with ``VersionGoneError``.
     """
 
     fetch_size: int = 1024
@@ -121,6 +124,7 @@ class Reading:
     cache_bytes: int = 512 << 20
     cache_dir: str | None = None
     decoder: str = "auto"
+    hold_version: bool = True
 
     def __post_init__(self) -> None:
         for name, lo in (("fetch_size", 1), ("cache_bytes", 0), ("decode_threads", 1)):

@@ -2,8 +2,8 @@
 
 A pinned version or tag is opened directly (``lance.dataset(uri, version=...)``), never by opening the
 latest version first: a damaged latest manifest must not block reads of an intact older version.
-Tag names are restricted to :data:`SAFE_TAG` (ASCII letters, digits, ``.``, ``_``, ``-``): Lance accepts
-some non-ASCII names and then cannot list its tags any more.
+Tag names follow Lance's own rule (:func:`check_tag_name`), narrowed to ASCII: Lance accepts some non-ASCII
+names and then cannot list its tags any more.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ class TableNotFoundError(FileNotFoundError):
 
 class VersionNotFoundError(LookupError):
     """The requested version or tag does not exist (or was cleaned up)."""
+
+
+class VersionGoneError(RuntimeError):
+    """The pinned version a reader was reading was removed while it read (its snapshot deleted, then
+    ``mmfs maintain``): the reader stops instead of yielding different (empty) samples."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,13 +73,57 @@ class TableRef:
     __str__ = __repr__
 
 
-def check_tag_name(name: str) -> str:
-    """``name`` if it is a valid tag name, else ValueError saying what is allowed."""
-    if not isinstance(name, str) or not SAFE_TAG.match(name):
-        raise ValueError(
-            f"invalid tag name {name!r}: use 1-128 ASCII letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
+#: Tags with this prefix are version leases of running fills and readers, not snapshots (mmfs_loader.leases).
+LEASE_PREFIX = "mmfs-lease-"
+
+
+TAG_RULE = (
+    "a tag name is 1-128 ASCII letters, digits, '.', '_' or '-', starts with a letter or digit, has no '..', "
+    "does not end with '.' or '.lock', and is not only digits"
+)
+
+
+def _tag_name_problem(name: object, new: bool) -> str | None:
+    """Why ``name`` cannot be a tag name (None: it can).
+
+    Lance's rule (``check_valid_ref`` in lance-table's refs, pylance 14): not empty; only alphanumerics,
+    '.', '-' and '_'; no leading or trailing '.'; no '..'; not ending in '.lock' (a name that breaks it
+    fails inside Lance as an I/O error). MMFS narrows it: ASCII only (Lance stores some non-ASCII names and
+    then cannot list its tags), at most 128 characters (a file name on every store), a letter or digit
+    first (never read as a CLI option) and, for a new tag, not only digits (``16`` must mean one thing
+    where a version number or a tag is accepted, e.g. ``mmfs rollback --to 16``).
+    """
+    if not isinstance(name, str) or not name:
+        return "it is empty"
+    if not SAFE_TAG.match(name):
+        if len(name) > 128:
+            return f"it has {len(name)} characters"
+        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
+        if bad:
+            return f"it holds {', '.join(repr(c) for c in bad[:5])}"
+        return f"it starts with {name[0]!r}"
+    if ".." in name:
+        return "it has two dots in a row"
+    if name.endswith(".lock"):
+        return "it ends with '.lock'"
+    if name.endswith("."):
+        return "it ends with a dot"
+    if new and name.isdigit():
+        return f"it is only digits (it would read as version {int(name)})"
+    if new and name.startswith(LEASE_PREFIX):
+        return f"names starting with {LEASE_PREFIX!r} are the version leases of running fills"
+    return None
+
+
+def check_tag_name(name: str, *, new: bool = False) -> str:
+    """``name`` if it is a valid tag name, else ValueError naming the rule (:data:`TAG_RULE`).
+
+    ``new``: the name of a tag about to be created, which must not be only digits either. Lance itself
+    allows such names, so tags made before this rule may have them: they can still be read and deleted.
+    """
+    why = _tag_name_problem(name, new)
+    if why is not None:
+        raise ValueError(f"invalid tag name {name!r}: {why}; {TAG_RULE}")
     return name
 
 
@@ -90,23 +139,24 @@ def _not_found(e: BaseException) -> bool:
     return "not found" in msg or "does not exist" in msg
 
 
-def known_tags(uri: str, storage_options: dict[str, str] | None = None) -> dict[str, int]:
-    """Tag name -> version, readable even when one stored tag has a name Lance cannot list."""
+def known_tags(uri: str, storage_options: dict[str, str] | None = None, *, include_leases: bool = False) -> dict[str, int]:
+    """Tag name -> version, readable even when one stored tag has a name Lance cannot list.
+
+    Version leases (tags named ``LEASE_PREFIX...``, held by running fills, see
+    ``mmfs_loader.leases``) are not snapshots: they are left out unless ``include_leases``."""
+    out: dict[str, int] = {}
     try:
         ds = lance.dataset(uri, storage_options=storage_options)
-        return {k: int(v["version"]) for k, v in ds.tags.list().items()}
+        out = {k: int(v["version"]) for k, v in ds.tags.list().items()}
     except Exception:  # noqa: BLE001 - fall back to reading the tag files of a local table
-        pass
-    out: dict[str, int] = {}
-    refs = Path(uri) / "_refs" / "tags"
-    if "://" in uri or not refs.is_dir():
-        return out
-    for f in sorted(refs.glob("*.json")):
-        try:
-            out[f.stem] = int(json.loads(f.read_text())["version"])
-        except (OSError, ValueError, KeyError):
-            continue
-    return out
+        refs = Path(uri) / "_refs" / "tags"
+        if "://" not in uri and refs.is_dir():
+            for f in sorted(refs.glob("*.json")):
+                try:
+                    out[f.stem] = int(json.loads(f.read_text())["version"])
+                except (OSError, ValueError, KeyError):
+                    continue
+    return out if include_leases else {k: v for k, v in out.items() if not k.startswith(LEASE_PREFIX)}
 
 
 def open_table(

@@ -101,7 +101,7 @@ def test_pool_survives_crashes_and_hangs_without_orphans():
         timed_out = pool.result(hung)
         assert isinstance(timed_out, TaskFailed) and "timed out" in timed_out.message
         assert [pool.result(t) for t in after] == list(range(6))  # queued behind the poison: not lost
-        assert pool.restarts == 2
+        assert pool.restarts == 3  # the crash ran twice (a death is retried once on a fresh worker), the hang once
         replaced = pool.pids()
     assert all(not _alive(p) for p in pids + replaced)
     assert not _children(os.getpid()) & set(pids + replaced)
@@ -131,7 +131,7 @@ def test_poison_video_becomes_its_rows_error(poison_table, model_dir):
     for name in ("ok1.mp4", "ok2.mp4", "ok3.mp4"):
         assert rows[name]["quality_error"] is None and rows[name]["sharpness"] is not None
     assert all(r["quality_producer"] == rep.producer for r in rows.values())
-    assert rep.rows_computed == 3 and rep.rows_errored == 2 and rep.worker_restarts == 2
+    assert rep.rows_computed == 3 and rep.rows_errored == 2 and rep.worker_restarts == 3  # the crash ran twice
     assert _children(os.getpid()) <= before  # every worker (and replacement) is gone
 
 

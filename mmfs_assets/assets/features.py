@@ -2,12 +2,13 @@
 
 import dagster as dg
 
-from mmfs_assets.assets.fill_config import FillConfig, fill_automation
+from mmfs_assets.assets.fill_config import FillConfig, fill_automation, incomplete_failure
 from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.video_metadata import video_metadata
 from mmfs_assets.assets.videos import run_properties
 from mmfs_assets.engine.decoders import DecoderUnavailableError
 from mmfs_assets.engine.fill import fill_feature
+from mmfs_assets.engine.report import FillIncomplete
 from mmfs_assets.features.models import ModelUnavailableError, load_model, model_context
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.instance.liveness import tag_run_host
@@ -76,6 +77,8 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
             )
         except DecoderUnavailableError as e:
             raise dg.Failure(description=str(e), allow_retries=False) from None
+        except FillIncomplete as e:
+            raise incomplete_failure(e) from None
         if rep.rows_kept_pretrained:
             context.log.warning(
                 f"{feature.name}: {rep.rows_kept_pretrained} rows hold values of pretrained models; this run uses "

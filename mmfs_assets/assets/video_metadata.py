@@ -2,9 +2,10 @@
 
 import dagster as dg
 
-from mmfs_assets.assets.fill_config import FillConfig, fill_automation
+from mmfs_assets.assets.fill_config import FillConfig, fill_automation, incomplete_failure
 from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.videos import run_properties, videos
+from mmfs_assets.engine.report import FillIncomplete
 from mmfs_assets.ingest.describe import METADATA_CODE_VERSION, describe_partition
 from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
@@ -42,16 +43,19 @@ def video_metadata(
 ) -> dg.MaterializeResult:
     key = context.partition_key
     tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
-    rep = describe_partition(
-        lance_table.ref,
-        key,
-        properties=run_properties(context, "video_metadata", METADATA_CODE_VERSION),
-        progress=tracker(context.log.info, f"metadata {key}"),
-        max_corrupt_frames=probe.max_corrupt_frames,
-        workers=probe.decode_workers or None,
-        timeout=probe.decode_timeout_s,
-        force=config.force,
-    )
+    try:
+        rep = describe_partition(
+            lance_table.ref,
+            key,
+            properties=run_properties(context, "video_metadata", METADATA_CODE_VERSION),
+            progress=tracker(context.log.info, f"metadata {key}"),
+            max_corrupt_frames=probe.max_corrupt_frames,
+            workers=probe.decode_workers or None,
+            timeout=probe.decode_timeout_s,
+            force=config.force,
+        )
+    except FillIncomplete as e:
+        raise incomplete_failure(e) from None
     ds = lance_table.open()
     summary = summarize_group(ds, G, key, rep.producer)
     s = Settings.from_env()

@@ -9,6 +9,7 @@ from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
 from mmfs_assets.resources import DropFolderResource, LanceTableResource
+from mmfs_assets.table.append import NoSpaceError
 from mmfs_loader import schema as S
 from mmfs_loader.sql import equals
 
@@ -51,15 +52,20 @@ def videos(
     except DropRefusedError as e:
         raise dg.Failure(description=str(e)) from e
     trackers = {phase: tracker(context.log.info, f"{phase} {key} (bytes)") for phase in ("hash", "write")}
-    rep = ingest_drop(
-        drop,
-        key,
-        lance_table.ref,
-        properties=run_properties(context, "videos", INGEST_CODE_VERSION),
-        video_storage=lance_table.video_storage,
-        inline_max_bytes=lance_table.inline_max_bytes,
-        progress=lambda phase, done, total: trackers[phase](done, total),
-    )
+    try:
+        rep = ingest_drop(
+            drop,
+            key,
+            lance_table.ref,
+            properties=run_properties(context, "videos", INGEST_CODE_VERSION),
+            video_storage=lance_table.video_storage,
+            inline_max_bytes=lance_table.inline_max_bytes,
+            progress=lambda phase, done, total: trackers[phase](done, total),
+        )
+    except NoSpaceError as e:  # the cause, not the step of Lance's write that noticed it
+        if e.detail:
+            context.log.error(f"the table write failed: {e.detail}")
+        raise dg.Failure(description=str(e), metadata={"free_bytes": e.free, "path": e.path}) from e
     for s in rep.skipped:
         context.log.warning(f"skipped {s.relpath!r}: {s.reason}")
     ds = lance_table.open()

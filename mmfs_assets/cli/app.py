@@ -161,8 +161,17 @@ def status(
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
     drop: Annotated[Optional[list[str]], typer.Option("--drop", "-d", help="only this drop (repeatable; read through the drop_id index)")] = None,
 ) -> None:
-    """Per drop: rows, per column group filled / errored / missing and by whom, stale features, refused drops."""
-    from mmfs_assets.cli.render import print_health, print_refused, print_stale, print_status, status_records
+    """Per drop: rows, per column group filled / errored / missing and by whom, stale features, refused drops,
+    drops not (fully) ingested and why, damaged versions and orphan files."""
+    from mmfs_assets.cli.render import (
+        health_record,
+        print_attention,
+        print_health,
+        print_refused,
+        print_stale,
+        print_status,
+        status_records,
+    )
     from mmfs_assets.settings import Settings
     from mmfs_assets.staleness import refused_drops, settings_expectations, stale_features
     from mmfs_loader.health import check_table
@@ -173,8 +182,10 @@ def status(
     s = Settings.from_env()
     opts = s.storage_options or None
     refused = refused_drops(s.drop_dir, s.storage_options or None)
-    if fmt is Format.table:  # before the table is opened: a refused drop may be why there is no table yet
+    attention = drops_attention(s, drop)
+    if fmt is Format.table:  # before the table is opened: a refused or waiting drop may be why there is no table yet
         print_refused(refused, out)
+        print_attention(attention, out)
     health = check_table(s.table_uri, opts)
     if not health.latest_ok and health.latest_version is not None:
         print_health(s.table_uri, health, console)
@@ -188,11 +199,25 @@ def status(
         sys.stdout.write(json.dumps({
             "table": s.table_uri, "version": ds.version, "drops": status_records(drops),
             "stale": [st.record() for st in stale], "refused_drops": refused,
+            "drops_not_ingested": [a.record() for a in attention], "health": health_record(health),
         }) + "\n")
         return
     print_status(drops, fmt, out)
     print_stale(stale, out)
     print_health(s.table_uri, health, console)
+
+
+def drops_attention(s, drops: list[str] | None) -> list:
+    """Drops waiting to be ready, ready but not ingested, or holding files not ingested (``mmfs status``)."""
+    from mmfs_assets.ingest.drop_source import drop_source
+    from mmfs_assets.ingest.pending import DropAttention, drops_needing_attention
+
+    try:
+        return drops_needing_attention(drop_source(s.drop_dir, s.storage_options or None), s.table_ref,
+                                       s.drop_quiet_seconds, drops=drops)
+    except Exception as e:  # noqa: BLE001 - said in the report, never a traceback: the rest of the status still helps
+        return [DropAttention(str(s.drop_dir), "cannot be checked", f"the drops cannot be listed or compared with "
+                              f"the table: {type(e).__name__}: {errors.clean_message(e)}")]
 
 
 store_commands.register(app)

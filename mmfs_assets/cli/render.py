@@ -14,6 +14,7 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from mmfs_loader.health import human_bytes
 from mmfs_loader.status import DropStatus
 
 
@@ -141,9 +142,22 @@ def print_health(uri: str, health, console: Console) -> None:
         if newest is not None:
             console.print(f"newest readable version: {newest}; pinned reads work: `mmfs sql --version {newest} ...`, "
                           f"FeatureDataset(version={newest})")
-    if health.orphan_data_files:
-        console.print(f"orphan data files: {health.orphan_data_files} (left by killed or losing writers; "
-                      "harmless to readers; `mmfs maintain` deletes them once an hour old)")
+    if health.orphan_files:
+        blobs = health.orphan_blob_files or 0
+        console.print(
+            f"orphan data files: {health.orphan_data_files or 0}"
+            + (f", blob sidecars: {blobs}" if blobs else "")
+            + f" ({human_bytes(health.orphan_bytes or 0)}; left by killed or losing writers or by writes that "
+            "failed, e.g. on a full disk; harmless to readers; `mmfs maintain` deletes them once an hour old)",
+            highlight=False)
+
+
+def health_record(health) -> dict:
+    """The table health for ``mmfs status --format json``."""
+    return {"latest_version": health.latest_version, "newest_readable": health.newest_readable,
+            "damaged": {str(v): e for v, e in health.damaged.items()},
+            "orphan_data_files": health.orphan_data_files, "orphan_blob_files": health.orphan_blob_files,
+            "orphan_bytes": health.orphan_bytes}
 
 
 def print_stale(stale, console: Console) -> None:
@@ -173,4 +187,20 @@ def print_refused(refused: dict[str, str], console: Console) -> None:
 
     for name, reason in sorted(refused.items()):  # hostile names: shown as text, odd bytes as \\xNN
         table.add_row(escape(display_name(name)), escape(display_name(reason)))
+    console.print(table)
+
+
+def print_attention(items, console: Console) -> None:
+    """Drops not (fully) ingested: waiting to be ready, ready but not ingested, or holding files added later."""
+    if not items:
+        return
+    from rich.markup import escape
+
+    from mmfs_assets.ingest.drops import display_name
+
+    table = Table("drop", "state", "why", title="drops not (fully) ingested", title_justify="left")
+    for col in table.columns:
+        col.overflow = "fold"
+    for a in items:
+        table.add_row(escape(display_name(a.drop_id)), a.state, escape(display_name(a.why)))
     console.print(table)

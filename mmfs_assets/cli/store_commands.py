@@ -76,8 +76,14 @@ def snapshot_create(
 ) -> None:
     """Check the required features, tag the version and store its manifest; refuses, listing what is missing."""
     from mmfs_assets.store import snapshots
+    from mmfs_loader.table import check_tag_name
 
     _no_csv(fmt, "snapshot create")
+    try:
+        check_tag_name(name, new=True)
+    except ValueError as e:
+        example = f"v{name}" if name.isascii() and name.isdigit() else "train-v3"
+        raise CliUsageError(str(e), f"pick a name that follows the rule, e.g. `mmfs snapshot create {example}`") from e
     try:
         m = snapshots.create(_settings().table_ref, name, version=version, require=require)
     except snapshots.SnapshotRefused as e:
@@ -124,36 +130,101 @@ def snapshot_delete(name: Annotated[str, typer.Argument()]) -> None:
     out.print(f"deleted snapshot {name} (version {v})", highlight=False)
 
 
+ROLLBACK_MOVED_HINT = "wait for the fill(s) to finish or stop them, then run the rollback again"
+
+
 def rollback(
-    to: Annotated[str, typer.Option("--to", help="snapshot name or version number to read as again")],
+    to: Annotated[str, typer.Option("--to", help="snapshot name or version number to read as again "
+                                    "(tag:NAME or version:N when a snapshot is named like a version)")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only say what the rollback would undo")] = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Make the table read as TAG or VERSION again, as a new commit (history and snapshots kept)."""
+    """Make the table read as TAG or VERSION again, as a new commit (history and snapshots kept).
+
+    Exit code 2 for a target that cannot work (unknown, ambiguous), 1 when it cannot run now (a run is
+    writing the table, the table moved since the plan, another rollback is running) or failed."""
+    from contextlib import nullcontext
+
     from mmfs_assets.store import rollback as rb
+    from mmfs_assets.store.rollback_journal import finish_pending
 
     _no_csv(fmt, "rollback")
     table = _settings().table_ref
-    p = rb.plan(table, to)
-    if not dry_run and p.target != p.latest:
-        import os
+    journal = None if dry_run else _journal()
+    try:
+        with journal.locked() if journal is not None else nullcontext():
+            earlier = finish_pending(table, journal, mark_rerun) if journal is not None else []
+            for e, flagged in earlier:
+                console.print(f"finished flagging the rollback to {e.target_label} that stopped after committing "
+                              f"version {e.new_version}: marked {len(flagged)} asset partition(s) as needing a re-run"
+                              + (f": {', '.join(flagged[:10])}" if flagged else ""), highlight=False)
+            try:
+                p = rb.plan(table, to)
+            except rb.AmbiguousTargetError as e:
+                raise CliUsageError(str(e), e.hint) from e
+            marked, flag_error = ([], None) if dry_run or p.current else _roll_back(table, p, journal)
+    except rb.RollbackBusyError as e:
+        raise CliError(str(e), "wait for it to finish, then run the rollback again") from e
+    _print_rollback(p, dry_run, fmt, marked, earlier, flag_error)
+    if flag_error is not None:
+        from mmfs_assets.cli.errors import clean_message
 
-        if not os.environ.get("DAGSTER_HOME"):
-            console.print("[yellow]warning:[/yellow] DAGSTER_HOME is not set: runs writing the table cannot be "
-                          "seen, and the undone partitions are not flagged in the UI", highlight=False)
-        busy = _writers()
-        if busy:
-            raise CliError("the table is being written by " + "; ".join(busy),
-                           "wait for those runs to finish (or cancel them in the UI), then roll back")
+        raise CliError(f"the rollback committed (version {p.new_version} reads as {p.target_label}), but flagging the "
+                       f"undone partitions failed: {clean_message(flag_error)}",
+                       f"run `mmfs rollback --to {to}` again: it finishes the flagging of a committed rollback first")
+
+
+def _journal():
+    """Where rollbacks record their plans until flagged: $DAGSTER_HOME/mmfs-rollbacks (None without a home)."""
+    import os
+
+    if not os.environ.get("DAGSTER_HOME"):
+        return None
+    from mmfs_assets.instance.home import home_from_env
+    from mmfs_assets.store.rollback_journal import JOURNAL_DIR, Journal
+
+    return Journal(home_from_env() / JOURNAL_DIR)
+
+
+def _roll_back(table, p, journal) -> tuple[list[str], BaseException | None]:
+    """Restore (refusing while runs write the table or the table moves), then flag: (flagged, flag error)."""
+    from mmfs_assets.store import rollback as rb
+
+    if journal is None:
+        console.print("[yellow]warning:[/yellow] DAGSTER_HOME is not set: runs writing the table cannot be "
+                      "seen, and the undone partitions are not flagged in the UI", highlight=False)
+    busy = _writers()
+    if busy:
+        raise CliError("the table is being written by " + "; ".join(busy),
+                       "wait for those runs to finish (or cancel them in the UI), then roll back")
+    if journal is not None:
+        journal.save(table, p)  # before the restore: a kill after it leaves the flagging to the next rollback
+    try:
         rb.execute(table, p)
+    except (rb.TableMovedError, rb.FillRunningError) as e:
+        if journal is not None:
+            journal.done(p)
+        raise CliError(str(e), ROLLBACK_MOVED_HINT) from e
+    if journal is None:
+        return [], None
+    journal.save(table, p)  # with the restore's version and the commits it undid while it ran
+    try:
         marked = mark_rerun(p.undone, p.target_label)
-    else:
-        marked = []
+    except Exception as e:  # noqa: BLE001 - the restore committed: report it, then the flagging error
+        return [], e
+    journal.done(p)
+    return marked, None
+
+
+def _print_rollback(p, dry_run: bool, fmt: Format, marked: list[str], earlier, flag_error) -> None:
     if fmt is Format.json:
         _json({"target": p.target, "latest": p.latest, "new_version": p.new_version, "dry_run": dry_run,
-               "undone": [u.record() for u in p.undone], "marked_for_rerun": marked})
+               "undone": [u.record() for u in p.undone], "marked_for_rerun": marked,
+               "raced": [r.record() for r in p.raced],
+               "finished_earlier": [{**e.record(), "marked_for_rerun": f} for e, f in earlier],
+               **({"flag_error": str(flag_error)} if flag_error is not None else {})})
         return
-    if p.target == p.latest:
+    if p.current:
         out.print(f"the table already reads as {p.target_label}: nothing to do", highlight=False)
         return
     verb = "would undo" if dry_run else "undid"
@@ -163,15 +234,26 @@ def rollback(
     for u in p.undone:
         t.add_row(u.asset, u.partition, u.what)
     out.print(t)
+    if p.raced:
+        out.print(f"[yellow]warning:[/yellow] {len(p.raced)} commit(s) landed while the rollback ran and were undone "
+                  f"too (their runs may have reported success): {', '.join(r.describe() for r in p.raced[:10])}",
+                  highlight=False)
     if marked:
         out.print(f"marked {len(marked)} asset partition(s) as needing a re-run in the UI (a failed *_complete "
                   f"check per partition): {', '.join(marked[:10])}", highlight=False)
 
 
+ROLLBACK_JOB = "mmfs_rollback"
+
+
 def mark_rerun(undone, label: str) -> list[str]:
     """Flag the undone asset partitions in $DAGSTER_HOME: a failed ``<asset>_complete`` check on each fill
     partition (the UI lists it on the partition; a re-run passes it again), an observation on each
-    ingest partition. Dagster's SQLite storage cannot wipe single partitions, so nothing is deleted."""
+    ingest partition. Dagster's SQLite storage cannot wipe single partitions, so nothing is deleted.
+
+    The flags are the events of one small run (job ``mmfs_rollback``), not runless events: Dagster keys
+    check results by (asset, check, run, partition), and every runless result shares the empty run id, so a
+    second rollback of the same partition would collide with the first (UNIQUE constraint failed)."""
     import os
 
     if not os.environ.get("DAGSTER_HOME") or not undone:
@@ -180,19 +262,32 @@ def mark_rerun(undone, label: str) -> list[str]:
 
     from mmfs_assets.instance.home import open_instance
 
-    marked = []
+    events: list = []
+    marked: list[str] = []
+    for u in {(u.asset, u.partition): u for u in undone}.values():
+        text = f"rolled back to {label}: {u.what}; re-run this partition"
+        if u.asset == "videos":
+            events.append(dg.AssetObservation(
+                dg.AssetKey(u.asset), partition=u.partition, description=text, metadata={"rolled_back": text}))
+        else:
+            check = "metadata_complete" if u.asset == "video_metadata" else f"{u.asset}_complete"
+            events.append(dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(u.asset), check_name=check, passed=False, partition=u.partition,
+                description=text, metadata={"rolled_back": text}))
+        marked.append(f"{u.asset}[{u.partition}]")
+
+    @dg.op(name="flag_rolled_back_partitions")
+    def flag():
+        yield from events
+        yield dg.Output(None)
+
+    @dg.job(name=ROLLBACK_JOB, description="Flags the partitions an `mmfs rollback` undid.")
+    def job():
+        flag()
+
     with open_instance() as instance:
-        for u in undone:
-            text = f"rolled back to {label}: {u.what}; re-run this partition"
-            if u.asset == "videos":
-                instance.report_runless_asset_event(dg.AssetObservation(
-                    dg.AssetKey(u.asset), partition=u.partition, description=text, metadata={"rolled_back": text}))
-            else:
-                check = "metadata_complete" if u.asset == "video_metadata" else f"{u.asset}_complete"
-                instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-                    asset_key=dg.AssetKey(u.asset), check_name=check, passed=False, partition=u.partition,
-                    description=text, metadata={"rolled_back": text}))
-            marked.append(f"{u.asset}[{u.partition}]")
+        job.execute_in_process(instance=instance, tags={"mmfs/rollback": label},
+                               run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
     return marked
 
 

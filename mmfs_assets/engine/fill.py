@@ -34,18 +34,23 @@ from mmfs_assets.engine.batches import ModelRunner
 from mmfs_assets.engine.decoders import FrameSource, choose_decoder, default_workers
 from mmfs_assets.engine.gpu_busy import GpuBusy
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
-from mmfs_assets.engine.report import FillReport
+from mmfs_assets.engine.report import FillReport, check_complete
 from mmfs_assets.engine.shm import SharedFrames
 from mmfs_assets.engine.values import Result, values_table
 from mmfs_assets.features.spec import Clip, Feature, LoadedModel
 from mmfs_assets.table import ensure_group_columns, replace_columns
 from mmfs_assets.table.chunks import fragment_chunks
+from mmfs_assets.table.restores import undone_by_restore
+from mmfs_assets.table.retry import retry_storage
 from mmfs_loader import schema as S
+from mmfs_loader.leases import VersionLease
 from mmfs_loader.sql import equals
 from mmfs_loader.table import TableRef
 from mmfs_loader.video import VideoPlan, plan_columns
 
 M = S.METADATA
+
+
 DECODE_TIMEOUT_S = 300.0  # one sampled decode; probes (whole video) get more per byte, see _probe_timeout
 
 
@@ -102,12 +107,17 @@ def fill_feature(
     log: Callable[[str], None] | None = None,
     decode_task: Callable[..., dict] = tasks.decode_row,
     force: bool = False,
+    storage_retry_s: float = tasks.STORAGE_RETRY_S,
 ) -> FillReport:
     """Compute ``feature``'s group for the partition's rows that lack the current producer and write them.
 
     ``force``: recompute every row of the partition, current ones included (a forced backfill).
 
     ``decode_task``: the top-level function a worker runs per row (``tasks.decode_row``'s signature).
+    ``storage_retry_s``: how long a worker retries a failing read of the table before deferring the row.
+
+    Raises :class:`FillIncomplete` after committing everything else when rows were deferred (left as they
+    were, for the next run) or a rollback undid this fill's commits.
     """
     t_start = time.perf_counter()
     g = feature.group
@@ -136,8 +146,19 @@ def fill_feature(
     rep.decoder, rep.decoder_reason, rep.decode_workers = choice.name, choice.reason, workers
     if log:
         log(f"{feature.name}: decoding with {choice.name} ({choice.reason}), {workers} worker processes")
+    with VersionLease(table, ds.version, feature.name):  # maintenance keeps the version the workers read
+        undone = _run(table, ds, feature, model, rep, chunks, order, meta, rowids, window, where, properties,
+                      workers, choice, decode_timeout, decode_task, storage_retry_s, progress)
+    rep.seconds_total = time.perf_counter() - t_start
+    check_complete(rep, undone)
+    return rep
+
+
+def _run(table, ds, feature, model, rep, chunks, order, meta, rowids, window, where, properties, workers, choice,
+         decode_timeout, decode_task, storage_retry_s, progress):
+    """Decode, compute and commit ``chunks``; the rollback that undid any of its commits, if one did."""
     pool = WorkerPool(
-        workers, initializer=tasks.open_table, initargs=(table, ds.version),
+        workers, initializer=tasks.open_table, initargs=(table, ds.version, storage_retry_s),
         timeout=decode_timeout, depth=max(2, math.ceil(window / workers)), name=f"mmfs-{feature.name}",
     )
     nvdec = None
@@ -150,9 +171,10 @@ def fill_feature(
         source = FrameSource(pool, nvdec, decode_timeout, decode_task)
         with GpuBusy(model.device) as busy:
             _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids, window, where,
-                  properties, committer, progress)
+                  properties, committer, progress, storage_retry_s)
         rep.gpu_busy_percent = busy.percent
         rep.nvdec_rows, rep.nvdec_fallbacks = source.nvdec_rows, source.nvdec_fallbacks
+        return undone_by_restore(table, rep.commit_versions)  # checked while the lease still says "running"
     finally:
         committer.shutdown(wait=True)
         rep.worker_restarts = pool.restarts
@@ -160,12 +182,10 @@ def fill_feature(
         pool.close()
         if nvdec is not None:
             nvdec.close()
-    rep.seconds_total = time.perf_counter() - t_start
-    return rep
 
 
 def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids, window, where,
-          properties, committer, progress) -> None:
+          properties, committer, progress, storage_retry_s) -> None:
     g = feature.group
     container = model.input == "container"
     run_model = ModelRunner(model, g.value_columns)
@@ -205,6 +225,7 @@ def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids,
         rep.commits += 1
         rep.commit_retries += out.attempts - 1
         rep.lance_version = out.version
+        rep.commit_versions.append(out.version)
         done += n_ids
         last_commit = None
         if progress:
@@ -212,10 +233,13 @@ def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids,
 
     def commit(values: pa.Table, n_chunk: int, n_ids: int):
         t = time.perf_counter()
-        out = replace_columns(
-            table, values, locate_filter=where,
-            properties={**properties, "mmfs.producer": model.producer, "mmfs.chunk": f"{n_chunk}/{len(chunks)}"},
-        )
+        props = {**properties, "mmfs.producer": model.producer, "mmfs.chunk": f"{n_chunk}/{len(chunks)}"}
+
+        def storage_retry(e: BaseException) -> None:
+            rep.storage_retries += 1
+
+        out = retry_storage(lambda: replace_columns(table, values, locate_filter=where, properties=props),
+                            budget_s=storage_retry_s, on_retry=storage_retry)  # an outage waits, then commits
         return out, n_ids, time.perf_counter() - t
 
     def flush(batch: list[Clip], results: dict[int, Result], post: dict[int, int]) -> None:
@@ -232,7 +256,15 @@ def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids,
         rep.seconds_compute += time.perf_counter() - t
         batch.clear()
 
+    def defer(rowid: int, reason: str) -> None:
+        """Not the row's failure: leave the row as it is (not written), for the next run."""
+        deferred.add(rowid)
+        rep.rows_deferred += 1
+        if reason not in rep.deferred_reasons:
+            rep.deferred_reasons.append(reason)
+
     for n_chunk, chunk in enumerate(chunks, start=1):
+        deferred: set[int] = set()
         results: dict[int, Result] = {}
         post: dict[int, int] = {}
         batch: list[Clip] = []
@@ -247,10 +279,14 @@ def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids,
             t = time.perf_counter()
             out = pool.result(h) if container else source.result(h)
             rep.seconds_decode_wait += time.perf_counter() - t
+            if isinstance(out, TaskFailed) and out.infra or isinstance(out, dict) and out.get("deferred"):
+                defer(rowid, out.message if isinstance(out, TaskFailed) else out["deferred"])
+                continue
             if isinstance(out, TaskFailed):
                 results[rowid] = ({} if container else None, f"decode failed: {out.message}")
                 continue
             rep.seconds_decode += out.get("seconds", 0.0)
+            rep.storage_retries += out.get("storage_retries", 0)
             if container:
                 results[rowid] = (out["values"], out["error"])
                 rep.frames_decoded += out.get("frames_decoded", 0)
@@ -276,9 +312,14 @@ def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids,
         t = time.perf_counter()
         for rowid, tid in post.items():
             v = pool.result(tid)
-            results[rowid] = (None, f"post-processing failed: {v.message}") if isinstance(v, TaskFailed) else (v, None)
+            if isinstance(v, TaskFailed) and v.infra:
+                defer(rowid, v.message)
+            else:
+                results[rowid] = (None, f"post-processing failed: {v.message}") if isinstance(v, TaskFailed) else (v, None)
         rep.seconds_postprocess_wait += time.perf_counter() - t
-        ids = [int(rowids[i]) for i in chunk]
+        ids = [int(rowids[i]) for i in chunk if int(rowids[i]) not in deferred]
+        if not ids:
+            continue
         values = values_table(feature, model.producer, ids, results)
         errors = sum(results[r][1] is not None for r in ids)
         rep.rows_errored += errors

@@ -4,7 +4,9 @@ The fill engine decodes (and probes, and PNG-encodes) in these processes so the 
 model keeps one core for feeding the accelerator, and decoding scales past the GIL. Unlike a
 ``multiprocessing.Pool`` or a ``DataLoader``, a task here may kill its worker: a decoder that segfaults,
 hangs past ``timeout`` or is killed from outside makes only that task fail (``TaskFailed``); the worker
-is replaced and the tasks queued behind it are sent elsewhere. Each worker has its own pipe (a worker
+is replaced and the tasks queued behind it are sent elsewhere. A task whose worker died runs once more on
+a fresh worker first (a kill from outside is not the task's fault), and failures of the machinery itself (a
+worker that cannot start or set up) are marked ``infra`` so the row is retried later, not recorded. Each worker has its own pipe (a worker
 killed mid-write cannot leave a shared queue's lock held) and a small queue of tasks (``depth``), so
 the pool always knows which task a dead worker was running: the oldest one it had not answered.
 
@@ -42,9 +44,19 @@ STARTUP_TIMEOUT_S = 300.0  # starting, importing lance/av and opening the table 
 
 @dataclass(frozen=True)
 class TaskFailed:
-    """A task's failure, as a value: the row it was for gets ``message`` as its error."""
+    """A task's failure, as a value: the row it was for gets ``message`` as its error.
+
+    ``infra``: the failure is the machinery's, not the row's (a worker that could not set up or start):
+    the row must not be recorded as failed, a later run retries it."""
 
     message: str
+    infra: bool = False
+
+
+#: A task whose worker died under it runs once more on a fresh worker before the death counts as the
+#: row's: a worker killed from outside (or by the OOM killer for its neighbour's sake) says nothing about
+#: the video, a decoder that crashes on the same video twice does.
+DEATH_RETRIES = 1
 
 
 def _reap(proc: subprocess.Popen) -> int | None:
@@ -62,6 +74,7 @@ class _Task:
     fn: Callable[..., Any]
     args: tuple
     timeout: float | None
+    deaths: int = 0  # workers that died while running this task
 
 
 @dataclass
@@ -163,15 +176,24 @@ class WorkerPool:
     def _finish(self, tid: int, value: Any) -> None:
         self._done[tid] = value
 
-    def _replace(self, w: _Worker, reason: str) -> None:
-        """``w``'s oldest task failed with ``reason``; the rest are queued again; a new worker takes its place."""
+    def _replace(self, w: _Worker, reason: str, *, died: bool = False, infra: bool = False) -> None:
+        """``w``'s oldest task failed with ``reason``; the rest are queued again; a new worker takes its place.
+
+        ``died``: the worker died under the task (retried once, see ``DEATH_RETRIES``); ``infra``: the
+        failure is not the task's (the worker never started)."""
         if w.proc.poll() is None:
             w.proc.kill()
         _reap(w.proc)
         w.conn.close()
         if w.queue:
             head = w.queue.popleft()
-            self._finish(head.tid, TaskFailed(reason))
+            if died and head.deaths < DEATH_RETRIES:  # once more on a fresh worker, ahead of the others
+                head.deaths += 1
+                w.queue.appendleft(head)
+            elif died and head.deaths:
+                self._finish(head.tid, TaskFailed(f"{reason} (twice, on two workers)"))
+            else:
+                self._finish(head.tid, TaskFailed(reason, infra=infra))
             self._pending.extendleft(reversed(w.queue))
         self._workers[self._workers.index(w)] = self._start()
         self.restarts += 1
@@ -191,7 +213,7 @@ class WorkerPool:
         if w.queue and w.queue[0].tid == tid:
             w.queue.popleft()
             w.head_since = time.monotonic()
-        self._finish(tid, value if ok else TaskFailed(value))
+        self._finish(tid, value if ok is True else TaskFailed(value, infra=ok == "infra"))
         return True
 
     def poll(self, timeout: float = 0.05) -> None:
@@ -212,12 +234,15 @@ class WorkerPool:
                 if broken or w.proc.poll() is not None:
                     code = _reap(w.proc)
                     how = f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0 else f"exit code {code}"
-                    self._replace(w, f"decoder process died: {how}")
+                    if w.ready:
+                        self._replace(w, f"decoder process died: {how}", died=True)
+                    else:  # it never set up: nothing to do with the task it was given
+                        self._replace(w, f"decoder process died while starting: {how}", infra=True)
         now = time.monotonic()
         for w in list(self._workers):
             if not w.ready:
                 if w.queue and now - w.started > STARTUP_TIMEOUT_S:
-                    self._replace(w, f"decoder process did not start within {STARTUP_TIMEOUT_S:g} s")
+                    self._replace(w, f"decoder process did not start within {STARTUP_TIMEOUT_S:g} s", infra=True)
             elif w.queue and w.queue[0].timeout is not None and now - w.head_since > w.queue[0].timeout:
                 self._replace(w, f"timed out: no answer after {w.queue[0].timeout:g} s (worker killed)")
         self._dispatch()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mmfs_assets.table.restores import Restore
+
 
 @dataclass
 class FillReport:
@@ -40,6 +42,11 @@ class FillReport:
     seconds_commit_wait: float = 0.0  # time the model's thread waited for a commit
     seconds_total: float = 0.0
     gpu_busy_percent: float | None = None
+    storage_retries: int = 0  # reads and commits retried after an I/O failure of the storage
+    rows_deferred: int = 0  # not computed for reasons that are not the row's (storage, workers): left for the next run
+    deferred_reasons: list[str] = field(default_factory=list)
+    commit_versions: list[int] = field(default_factory=list, repr=False)  # the versions this fill's commits made
+    undone_by_rollback_version: int | None = None  # a rollback that removed values this fill wrote
 
     @property
     def rows_written(self) -> int:
@@ -71,6 +78,8 @@ class FillReport:
             "decode_amplification_max_row": self.amplification_max,
             "rows_with_repeated_frames": self.rows_with_repeated_frames,
             "worker_restarts": self.worker_restarts,
+            "rows_deferred": self.rows_deferred,
+            "storage_retries": self.storage_retries,
             "seconds_decode": round(self.seconds_decode, 3),
             "seconds_decode_wait": round(self.seconds_decode_wait, 3),
             "seconds_compute": round(self.seconds_compute, 3),
@@ -87,4 +96,31 @@ class FillReport:
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
         d.pop("amplification_per_row")
+        d.pop("commit_versions")
         return {**d, **self.metrics(), "rows_written": self.rows_written}
+
+
+class FillIncomplete(RuntimeError):
+    """The fill committed what it could, but some rows are not done for reasons that are not theirs (storage
+    unreachable, a worker that could not start) or a rollback removed values it wrote. ``report`` says what
+    happened; a plain re-run computes exactly the rows that are missing."""
+
+    def __init__(self, message: str, report: FillReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def check_complete(rep: FillReport, undone: Restore | None) -> None:
+    """Raise :class:`FillIncomplete` when rows were deferred or a rollback undid this fill's commits."""
+    problems = []
+    if undone is not None:
+        rep.undone_by_rollback_version = undone.version
+        problems.append(f"a rollback (version {undone.version}, back to version {undone.target}) removed values "
+                        "this fill had committed")
+    if rep.rows_deferred:
+        why = "; ".join(rep.deferred_reasons[:3])
+        problems.append(f"{rep.rows_deferred} rows were not computed because of failures that are not the videos' "
+                        f"(left as they were, not recorded as errors): {why}")
+    if problems:
+        raise FillIncomplete(f"{rep.feature} {rep.drop_id}: " + "; ".join(problems)
+                             + f". {rep.rows_written} rows were written; run it again to compute the rest", rep)

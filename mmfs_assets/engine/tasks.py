@@ -2,13 +2,21 @@
 
 Each function is a top-level function (pickled by name) that returns plain values; decoded frames go
 back through shared memory (:mod:`mmfs_assets.engine.shm`). Workers never import torch. Failures that belong to the
-row (a decode error, a missing blob) come back as ``{"error": ...}``; crashes and hangs are the pool's.
+row (a decode error, a missing source file) come back as ``{"error": ...}``; crashes and hangs are the pool's.
+
+Failures of the storage are not the row's: a read that fails (a network outage to the object store, a
+data file of the table gone under a reader) is retried with backoff for ``storage_retry_s`` seconds, the
+table reopened at its latest version when its files moved; what still fails comes back as
+``{"deferred": ...}``: the fill leaves that row as it was, and the next run retries it. Reads go through
+:class:`_Recorded`, which remembers the storage error even when FFmpeg turns it into a decode failure.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lance
@@ -18,40 +26,149 @@ from mmfs_loader import schema as S
 from mmfs_loader.table import TableRef
 from mmfs_loader.video import DecodeError, VideoPlan, decode_frames
 
+STORAGE_RETRY_S = 60.0  # how long a worker keeps retrying a storage failure before deferring the row
+
 _table: lance.LanceDataset | None = None
+_ref: TableRef | None = None
+_retry_s = STORAGE_RETRY_S
 
 
-def open_table(table: TableRef, version: int | None) -> None:
+class StorageError(OSError):
+    """Reading from the table's storage failed (not the video's fault)."""
+
+
+def _not_found(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return "not found" in msg or "no such file" in msg or isinstance(e, FileNotFoundError)
+
+
+def _backoff(attempt: int) -> float:
+    return min(8.0, 0.5 * 2**attempt)
+
+
+def _open(table: TableRef, version: int | None, budget: float) -> lance.LanceDataset:
+    """The table at ``version``; at the latest when that version is gone (blobs keep their stable row ids,
+    so the rows read the same); transient failures retried for ``budget`` seconds."""
+    deadline = time.monotonic() + budget
+    attempt = 0
+    while True:
+        try:
+            return table.dataset(version)
+        except Exception as e:  # noqa: BLE001 - classified below
+            if version is not None and _not_found(e):
+                version = None  # removed by maintenance: the latest version holds the same blobs
+                continue
+            if time.monotonic() + _backoff(attempt) > deadline:
+                raise
+            time.sleep(_backoff(attempt))
+            attempt += 1
+
+
+def open_table(table: TableRef, version: int | None, storage_retry_s: float = STORAGE_RETRY_S) -> None:
     """Worker initializer: the table at the version the fill planned from (blobs do not change)."""
-    global _table
+    global _table, _ref, _retry_s
     os.environ.setdefault("LANCE_LOG", "error")
-    _table = table.dataset(version)
+    _ref, _retry_s = table, storage_retry_s
+    _table = _open(table, version, storage_retry_s)
 
 
-def _blob(rowid: int):
-    assert _table is not None, "open_table did not run in this worker"
-    blob = _table.take_blobs(S.VIDEO, ids=[rowid])[0]
-    if blob is None:
-        raise FileNotFoundError("no video stored for this row")
-    return blob
+class _Recorded(io.RawIOBase):
+    """A blob file that remembers the first storage error of a read or seek (PyAV reports it as a decode
+    failure of the video; this keeps the real cause)."""
+
+    def __init__(self, f: Any) -> None:
+        super().__init__()
+        self._f = f
+        self.error: BaseException | None = None
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except OSError as e:
+            if self.error is None:
+                self.error = e
+            raise
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self._call(self._f.read, n)
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._call(self._f.seek, offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
+def _with_blob(rowid: int, use: Callable[[Any], dict[str, Any]], t0: float) -> dict[str, Any]:
+    """``use(blob)`` on the row's video, storage failures retried (see the module docstring)."""
+    global _table
+    assert _table is not None and _ref is not None, "open_table did not run in this worker"
+    deadline = time.monotonic() + _retry_s
+    attempt = 0
+    while True:
+        try:
+            blob = _table.take_blobs(S.VIDEO, ids=[rowid])[0]
+        except Exception as e:  # noqa: BLE001 - classified below
+            err: BaseException = e
+        else:
+            if blob is None:
+                return {"error": "no video stored for this row", "seconds": time.perf_counter() - t0}
+            rec = _Recorded(blob)
+            with blob:
+                out = use(rec)
+            if rec.error is None:
+                if attempt:
+                    out["storage_retries"] = attempt
+                return out
+            if "frames" in out and isinstance(out["frames"], SharedFrames):
+                out["frames"].discard()
+            err = rec.error
+        where = str(err)
+        if _not_found(err) and _ref.uri.rstrip("/") not in where:
+            # a pointer row whose source file is gone: the row's error, retrying cannot help
+            return {"error": f"video not readable: {type(err).__name__}: {err}", "seconds": time.perf_counter() - t0}
+        if _not_found(err):  # a file of the table moved under this worker (compaction): read the latest
+            try:
+                _table = _open(_ref, None, max(0.0, deadline - time.monotonic()))
+            except Exception as e:  # noqa: BLE001
+                err = e
+        if time.monotonic() + _backoff(attempt) > deadline:
+            return {"deferred": f"storage error after {attempt + 1} tries: {type(err).__name__}: {err}",
+                    "seconds": time.perf_counter() - t0}
+        time.sleep(_backoff(attempt))
+        attempt += 1
 
 
 def decode_row(rowid: int, plan: VideoPlan, times: list[float], short_side: int | None, mode: str) -> dict[str, Any]:
     """The row's frames at ``times`` (uint8 ``[K, H, W, 3]`` in shared memory), with times and decode counts."""
     t0 = time.perf_counter()
-    try:
-        with _blob(rowid) as blob:
+
+    def use(blob: Any) -> dict[str, Any]:
+        try:
             d = decode_frames(blob, plan, times, short_side, mode=mode, threads=1)
-    except DecodeError as e:
-        return {"error": str(e), "seconds": time.perf_counter() - t0}
-    except Exception as e:  # noqa: BLE001 - unreadable bytes are this row's error
-        return {"error": f"cannot decode: {type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
-    return {
-        "frames": SharedFrames.put(d.frames),
-        "timestamps": d.timestamps,
-        "frames_decoded": d.frames_decoded,
-        "seconds": time.perf_counter() - t0,
-    }
+        except DecodeError as e:
+            return {"error": str(e), "seconds": time.perf_counter() - t0}
+        except Exception as e:  # noqa: BLE001 - unreadable bytes are this row's error
+            return {"error": f"cannot decode: {type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
+        return {
+            "frames": SharedFrames.put(d.frames),
+            "timestamps": d.timestamps,
+            "frames_decoded": d.frames_decoded,
+            "seconds": time.perf_counter() - t0,
+        }
+
+    return _with_blob(rowid, use, t0)
 
 
 def probe_row(rowid: int, size_bytes: int, max_corrupt_frames: int) -> dict[str, Any]:
@@ -59,13 +176,19 @@ def probe_row(rowid: int, size_bytes: int, max_corrupt_frames: int) -> dict[str,
     from mmfs_assets.ingest.probe import probe_video
 
     t0 = time.perf_counter()
-    try:
-        with _blob(rowid) as blob:
+
+    def use(blob: Any) -> dict[str, Any]:
+        try:
             r = probe_video(blob, size_bytes=size_bytes, max_corrupt_frames=max_corrupt_frames)
-    except Exception as e:  # noqa: BLE001
-        return {"values": {}, "error": f"cannot read the video: {type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
-    return {"values": r.values, "error": r.error, "frames_decoded": r.values.get("num_frames") or 0,
-            "seconds": time.perf_counter() - t0}
+        except Exception as e:  # noqa: BLE001
+            return {"values": {}, "error": f"cannot read the video: {type(e).__name__}: {e}",
+                    "seconds": time.perf_counter() - t0}
+        return {"values": r.values, "error": r.error, "frames_decoded": r.values.get("num_frames") or 0,
+                "seconds": time.perf_counter() - t0}
+
+    out = _with_blob(rowid, use, t0)
+    out.setdefault("values", {})
+    return out
 
 
 def call(fn, *args: Any) -> Any:

@@ -2,7 +2,7 @@
 
 Started by :class:`mmfs_assets.engine.pool.WorkerPool`. It receives its setup (an initializer and its
 arguments) as the first message on the socket, says ``ready``, then answers ``(task id, fn, args)``
-messages with ``(task id, ok, value)`` until it gets ``None``, its socket closes or its parent dies.
+messages with ``(task id, ok, value)`` (``ok``: True, False, or ``"infra"`` when the worker's setup failed) until it gets ``None``, its socket closes or its parent dies.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def serve(conn: Connection, parent: int) -> None:
         if msg is None:
             os._exit(0)
         tid, fn, args = msg
-        if init_error is not None:
-            out: tuple = (tid, False, init_error)
+        if init_error is not None:  # the machinery failed, not the task: "infra" (retried by a later run)
+            out: tuple = (tid, "infra", init_error)
         else:
             try:
                 out = (tid, True, fn(*args))

@@ -5,7 +5,9 @@ sensor, the ``videos`` asset, ``mmfs materialize`` and ``mmfs status`` share one
 
 - ``refusal(name)``: why a drop cannot be ingested (unsafe name; for folders also a symlink or not a folder;
   for buckets no object under it), or None;
-- ``scan(registered, quiet, state)``: the unregistered drops that are ready, still being written, refused;
+- ``scan(registered, quiet, state)``: the unregistered drops that are ready, still being written (and why), refused;
+- ``readiness(name, quiet, now, seen)``: whether one drop is ready, and why not (the one rule,
+  :func:`mmfs_assets.ingest.drops.judge_readiness`);
 - ``refused()``: every refused drop name with its reason;
 - ``open(name)``: one drop, whose ``list_files()``, ``reader()`` (``read(file, ...)``) and ``file_uri(file)``
   the ingest uses (:func:`mmfs_assets.ingest.ingest_drop.ingest_drop`).
@@ -13,6 +15,7 @@ sensor, the ``videos`` asset, ``mmfs materialize`` and ``mmfs status`` share one
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,11 +24,12 @@ from typing import Protocol
 from mmfs_assets.ingest.drops import (
     DropFile,
     DropRefusedError,
+    Readiness,
     Scan,
     ScanState,
     SkippedFile,
-    is_ready,
     list_drop_files,
+    readiness,
     refusal,
 )
 from mmfs_assets.ingest.object_drops import ObjectDrops
@@ -107,16 +111,30 @@ class LocalDrops:
     def refused(self) -> dict[str, str]:
         return {n: r for n, r in self.candidates(set()) if r}
 
+    def readiness(self, name: str, quiet_seconds: float, now: float | None = None, seen: list | None = None,
+                  *, use_marker: bool = True) -> Readiness:
+        """Whether drop ``name`` is ready (see :func:`mmfs_assets.ingest.drops.judge_readiness`), and why not."""
+        return readiness(self.path / name, quiet_seconds, now, seen, use_marker=use_marker)
+
     def scan(self, registered: set[str], quiet_seconds: float, state: ScanState,
              now: float | None = None) -> tuple[Scan, ScanState]:
         scan = Scan(full=True)
+        now = time.time() if now is None else now
+        seen: dict[str, list] = {}
         for name, reason in self.candidates(registered):
             scan.listed += 1
             if reason:
                 scan.refused[name] = reason
+                continue
+            r = self.readiness(name, quiet_seconds, now, state.seen.get(name))
+            if r.ready:
+                scan.ready.append(name)
             else:
-                (scan.ready if is_ready(self.path / name, quiet_seconds, now) else scan.waiting).append(name)
-        return scan, state
+                scan.waiting.append(name)
+                scan.why[name] = r
+                if r.seen:
+                    seen[name] = r.seen
+        return scan, ScanState(state.after, state.full_at, seen)
 
     def open(self, name: str) -> LocalDrop:
         if reason := self.refusal(name):

@@ -14,6 +14,12 @@ so two ingests that race (in two Dagster instances, or without any pool) still l
 
 A file that cannot be read (permissions, a link that appeared after listing, changed while read) becomes a
 skip entry with its reason; it never fails the drop.
+
+Every run ends by recording, in the ingest ledger (:mod:`mmfs_assets.ingest.ledger`), the listed files that
+did not become rows of the drop (already in the table, duplicates, skipped): with the rows, they are what the
+table accounts for, so a file copied into the drop after its ingest is noticed (the sensor re-runs the ingest,
+``mmfs status`` lists it). A table write that fails on a full disk raises
+:class:`~mmfs_assets.table.append.NoSpaceError`, whichever write noticed it.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from pathlib import Path
 
 from mmfs_assets.ingest.drop_source import Drop, LocalDrop
 from mmfs_assets.ingest.drops import DropFile, SkippedFile
+from mmfs_assets.ingest.ledger import NotStored, accounted
+from mmfs_assets.ingest.ledger import record as record_ledger
 from mmfs_assets.ingest.rows import ChunkBuffer, Pending, ingest_rows, is_utf8
 from mmfs_assets.table import append_rows, open_or_create
-from mmfs_assets.table.append import FRAGMENT_ROWS
+from mmfs_assets.table.append import FRAGMENT_ROWS, space_guard
 from mmfs_assets.table.dedup import dedup_ids
 from mmfs_assets.table.indices import ensure_scalar_indices
 from mmfs_loader import schema as S
@@ -109,11 +117,14 @@ def ingest_drop(
     table = TableRef.of(table)
     ds = open_or_create(table)
     rep.lance_version = ds.version
+    before = accounted(table, [drop_id], ds).get(drop_id)  # its rows and ledger entries from earlier ingests
+    known_before = before.known if before else set()
     seen: set[str] = set()
     chunk = ChunkBuffer(chunk_bytes)
     pending: list[Pending] = []
     pending_bytes = 0
     known: list[str] = []  # ids already in the table: a run killed between its commit and its dedup left them
+    not_stored: list[NotStored] = []  # listed files that do not become rows of this drop (the ingest ledger)
     hashed = 0
     t_write = 0.0
     t0 = time.perf_counter()
@@ -130,6 +141,8 @@ def ingest_drop(
         rep.already_in_table += len(existing)
         known.extend(existing)
         todo = [p for p in pending if p.read.sha256 not in existing]
+        not_stored.extend(NotStored(p.file.relpath, p.file.size, "already in the table")
+                          for p in pending if p.read.sha256 in existing)
         if todo:
             stamp = datetime.now(UTC)  # identifies this chunk's rows among those the dedup removes
             rows = ingest_rows(drop_id, todo, chunk.contents(todo), now=stamp)
@@ -137,11 +150,14 @@ def ingest_drop(
             del rows
             rep.commits.append(out.version)
             rep.lance_version = out.version
-            removed = dedup_ids(table, [p.read.sha256 for p in todo])
+            with space_guard(table):
+                removed = dedup_ids(table, [p.read.sha256 for p in todo])
             rep.duplicates_removed += len(removed)
             # rows of this chunk that lost to another ingest's earlier commit are not new after all
             lost = {r.id for r in removed if r.drop_id == drop_id and r.ingested_at == stamp}
             kept = [p for p in todo if p.read.sha256 not in lost]
+            not_stored.extend(NotStored(p.file.relpath, p.file.size, "already in the table (a racing ingest)")
+                              for p in todo if p.read.sha256 in lost)
             rep.new_rows += len(kept)
             rep.new_bytes += sum(p.read.size for p in kept)
             rep.pointer_rows += sum(p.storage == "pointer" for p in kept)
@@ -165,6 +181,7 @@ def ingest_drop(
             keep = video_storage == "inline" and f.size <= inline_max_bytes
             if not keep and not is_utf8(f.parts):  # checked before hashing a (large) file for nothing
                 rep.skipped.append(SkippedFile(f.relpath, NOT_UTF8_POINTER))
+                not_stored.append(NotStored(f.relpath, f.size, f"skipped: {NOT_UTF8_POINTER}"))
                 continue
             if keep and pending and pending_bytes + f.size > chunk_bytes:
                 flush()  # bounded memory: the chunk goes out before this file's bytes come in
@@ -176,15 +193,18 @@ def ingest_drop(
                 chunk.rollback(mark)
                 reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
                 rep.skipped.append(SkippedFile(f.relpath, f"cannot be read: {reason}"))
+                not_stored.append(NotStored(f.relpath, f.size, f"skipped: cannot be read: {reason}"))
                 continue
             rep.bytes_hashed += r.size
             storage = "inline" if r.data is not None else "pointer"
             if storage == "pointer" and not is_utf8(f.parts):
                 chunk.rollback(mark)
                 rep.skipped.append(SkippedFile(f.relpath, NOT_UTF8_POINTER))
+                not_stored.append(NotStored(f.relpath, f.size, f"skipped: {NOT_UTF8_POINTER}"))
                 continue
             if r.sha256 in seen:
                 rep.duplicates_in_drop += 1
+                not_stored.append(NotStored(f.relpath, f.size, "duplicate of another file of the drop"))
                 chunk.rollback(mark)
                 continue
             seen.add(r.sha256)
@@ -193,9 +213,13 @@ def ingest_drop(
             if pending_bytes >= chunk_bytes:
                 flush()
         flush()
-    # a run killed between its append and its dedup may have left a second row for a video of this drop
-    rep.duplicates_removed += len(dedup_ids(table, known))
-    ensure_scalar_indices(table)  # new fragments: fold them into the drop_id / id lookup indices
+    with space_guard(table):  # a full disk says so, whichever write notices it
+        # a run killed between its append and its dedup may have left a second row for a video of this drop
+        rep.duplicates_removed += len(dedup_ids(table, known))
+        ensure_scalar_indices(table)  # new fragments: fold them into the drop_id / id lookup indices
+        not_stored = [n for n in not_stored if (n.relpath, n.size) not in known_before]  # accounted for already
+        record_ledger(table, drop_id, rep.files, not_stored, run_id=properties.get("mmfs.run_id", ""),
+                      summary=f"{rep.files} file(s) listed, {rep.new_rows} new row(s)")
     if progress:  # duplicates, rows already in the table and skipped files are never written: bars end full
         progress("hash", hashed, hashed)
         progress("write", rep.new_bytes, rep.new_bytes)

@@ -7,7 +7,9 @@ in ``/``) are not files; a key with an empty, ``.`` or ``..`` component is skipp
 storage has no symlinks, so nothing can lead out of the drop.
 
 Readiness: a ``_READY`` object directly under the drop, or nothing under it modified for the quiet period,
-measured against the server's clock (the ``Date`` of the listing response), not this machine's.
+measured against the server's clock (the ``Date`` of the listing response), not this machine's. The rule is
+the folders' (:func:`mmfs_assets.ingest.drops.judge_readiness`): a ``LastModified`` ahead of the server's
+clock is not trusted, such a drop is ready once its listing stays the same for the quiet period.
 
 Reads are pinned to what was listed: each object is fetched with ``If-Match: <listed ETag>``, so an object
 rewritten between the listing and the read is refused (a skip entry, like a local file that changes while it
@@ -36,9 +38,12 @@ from mmfs_assets.ingest.drops import (
     READY_MARKER,
     DropFile,
     DropRefusedError,
+    Entry,
+    Readiness,
     Scan,
     ScanState,
     SkippedFile,
+    judge_readiness,
     unsafe_reason,
 )
 from mmfs_assets.ingest.s3_client import S3Location, error_text, s3_client
@@ -117,22 +122,41 @@ class ObjectDrops:
             for obj in page.get("Contents", []):
                 yield obj, now
 
-    def is_ready(self, name: str, quiet_seconds: float) -> bool:
-        """``_READY`` under the drop, or no object under it modified for ``quiet_seconds`` (server clock)."""
+    def has_marker(self, name: str) -> bool:
+        """Whether ``<drop>/_READY`` exists."""
         try:
             self.client.head_object(Bucket=self.loc.bucket, Key=f"{self.loc.child(name).prefix}{READY_MARKER}")
             return True
         except Exception as e:
             if _code(e) not in ("404", "NoSuchKey", "NotFound"):
                 raise
-        newest, server_now = None, None
+            return False
+
+    def entries(self, name: str) -> tuple[list[Entry], float | None]:
+        """Every object under the drop (markers and hidden ones too) and the server's time of the listing."""
+        prefix = self.loc.child(name).prefix
+        out, server_now = [], None
         for obj, now in self._objects(name):
-            t = obj["LastModified"].timestamp()
-            newest = t if newest is None else max(newest, t)
+            out.append(Entry(obj["Key"][len(prefix):], int(obj.get("Size", 0)), obj["LastModified"].timestamp(),
+                             str(obj.get("ETag", ""))))
             server_now = now or server_now
-        if newest is None:
-            return False  # an empty prefix is not a drop yet
-        return (server_now or time.time()) - newest >= quiet_seconds
+        return out, server_now
+
+    def readiness(self, name: str, quiet_seconds: float, now: float | None = None, seen: list | None = None,
+                  *, use_marker: bool = True) -> Readiness:
+        """``_READY`` under the drop, or no object under it modified for ``quiet_seconds``, measured on the
+        server's clock (``now`` only when the listing carries no ``Date``); the rule and the reasons are the
+        folders' (:func:`mmfs_assets.ingest.drops.judge_readiness`), future modification times included."""
+        if use_marker and self.has_marker(name):
+            return Readiness(True)
+        entries, server_now = self.entries(name)  # an empty prefix is not a drop yet
+        clock = server_now or (time.time() if now is None else now)
+        return judge_readiness(entries, marker=False, quiet_seconds=quiet_seconds, now=clock, seen=seen,
+                               marker_counts=use_marker)
+
+    def is_ready(self, name: str, quiet_seconds: float) -> bool:
+        """``_READY`` under the drop, or no object under it modified for ``quiet_seconds`` (server clock)."""
+        return self.readiness(name, quiet_seconds).ready
 
     def scan(self, registered: set[str], quiet_seconds: float, state: ScanState,
              now: float | None = None) -> tuple[Scan, ScanState]:
@@ -141,21 +165,28 @@ class ObjectDrops:
         full = state.after is None or now - state.full_at >= FULL_LIST_INTERVAL_S
         names = self.drop_names(None if full else state.after)
         scan = Scan(listed=len(names), full=full)
+        # drops an incremental listing did not reach keep what earlier ticks saw of them
+        seen = {} if full else {n: v for n, v in state.seen.items() if n not in registered and n not in names}
         for name in names:
             if name.startswith((".", "_")) or name in registered:
                 continue
             if reason := unsafe_reason(name):
                 scan.refused[name] = reason
-            elif self.is_ready(name, quiet_seconds):
+                continue
+            r = self.readiness(name, quiet_seconds, seen=state.seen.get(name))
+            if r.ready:
                 scan.ready.append(name)
             else:
                 scan.waiting.append(name)
+                scan.why[name] = r
+                if r.seen:
+                    seen[name] = r.seen
         # the cursor moves past the names settled this tick, up to the first drop still being written
         # (hidden and staging prefixes, '.x' and '_x', never move it: new drops may sort below them)
         ordered = sorted((n for n in names if not n.startswith((".", "_"))), key=lambda n: f"{n}/")
         waiting = set(scan.waiting)
         cut = next((i for i, n in enumerate(ordered) if n in waiting), len(ordered))
-        new = ScanState(state.after, now if full else state.full_at)
+        new = ScanState(state.after, now if full else state.full_at, seen)
         if cut:
             new.after = ordered[cut - 1]
         elif full:

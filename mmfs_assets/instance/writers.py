@@ -17,7 +17,7 @@ from mmfs_assets.instance.liveness import free_dead_runs, pid_alive, run_pid
 
 ACTIVE = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 NON_WRITING_ASSETS = {"search_indices", "drop_stats"}
-NON_WRITING_JOBS = {"snapshot_job", "maintenance_job"}
+NON_WRITING_JOBS = {"snapshot_job", "maintenance_job", "mmfs_rollback"}  # mmfs_rollback: the flags of a rollback
 
 
 def _assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:

@@ -7,8 +7,9 @@
    holding more than ``blob_limit`` bytes of inline video are left out: compaction copies blob payloads,
    and rewriting gigabytes to merge a few rows is not worth it. A compaction that still races a writer
    loses its commit (Lance refuses it) and is retried at the next run; the writer never loses data.
-3. **Retention**: versions older than ``retention`` are removed, never a tagged one (a snapshot) and never
-   the latest; their commit records go to the lineage archive first.
+3. **Retention**: versions older than ``retention`` are removed, never a tagged one (a snapshot, or a version
+   a running fill or reader holds a lease on: :mod:`mmfs_loader.leases`) and never the latest; their
+   commit records go to the lineage archive first. Leases whose holder died (expired) are removed first.
 4. **Orphans**: data files no version references (left by a writer killed between its file write and its
    commit) are deleted once older than ``orphan_grace`` and while no writer is active (a file younger than
    that may belong to a commit in flight). Local tables only; on object stores Lance's own rule applies
@@ -31,6 +32,7 @@ from mmfs_assets.store.lineage import archive
 from mmfs_assets.table.append import FRAGMENT_ROWS
 from mmfs_assets.table.indices import IndexReport, ensure_scalar_indices, ensure_search_indices
 from mmfs_assets.table.retry import is_conflict
+from mmfs_loader import leases
 from mmfs_loader import schema as S
 from mmfs_loader.table import TableRef, known_tags
 
@@ -53,6 +55,7 @@ class MaintenanceReport:
     orphans_removed: int = 0
     orphan_bytes: int = 0
     lineage_archived: int = 0
+    leases_removed: int = 0  # leases of fills that died without releasing them (expired)
     skipped: list[str] = field(default_factory=list)
 
     def record(self) -> dict:
@@ -108,8 +111,10 @@ def _expired(ds: lance.LanceDataset, retention: timedelta, tagged: set[int]) -> 
 
 
 def retain(table: TableRef, rep: MaintenanceReport, retention: timedelta) -> None:
+    if not rep.dry_run:
+        rep.leases_removed = leases.remove_expired(table)
     ds = table.dataset()
-    tagged = set(known_tags(table.uri, table.options).values())
+    tagged = set(known_tags(table.uri, table.options, include_leases=True).values())  # snapshots, running fills
     expired = _expired(ds, retention, tagged)
     if not expired:
         return
@@ -126,24 +131,46 @@ def remove_orphans(table: TableRef, rep: MaintenanceReport, grace: timedelta) ->
     if "://" in table.uri:
         rep.skipped.append("orphan files on object stores: left to Lance's 7-day rule")
         return
+    # Lance lists the files no version references, blob v2 sidecars included (``data/<stem>/<n>.blob``, kind
+    # "data": the leftovers of a write that failed on a full disk, which can be most of the disk).
+    from mmfs_loader.health import referenced_data_files
+
     ds = table.dataset()
+    live = referenced_data_files(ds)  # belt and braces: never a file (or sidecar) of the latest version
     e = ds.explain_cleanup_old_versions(older_than=timedelta(days=36500), delete_unverified=True,
                                         error_if_tagged_old_versions=False, include_files=True, max_files=100_000)
     cutoff = time.time() - grace.total_seconds()
+    emptied: set[str] = set()
+    young, young_bytes = 0, 0
     for c in e.candidate_files:
         if not c.unverified or c.kind not in ("data", "deletion"):
             continue
         path = c.path if os.path.isabs(c.path) else "/" + c.path
+        parent = os.path.dirname(path)
+        sidecar = c.kind == "data" and path.endswith(".blob") and os.path.basename(os.path.dirname(parent)) == "data"
+        if os.path.basename(path) in live or (sidecar and f"{os.path.basename(parent)}.lance" in live):
+            continue
         try:
             st = os.stat(path)
         except FileNotFoundError:
             continue
         if st.st_mtime > cutoff:
+            young, young_bytes = young + 1, young_bytes + st.st_size
             continue
         rep.orphans_removed += 1
         rep.orphan_bytes += st.st_size
         if not rep.dry_run:
             os.remove(path)
+            if sidecar:
+                emptied.add(parent)
+    for folder in emptied:  # a sidecar folder whose blobs all went: the folder goes too (never a non-empty one)
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+    if young:
+        rep.skipped.append(f"{young} unreferenced file(s), {young_bytes / 1e6:.1f} MB, younger than {grace}: kept "
+                           "(a commit in flight may still reference them); a run after that removes them")
 
 
 def maintain(
@@ -161,7 +188,7 @@ def maintain(
     wait for none)."""
     table = TableRef.of(table)
     rep = MaintenanceReport(dry_run, table.dataset().version)
-    busy = writers()
+    busy = writers() + [lease.describe() for lease in leases.running_fills(table)]  # fills outside this instance too
     if not dry_run:
         rep.indices = ensure_scalar_indices(table)  # drop_id / id: no fill writes them, no race
         if busy:  # an index build over a column a fill is writing loses (or makes the fill lose) the commit race

@@ -112,7 +112,7 @@ def problems(manifest: Manifest, required: list[str], drops_missing: dict[str, d
 def create(table: TableRef | str, name: str, *, version: int | None = None, require: list[str] | None = None) -> Manifest:
     """Check ``require``, tag the version as ``name`` and store its manifest."""
     table = TableRef.of(table)
-    check_tag_name(name)
+    check_tag_name(name, new=True)  # Lance's rule, and not only digits: `rollback --to 16` means version 16
     tags = known_tags(table.uri, table.options)
     if name in tags:
         from mmfs_assets.table.tags import TagExistsError

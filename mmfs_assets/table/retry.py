@@ -53,3 +53,29 @@ def retry_commit(
                 on_retry(n, e)
             backoff(n)
     raise AssertionError("unreachable")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An I/O failure of the storage (network outage, throttling, a timeout) that is not a lost race: Lance
+    raises these as ``OSError``s, or ``ValueError``s when opening a dataset failed ("LanceError(IO): ...")."""
+    if is_conflict(exc) or isinstance(exc, FileNotFoundError):
+        return False
+    return isinstance(exc, OSError) or isinstance(exc, ValueError) and "LanceError(IO)" in str(exc)
+
+
+def retry_storage(fn: Callable[[], T], *, budget_s: float, on_retry: Callable[[BaseException], None] | None = None) -> T:
+    """``fn()`` retried with growing pauses (0.5 s doubling to 8 s) while it fails with :func:`is_transient`
+    errors, for up to ``budget_s`` seconds; then the last error is raised. For writes that may be repeated
+    (a column-only commit of the same values is idempotent)."""
+    deadline = time.monotonic() + budget_s
+    pause = 0.5
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not is_transient(e) or time.monotonic() + pause > deadline:
+                raise
+            if on_retry is not None:
+                on_retry(e)
+            time.sleep(pause)
+            pause = min(8.0, pause * 2)

@@ -11,7 +11,7 @@ class TagExistsError(ValueError):
 
 def create_tag(table: TableRef | str, name: str, version: int | None = None) -> int:
     """Tag ``version`` (default: the latest) as ``name``; returns the tagged version."""
-    check_tag_name(name)
+    check_tag_name(name, new=True)
     table = TableRef.of(table)
     ds = table.open(version=version)  # "version 999 not found in ... (latest is 12)"
     v = ds.version
