@@ -55,7 +55,8 @@ class Lease:
 
     def describe(self) -> str:
         left = max(0, int(self.expires - time.time()))
-        return f"{self.label or 'a fill'} (lease on version {self.version}, renewed by its holder, expires in {left} s)"
+        who = "a reader (FeatureDataset)" if not self.fill else (self.label or "a fill")
+        return f"{who} (lease on version {self.version}, renewed by its holder, expires in {left} s)"
 
 
 def parse(name: str, version: int) -> Lease | None:

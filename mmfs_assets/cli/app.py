@@ -174,6 +174,7 @@ def status(
     )
     from mmfs_assets.settings import Settings
     from mmfs_assets.staleness import refused_drops, settings_expectations, stale_features
+    from mmfs_loader import leases
     from mmfs_loader.health import check_table
     from mmfs_loader.status import table_status
 
@@ -193,6 +194,7 @@ def status(
     ds = s.table_ref.open()
     drops = table_status(ds, drop)
     stale = stale_features(drops, settings_expectations(s))
+    held = leases.active(s.table_ref)
     if fmt is Format.json:
         import json
 
@@ -200,10 +202,13 @@ def status(
             "table": s.table_uri, "version": ds.version, "drops": status_records(drops),
             "stale": [st.record() for st in stale], "refused_drops": refused,
             "drops_not_ingested": [a.record() for a in attention], "health": health_record(health),
+            "leases": [{"holder": h.label, "version": h.version, "expires": h.expires} for h in held],
         }) + "\n")
         return
     print_status(drops, fmt, out)
     print_stale(stale, out)
+    for h in held:  # fills running (anywhere) and training jobs reading: what maintenance keeps and rollback waits for
+        out.print(("running fill: " if h.fill else "reading: ") + h.describe(), highlight=False)
     print_health(s.table_uri, health, console)
 
 
