@@ -75,9 +75,13 @@ class DropFolderResource(StorageOptionsResource):
 
 
 class ProbeResource(dg.ConfigurableResource):
-    """How the metadata probe judges damage: more concealed/corrupt frames than this quarantines a video."""
+    """How the metadata probe judges damage and frame sizes: more concealed/corrupt frames than
+    ``max_corrupt_frames``, or frames beyond the ``max_frame_*`` / ``max_aspect_ratio`` limits, quarantine a video."""
 
     max_corrupt_frames: int = 0  # MMFS_MAX_CORRUPT_FRAMES
+    max_frame_side: int = 16384  # MMFS_MAX_FRAME_SIDE: a larger frame width or height quarantines the video
+    max_frame_pixels: int = 16384 * 16384  # MMFS_MAX_FRAME_PIXELS: more pixels per frame quarantine it
+    max_aspect_ratio: float = 10.0  # MMFS_MAX_ASPECT_RATIO: a longer side / shorter side above this quarantines it
     decode_workers: int = 0  # MMFS_DECODE_WORKERS; 0: the cores this process may use
     decode_timeout_s: float = 300.0  # MMFS_DECODE_TIMEOUT_S
 
@@ -138,7 +142,8 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         ),
         "probe": ProbeResource(
             max_corrupt_frames=env("max_corrupt_frames"), decode_workers=env("decode_workers"),
-            decode_timeout_s=s.decode_timeout_s,
+            decode_timeout_s=s.decode_timeout_s, max_frame_side=env("max_frame_side"),
+            max_frame_pixels=env("max_frame_pixels"), max_aspect_ratio=s.max_aspect_ratio,
         ),
         "drop_folder": DropFolderResource(
             root=s.drop_dir, quiet_seconds=s.drop_quiet_seconds, storage_options=public,

@@ -8,6 +8,9 @@
 | ``MMFS_VIDEO_STORAGE`` | ``inline``           | ``inline`` (bytes in the table) or ``pointer`` (URI)  |
 | ``MMFS_INLINE_MAX_BYTES`` | ``2147483648``    | inline files larger than this are stored as pointers (bounded ingest memory) |
 | ``MMFS_MAX_CORRUPT_FRAMES`` | ``0``           | a video with more concealed/corrupt frames (or lost packets) is quarantined |
+| ``MMFS_MAX_FRAME_SIDE`` | ``16384``           | a video whose frame width or height is larger is quarantined |
+| ``MMFS_MAX_FRAME_PIXELS`` | ``268435456``     | a video with more pixels per frame (width x height; default 16384^2) is quarantined |
+| ``MMFS_MAX_ASPECT_RATIO`` | ``10``            | a video whose long side / short side is larger (16384x2: 8192) is quarantined |
 | ``MMFS_DROP_QUIET_SECONDS`` | ``60``          | a drop without ``_READY`` is ready after this long unchanged |
 | ``MMFS_MODEL_PROFILE`` | ``tiny``             | ``tiny`` (random-init test models, so a fresh clone runs) or ``pretrained`` (real weights); one setting for the CLI, the demo and the UI |
 | ``MMFS_MODEL_DIR``     | ``data/models``      | where tiny models are written (and a place for local weights) |
@@ -73,6 +76,10 @@ class Settings(BaseModel):
     video_storage: Literal["inline", "pointer"] = "inline"
     inline_max_bytes: int = Field(2 << 30, ge=0)
     max_corrupt_frames: int = Field(0, ge=0)
+    # frame limits of the metadata probe (mmfs_assets.ingest.probe.FrameLimits, where the defaults are justified)
+    max_frame_side: int = Field(16384, ge=1)
+    max_frame_pixels: int = Field(16384 * 16384, ge=1)
+    max_aspect_ratio: float = Field(10.0, ge=1)
     drop_quiet_seconds: float = 60.0
     model_profile: Literal["pretrained", "tiny"] = "tiny"
     model_dir: str = "data/models"
@@ -133,6 +140,9 @@ ENV_NAMES = {
     "video_storage": "MMFS_VIDEO_STORAGE",
     "inline_max_bytes": "MMFS_INLINE_MAX_BYTES",
     "max_corrupt_frames": "MMFS_MAX_CORRUPT_FRAMES",
+    "max_frame_side": "MMFS_MAX_FRAME_SIDE",
+    "max_frame_pixels": "MMFS_MAX_FRAME_PIXELS",
+    "max_aspect_ratio": "MMFS_MAX_ASPECT_RATIO",
     "drop_quiet_seconds": "MMFS_DROP_QUIET_SECONDS",
     "model_profile": "MMFS_MODEL_PROFILE",
     "model_dir": "MMFS_MODEL_DIR",

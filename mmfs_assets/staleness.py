@@ -11,7 +11,8 @@ that are known from the code and the settings alone:
   stale once the profile is ``pretrained``; pretrained values are never stale under ``tiny``, because a
   tiny fill does not overwrite them (:func:`mmfs_assets.engine.fill.fill_feature`),
 - the sampling mode (``MMFS_<F>_SAMPLING``) and the frame count (``MMFS_<F>_FRAMES``, when set),
-- for the metadata group: its code version and ``MMFS_MAX_CORRUPT_FRAMES``.
+- for the metadata group: its code version, ``MMFS_MAX_CORRUPT_FRAMES`` and the frame limits
+  (``MMFS_MAX_FRAME_SIDE``, ``MMFS_MAX_FRAME_PIXELS``, ``MMFS_MAX_ASPECT_RATIO``).
 
 A changed model or weights is found by the next fill (it loads the model); :func:`stale_features` does
 not guess at it. ``mmfs status`` prints the result, the ``staleness_sensor`` reports it in the UI as the
@@ -25,9 +26,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmfs_assets.features.spec import Feature
 from mmfs_loader.status import DropStatus
+
+if TYPE_CHECKING:
+    from mmfs_assets.ingest.probe import FrameLimits
 
 METADATA_ASSET = "video_metadata"
 
@@ -62,13 +67,16 @@ def _fields(producer: str) -> tuple[str, dict[str, str]]:
 
 
 def expectations(features: Iterable[Feature], profile: str, env: Mapping[str, str],
-                 max_corrupt_frames: int = 0) -> list[Expectation]:
-    """One :class:`Expectation` per asset: the metadata group and each feature."""
+                 max_corrupt_frames: int = 0, limits: FrameLimits | None = None) -> list[Expectation]:
+    """One :class:`Expectation` per asset: the metadata group and each feature (``limits``: the probe's
+    frame limits, default the settings' defaults)."""
     from mmfs_assets.ingest.describe import metadata_producer
+    from mmfs_assets.ingest.probe import DEFAULT_LIMITS
     from mmfs_loader import schema as S
 
-    # the probe's producer is known exactly: "mmfs.probe:<code version>/pyav-X/ffmpeg-Y|max_corrupt_frames=N"
-    head, probe_fields = _fields(metadata_producer(max_corrupt_frames))
+    # the probe's producer is known exactly: "mmfs.probe:<code version>/pyav-X/ffmpeg-Y|max_corrupt_frames=N|max_frame_side=..."
+    head, probe_fields = _fields(metadata_producer(max_corrupt_frames, limits or DEFAULT_LIMITS))
+    probe_fields = {**DEFAULT_LIMITS.details(), **probe_fields}  # default limits are left out of producers
     out = [Expectation(METADATA_ASSET, S.METADATA.name, head, tuple(probe_fields.items()))]
     for f in features:
         frames = env.get(f.frames_env)
@@ -84,6 +92,9 @@ def why_stale(producer: str, exp: Expectation) -> str | None:
     """Why ``producer`` is out of date for ``exp``, or None when the code and settings agree with it."""
     head, fields = _fields(producer)
     if exp.prefix.startswith("mmfs.probe:"):
+        from mmfs_assets.ingest.probe import DEFAULT_LIMITS
+
+        fields = {**DEFAULT_LIMITS.details(), **fields}  # a producer without a limit used its default
         (version, *decoder), (want_version, *want_decoder) = head.split("/"), exp.prefix.split("/")
         if version != want_version:
             return f"code version {version.split(':', 1)[-1]} -> {want_version.split(':', 1)[1]}"
@@ -125,8 +136,10 @@ def stale_features(drops: list[DropStatus], exps: list[Expectation]) -> list[Sta
 def settings_expectations(settings) -> list[Expectation]:
     """:func:`expectations` for the catalog's features under ``settings`` (a :class:`~mmfs_assets.settings.Settings`)."""
     from mmfs_assets.features import discover
+    from mmfs_assets.ingest.probe import FrameLimits
 
-    return expectations(discover(), settings.model_profile, settings.feature_env, settings.max_corrupt_frames)
+    return expectations(discover(), settings.model_profile, settings.feature_env, settings.max_corrupt_frames,
+                        FrameLimits.of(settings))
 
 
 def refused_drops(drop_dir: str | Path, storage_options: dict[str, str] | None = None) -> dict[str, str]:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 
 from mmfs_loader.nvdec import nvdec_available
+from mmfs_loader.video import output_size
 
 CLIP_DECODERS = ("auto", "cpu", "nvdec")
 
@@ -46,8 +47,7 @@ def fit_frames(frames: torch.Tensor, size: int | None, crop: bool) -> torch.Tens
     x = frames.permute(0, 3, 1, 2)
     if size:
         h, w = x.shape[2], x.shape[3]
-        scale = size / min(h, w)
-        oh, ow = max(2, round(h * scale / 2) * 2), max(2, round(w * scale / 2) * 2)
+        ow, oh = output_size(w, h, size)  # the CPU path's size, long side bounded (MAX_SCALED_ASPECT)
         if (oh, ow) != (h, w):
             x = torch.nn.functional.interpolate(x.float(), size=(oh, ow), mode="bilinear", antialias=True, align_corners=False)
             x = x.round_().clamp_(0, 255).to(torch.uint8)

@@ -8,6 +8,13 @@ unaligned start decodes on average half a GOP of frames nobody asked for before 
 30 fps and 8-frame clips, about 23 frames decoded for 8 kept). Rows without recorded keyframe times
 fall back to the unaligned draw. Frames are resized so the short side is ``size`` and, with
 ``crop`` (the default), centre-cropped to ``size x size`` so clips of any aspect ratio collate.
+
+A clip's size is bounded whatever the video's shape: the long side is at most
+:data:`~mmfs_loader.video.MAX_SCALED_ASPECT` (16) times ``size`` (a more elongated frame is squashed
+along its long side, :func:`~mmfs_loader.video.output_size`), so a 16384x2 video makes a
+``size x 16 size`` frame at most, never a ``size x 8192 size`` one. Such videos are quarantined by the
+metadata probe by default (``MMFS_MAX_ASPECT_RATIO``) and left out unless ``include_quarantined``;
+``size=None`` decodes native frames, bounded only by the probe's ``MMFS_MAX_FRAME_PIXELS``.
 """
 
 from __future__ import annotations

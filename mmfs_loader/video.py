@@ -18,8 +18,9 @@ Every call reports the frames it decoded, so callers can count the decode amplif
 decoded per frame taken). Rows described before keyframe times were recorded fall back to seeking only
 when the next target is more than one mean keyframe interval ahead.
 
-Scaling and RGB conversion happen in FFmpeg (swscale) straight to the requested size; the display
-rotation (metadata ``rotation``) is applied so frames come out upright.
+Scaling and RGB conversion happen in FFmpeg (swscale) straight to the requested size (the long side at
+most :data:`MAX_SCALED_ASPECT` times the short side, see :func:`output_size`); the display rotation
+(metadata ``rotation``) is applied so frames come out upright.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ import av
 import numpy as np
 
 SAMPLING_MODES = ("exact", "keyframe")
+# A frame scaled to a short side S is at most MAX_SCALED_ASPECT x S long (squashed beyond): the bound on
+# what one frame costs the decoders (here, the loader's clips) and the fills' preprocessing
+# (mmfs_assets.engine.preprocess). Above the metadata probe's default MMFS_MAX_ASPECT_RATIO (10), so the
+# videos it admits by default keep their shape; raising that limit past 16 admits videos that are squashed.
+MAX_SCALED_ASPECT = 16
 
 
 class DecodeError(RuntimeError):
@@ -93,11 +99,17 @@ class Decoded:
 
 
 def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    """(w, h) with the shorter side scaled to ``short_side`` (aspect kept, even sizes), or the native size."""
+    """(w, h) with the shorter side scaled to ``short_side`` (aspect kept, even sizes), or the native size.
+
+    The longer side is at most :data:`MAX_SCALED_ASPECT` times ``short_side``: a frame more elongated
+    than that is squashed along its long side, so what a decode allocates is bounded by the size asked
+    for, whatever the video's shape (a 16384x2 video at short side 70 is 1120x70, not 573440x70)."""
     if not short_side:
         return width, height
     scale = short_side / min(width, height)
-    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+    cap = MAX_SCALED_ASPECT * short_side
+    w, h = min(cap, width * scale), min(cap, height * scale)
+    return max(2, round(w / 2) * 2), max(2, round(h / 2) * 2)
 
 
 def decode_frames(

@@ -14,8 +14,8 @@ from tests.conftest import make_drop
 CLIP = next(f for f in FEATURES if f.name == "clip_embedding")
 
 
-def _exp(asset: str, profile: str = "tiny", env: dict | None = None, max_corrupt: int = 0):
-    return next(e for e in expectations(FEATURES, profile, env or {}, max_corrupt) if e.asset == asset)
+def _exp(asset: str, profile: str = "tiny", env: dict | None = None, max_corrupt: int = 0, limits=None):
+    return next(e for e in expectations(FEATURES, profile, env or {}, max_corrupt, limits) if e.asset == asset)
 
 
 def test_why_stale_names_the_cause():
@@ -32,12 +32,18 @@ def test_why_stale_names_the_cause():
     assert why_stale(q, _exp("quality", "pretrained")) is None  # no model: the profile does not matter
     from mmfs_assets.ingest.describe import metadata_producer
 
-    m = metadata_producer(0)  # mmfs.probe:metadata-v3/pyav-X/ffmpeg-Y|max_corrupt_frames=0
+    m = metadata_producer(0)  # mmfs.probe:metadata-v3/pyav-X/ffmpeg-Y|max_corrupt_frames=0 (default limits left out)
     assert why_stale(m, _exp("video_metadata")) is None
     assert why_stale(m.replace("-v3/", "-v2/"), _exp("video_metadata")) == "code version metadata-v2 -> metadata-v3"
     old_decoder = m.split("/", 1)[0] + "/pyav-1.0.0/ffmpeg-1.0|max_corrupt_frames=0"
     assert why_stale(old_decoder, _exp("video_metadata")).startswith("decoder pyav-1.0.0/ffmpeg-1.0 -> pyav-")
     assert why_stale(m, _exp("video_metadata", max_corrupt=3)) == "max_corrupt_frames 0 -> 3"
+    from mmfs_assets.ingest.probe import FrameLimits
+
+    assert why_stale(m, _exp("video_metadata", limits=FrameLimits(max_aspect_ratio=20))) == "max_aspect_ratio 10 -> 20"
+    raised = metadata_producer(0, FrameLimits(max_aspect_ratio=20))
+    assert raised.endswith("|max_corrupt_frames=0|max_aspect_ratio=20")
+    assert why_stale(raised, _exp("video_metadata")) == "max_aspect_ratio 20 -> 10"  # back to the default
 
 
 def test_staleness_sensor_reports_current_checks(env, fixture_dir, instance, monkeypatch):

@@ -30,7 +30,10 @@ def check_name(asset: str) -> str:
 
 
 def _expectations(features: list[Feature], models: ModelsResource, probe: ProbeResource) -> list[Expectation]:
-    return expectations(features, models.model_profile, models.feature_env, probe.max_corrupt_frames)
+    from mmfs_assets.ingest.probe import FrameLimits
+
+    return expectations(features, models.model_profile, models.feature_env, probe.max_corrupt_frames,
+                        FrameLimits.of(probe))
 
 
 def _table_stale(lance_table: LanceTableResource, exps: list[Expectation]) -> tuple[int | None, list[Stale]]:

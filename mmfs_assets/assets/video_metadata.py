@@ -7,6 +7,7 @@ from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.assets.videos import run_properties, videos
 from mmfs_assets.engine.report import FillIncomplete
 from mmfs_assets.ingest.describe import METADATA_CODE_VERSION, describe_partition
+from mmfs_assets.ingest.probe import FrameLimits
 from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
@@ -50,6 +51,7 @@ def video_metadata(
             properties=run_properties(context, "video_metadata", METADATA_CODE_VERSION),
             progress=tracker(context.log.info, f"metadata {key}"),
             max_corrupt_frames=probe.max_corrupt_frames,
+            limits=FrameLimits.of(probe),
             workers=probe.decode_workers or None,
             timeout=probe.decode_timeout_s,
             force=config.force,

@@ -38,6 +38,7 @@ from mmfs_assets.engine.report import FillReport, check_complete
 from mmfs_assets.engine.shm import SharedFrames
 from mmfs_assets.engine.values import Result, values_table
 from mmfs_assets.features.spec import Clip, Feature, LoadedModel
+from mmfs_assets.ingest.probe import FrameLimits
 from mmfs_assets.table import ensure_group_columns, replace_columns
 from mmfs_assets.table.chunks import fragment_chunks
 from mmfs_assets.table.restores import undone_by_restore
@@ -190,6 +191,7 @@ def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids,
     container = model.input == "container"
     run_model = ModelRunner(model, g.value_columns)
     max_corrupt = int(model.details.get("max_corrupt_frames", 0)) if container else 0
+    limits = FrameLimits.from_details(model.details) if container else None
     timeout = pool.timeout
     handles: deque = deque()
     submitted = 0
@@ -202,7 +204,7 @@ def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids,
             if container:
                 size = int(meta[S.SIZE_BYTES][i] or 0)
                 to = None if timeout is None else _probe_timeout(timeout, size)
-                handles.append((i, pool.submit(tasks.probe_row, rowid, size, max_corrupt, timeout=to)))
+                handles.append((i, pool.submit(tasks.probe_row, rowid, size, max_corrupt, limits, timeout=to)))
             elif meta[M.error_column][i]:
                 handles.append((i, None))
             else:

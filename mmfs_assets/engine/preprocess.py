@@ -8,12 +8,22 @@ normalises there: the CPU work per frame is gone from the thread that feeds the 
 The arithmetic follows the processors it replaces (open_clip's transform, transformers'
 ``CLIPImageProcessor`` and ``DPTImageProcessor``); ``tests/test_preprocess.py`` checks the values
 against them.
+
+Every resize is bounded: no side of a model input is longer than
+:data:`~mmfs_loader.video.MAX_SCALED_ASPECT` (16) times the model's size, so one frame costs at most 16
+times the model's nominal input, whatever the video's shape (unbounded, a 573440x70 frame stayed
+573440x70 under DPT's rounding, and a native 16384x16 frame became 65536x64 for a 64 px CLIP). Frames
+more elongated than that are squashed along their long side, the way the decoders make them
+(:func:`mmfs_loader.video.output_size`); the metadata probe quarantines such videos by default
+(``MMFS_MAX_ASPECT_RATIO``), so this bounds what a raised limit, or a frame the probe never saw, can cost.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from mmfs_loader.video import MAX_SCALED_ASPECT
 
 if TYPE_CHECKING:  # torch is imported where frames are processed, not when features are declared
     import torch
@@ -40,15 +50,26 @@ class Preprocess:
         """The short side the decoder should scale to (so the device resize is small or nothing)."""
         return self.size
 
+    def max_side(self) -> int:
+        """The longest side a resize may produce: :data:`~mmfs_loader.video.MAX_SCALED_ASPECT` x ``size``
+        (a multiple of ``multiple_of``). The per-row compute bound: one frame's model input is at most
+        that many times the model's nominal ``size x size``, whatever the video's shape."""
+        cap = MAX_SCALED_ASPECT * self.size
+        return max(self.multiple_of, cap // self.multiple_of * self.multiple_of) if self.multiple_of else cap
+
     def target(self, h: int, w: int) -> tuple[int, int]:
-        """(height, width) after the resize, before the crop."""
+        """(height, width) after the resize, before the crop; a side longer than :meth:`max_side` is
+        squashed to it (frames more elongated than the decoders make them, e.g. NVDEC's native frames)."""
+        cap = self.max_side()
         if self.multiple_of:
             sh, sw = self.size / h, self.size / w
             s = sw if abs(1 - sw) < abs(1 - sh) else sh
             m = self.multiple_of
-            return max(m, round(s * h / m) * m), max(m, round(s * w / m) * m)
+            return min(cap, max(m, round(s * h / m) * m)), min(cap, max(m, round(s * w / m) * m))
         s = self.size / min(h, w)
-        return (self.size, max(self.size, round(w * s))) if h <= w else (max(self.size, round(h * s)), self.size)
+        if h <= w:
+            return self.size, min(cap, max(self.size, round(w * s)))
+        return min(cap, max(self.size, round(h * s))), self.size
 
 
 def to_device(frames: torch.Tensor, device: str) -> torch.Tensor:

@@ -17,7 +17,7 @@ import io
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lance
 
@@ -25,6 +25,9 @@ from mmfs_assets.engine.shm import SharedFrames
 from mmfs_loader import schema as S
 from mmfs_loader.table import TableRef
 from mmfs_loader.video import DecodeError, VideoPlan, decode_frames
+
+if TYPE_CHECKING:
+    from mmfs_assets.ingest.probe import FrameLimits
 
 STORAGE_RETRY_S = 60.0  # how long a worker keeps retrying a storage failure before deferring the row
 
@@ -171,15 +174,15 @@ def decode_row(rowid: int, plan: VideoPlan, times: list[float], short_side: int 
     return _with_blob(rowid, use, t0)
 
 
-def probe_row(rowid: int, size_bytes: int, max_corrupt_frames: int) -> dict[str, Any]:
-    """The metadata group's values of a row (``probe_video``), or its error."""
+def probe_row(rowid: int, size_bytes: int, max_corrupt_frames: int, limits: FrameLimits | None = None) -> dict[str, Any]:
+    """The metadata group's values of a row (``probe_video``; ``limits``: its ``FrameLimits``), or its error."""
     from mmfs_assets.ingest.probe import probe_video
 
     t0 = time.perf_counter()
 
     def use(blob: Any) -> dict[str, Any]:
         try:
-            r = probe_video(blob, size_bytes=size_bytes, max_corrupt_frames=max_corrupt_frames)
+            r = probe_video(blob, size_bytes=size_bytes, max_corrupt_frames=max_corrupt_frames, limits=limits)
         except Exception as e:  # noqa: BLE001
             return {"values": {}, "error": f"cannot read the video: {type(e).__name__}: {e}",
                     "seconds": time.perf_counter() - t0}

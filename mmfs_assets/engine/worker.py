@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import signal
 import sys
+import threading
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 
@@ -24,6 +26,19 @@ def _die_with_parent(parent: int) -> None:
         pass
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(0)
+
+
+def _read_tasks(conn: Connection, inbox: queue.Queue) -> None:
+    """Receive tasks while the main thread runs one: the parent's send of a large task never waits on
+    this worker's send of a large result (both blocked on full socket buffers: a deadlock)."""
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            msg = None
+        inbox.put(msg)
+        if msg is None:
+            return
 
 
 def serve(conn: Connection, parent: int) -> None:
@@ -41,15 +56,15 @@ def serve(conn: Connection, parent: int) -> None:
         conn.send(("ready", None, None))  # task timeouts start now, not while the worker starts
     except (EOFError, OSError):
         os._exit(0)
+    inbox: queue.Queue = queue.Queue()  # at most the pool's depth of tasks
+    threading.Thread(target=_read_tasks, args=(conn, inbox), daemon=True).start()
     while True:
-        if not conn.poll(1.0):
+        try:
+            msg = inbox.get(timeout=1.0)
+        except queue.Empty:
             if os.getppid() != parent:
                 os._exit(0)
             continue
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            os._exit(0)
         if msg is None:
             os._exit(0)
         tid, fn, args = msg

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class FrameRequest:
-    """Frames a model needs: ``count`` evenly spaced frames, resized so the shorter side is ``short_side``."""
+    """Frames a model needs: ``count`` evenly spaced frames, resized so the shorter side is ``short_side``
+    (the longer side at most :data:`~mmfs_loader.video.MAX_SCALED_ASPECT` times that: frames more elongated
+    are squashed, so one row's frames cost at most that multiple of ``short_side``^2 whatever its shape)."""
 
     count: int
     short_side: int | None = None

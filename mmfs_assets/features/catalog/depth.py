@@ -2,7 +2,10 @@
 
 Each frame's relative depth is predicted at the model's working resolution (518 on the short side for
 the real model) and stored losslessly at 16 bits: one PNG per frame plus its value range and timestamp
-(see :mod:`mmfs_loader.depth`, whose :func:`~mmfs_loader.depth.decode_depth` reads it back).
+(see :mod:`mmfs_loader.depth`, whose :func:`~mmfs_loader.depth.decode_depth` reads it back). No side of
+a map is longer than 16 times the model's size (the engine's bound on a model input,
+:meth:`mmfs_assets.engine.preprocess.Preprocess.max_side`): a video more elongated than 16:1, which the
+probe quarantines by default, gets maps of its frames squashed along the long side.
 
 ``MMFS_DEPTH_MODEL`` is a hub id (default ``depth-anything/Depth-Anything-V2-Small-hf``) or a local
 directory with ``config.json``, ``model.safetensors`` and ``preprocessor_config.json``.
