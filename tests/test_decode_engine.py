@@ -107,6 +107,17 @@ def test_pool_survives_crashes_and_hangs_without_orphans():
     assert not _children(os.getpid()) & set(pids + replaced)
 
 
+@pytest.mark.timeout(120)
+def test_large_tasks_and_large_results_do_not_deadlock_a_worker():
+    """Several tasks bigger than a socket buffer queued on one worker whose results are as big: the pool's send
+    of the next task and the worker's send of the last result must not wait on each other (they did: a depth
+    fill with large maps hung for good, out of reach of the task timeout)."""
+    blobs = [bytes([i]) * (5 << 20) for i in range(4)]
+    with WorkerPool(1, timeout=120.0, depth=4) as pool:
+        tids = [pool.submit(poison.echo_bytes, b) for b in blobs]
+        assert [pool.result(t) for t in tids] == blobs
+
+
 @pytest.fixture
 def poison_table(tmp_path) -> str:
     drop = tmp_path / "P"
