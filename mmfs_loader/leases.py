@@ -32,7 +32,7 @@ from mmfs_loader.table import LEASE_PREFIX, TableRef, known_tags
 
 log = logging.getLogger(__name__)
 
-TTL_S = 3600.0  # a dead holder's lease lasts at most this long
+TTL_S = 600.0  # a dead holder's lease lasts at most this long (a killed fill blocks rollback that long)
 READER = "reader"  # the label of a reader's lease
 _NAME = re.compile(rf"^{re.escape(LEASE_PREFIX)}(\d+)-([A-Za-z0-9_]*)-([0-9a-f]+)$")
 
@@ -161,7 +161,7 @@ class VersionLease:
 
 def hold(owner: object, table: TableRef, version: int) -> VersionLease | None:
     """A reader's lease on ``version`` for as long as ``owner`` lives (released when it is collected, or
-    expiring an hour after the process dies). None, with a warning, where the reader may not write tags
+    expiring ten minutes after the process dies). None, with a warning, where the reader may not write tags
     (read-only credentials): maintenance may then remove the version under it."""
     lease = VersionLease(table, version, READER)
     try:
