@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -106,6 +107,7 @@ def test_a_worker_opens_the_latest_version_when_its_version_is_gone(table8):
     assert out["error"] is None and out["values"]["width"] == 64
 
 
+@pytest.mark.timeout(120)
 def test_pool_retries_a_task_whose_worker_was_killed_and_marks_setup_failures_infra(tmp_path):
     marker = tmp_path / "started"
     with WorkerPool(1, timeout=30.0) as pool:
@@ -116,6 +118,10 @@ def test_pool_retries_a_task_whose_worker_was_killed_and_marks_setup_failures_in
         os.kill(pool.pids()[0], signal.SIGKILL)
         assert pool.result(tid) == "survived"  # ran again on a fresh worker, not the row's error
         assert pool.restarts == 1
+        os.kill(pool.pids()[0], signal.SIGKILL)  # now killed while idle: replaced, the next task still runs
+        time.sleep(0.2)
+        assert pool.result(pool.submit(poison.echo, 2)) == 2
+        assert pool.restarts == 2
     with WorkerPool(1, initializer=poison.fail_setup) as pool:
         out = pool.result(pool.submit(poison.echo, 1))
         assert isinstance(out, TaskFailed) and out.infra and "worker setup failed" in out.message

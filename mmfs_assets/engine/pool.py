@@ -238,6 +238,9 @@ class WorkerPool:
                         self._replace(w, f"decoder process died: {how}", died=True)
                     else:  # it never set up: nothing to do with the task it was given
                         self._replace(w, f"decoder process died while starting: {how}", infra=True)
+        for w in list(self._workers):  # an idle worker that died (killed from outside): no task lost, replace it
+            if w.ready and not w.queue and w.proc.poll() is not None:
+                self._replace(w, "idle decoder process died")
         now = time.monotonic()
         for w in list(self._workers):
             if not w.ready:
