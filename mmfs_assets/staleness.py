@@ -106,7 +106,7 @@ def why_stale(producer: str, exp: Expectation) -> str | None:
         have = fields.get(name)
         if have != want and not (name == "profile" and want is None and have is None):
             if name == "profile":
-                if have is None:  # pretrained values under MMFS_MODEL_PROFILE=tiny: kept, see fill._rows_to_fill
+                if have is None:  # pretrained values under MMFS_MODEL_PROFILE=tiny: kept, see mmfs_assets.engine.plan.rows_to_fill
                     continue
                 return f"model profile {have} -> pretrained"
             return f"{name} {have or '-'} -> {want or '-'}"

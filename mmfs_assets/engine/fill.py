@@ -33,6 +33,7 @@ from mmfs_assets.engine import tasks
 from mmfs_assets.engine.batches import ModelRunner
 from mmfs_assets.engine.decoders import FrameSource, choose_decoder, default_workers
 from mmfs_assets.engine.gpu_busy import GpuBusy
+from mmfs_assets.engine.plan import rows_to_fill
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
 from mmfs_assets.engine.report import FillReport, check_complete
 from mmfs_assets.engine.shm import SharedFrames
@@ -47,7 +48,7 @@ from mmfs_loader import schema as S
 from mmfs_loader.leases import VersionLease
 from mmfs_loader.sql import equals
 from mmfs_loader.table import TableRef
-from mmfs_loader.video import VideoPlan, plan_columns
+from mmfs_loader.video import VideoPlan
 
 M = S.METADATA
 
@@ -64,32 +65,6 @@ def _probe_timeout(base: float, size_bytes: int) -> float:
     """A whole-video probe may take longer on a big file: ``base`` plus 1 s per MB (decoding at
     1 MB/s is far below any real decoder, so only a hang reaches this)."""
     return base + size_bytes / 1e6
-
-
-def _rows_to_fill(ds, feature: Feature, model: LoadedModel, where: str, rep: FillReport, force: bool = False):
-    """(rows table, indices of the rows to fill) and the report's row counts; ``force``: every row."""
-    g = feature.group
-    container = model.input == "container"
-    names = ds.schema.names
-    cols = [S.SIZE_BYTES] if container else [*plan_columns(names), M.producer_column, M.error_column]
-    cols = list(dict.fromkeys([*cols, g.producer_column]))
-    rows = ds.to_table(columns=cols, filter=where, with_row_id=True, with_row_address=True)
-    rep.rows_in_partition = len(rows)
-    producers = rows[g.producer_column].to_pylist()
-    current = np.array([p == model.producer for p in producers], dtype=bool)
-    rep.rows_already_current = int(current.sum())
-    if force:  # the current rows are recomputed too
-        rep.rows_forced, rep.rows_already_current = rep.rows_already_current, 0
-        current[:] = False
-    elif model.details.get("profile") == "tiny":  # random-init values never replace real ones unless forced
-        real = np.array([p is not None and "|profile=tiny" not in p for p in producers], dtype=bool) & ~current
-        rep.rows_kept_pretrained = int(real.sum())
-        current |= real
-    if container:
-        return rows, np.flatnonzero(~current)
-    has_meta = np.array([p is not None for p in rows[M.producer_column].to_pylist()], dtype=bool)
-    rep.rows_waiting_for_metadata = int((~current & ~has_meta).sum())
-    return rows, np.flatnonzero(~current & has_meta)
 
 
 def fill_feature(
@@ -132,7 +107,7 @@ def fill_feature(
         rep.rows_in_partition = rep.rows_waiting_for_metadata = ds.count_rows(filter=where)
         rep.seconds_total = time.perf_counter() - t_start
         return rep
-    rows, todo = _rows_to_fill(ds, feature, model, where, rep, force)
+    rows, todo = rows_to_fill(ds, feature, model, where, rep, force)
     if not len(todo):
         rep.seconds_total = time.perf_counter() - t_start
         return rep

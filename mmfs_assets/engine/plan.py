@@ -1,0 +1,43 @@
+"""Which rows of a partition a fill computes: those without a value from the current producer.
+
+Rows already filled by the current producer are skipped (a re-run resumes; ``force`` redoes them), a
+``tiny``-profile fill never replaces values pretrained models made, and a frames feature waits for rows
+without metadata. The counts go into the fill's report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmfs_assets.engine.report import FillReport
+from mmfs_assets.features.spec import Feature, LoadedModel
+from mmfs_loader import schema as S
+from mmfs_loader.video import plan_columns
+
+M = S.METADATA
+
+
+def rows_to_fill(ds, feature: Feature, model: LoadedModel, where: str, rep: FillReport, force: bool = False):
+    """(rows table, indices of the rows to fill) and the report's row counts; ``force``: every row."""
+    g = feature.group
+    container = model.input == "container"
+    names = ds.schema.names
+    cols = [S.SIZE_BYTES] if container else [*plan_columns(names), M.producer_column, M.error_column]
+    cols = list(dict.fromkeys([*cols, g.producer_column]))
+    rows = ds.to_table(columns=cols, filter=where, with_row_id=True, with_row_address=True)
+    rep.rows_in_partition = len(rows)
+    producers = rows[g.producer_column].to_pylist()
+    current = np.array([p == model.producer for p in producers], dtype=bool)
+    rep.rows_already_current = int(current.sum())
+    if force:  # the current rows are recomputed too
+        rep.rows_forced, rep.rows_already_current = rep.rows_already_current, 0
+        current[:] = False
+    elif model.details.get("profile") == "tiny":  # random-init values never replace real ones unless forced
+        real = np.array([p is not None and "|profile=tiny" not in p for p in producers], dtype=bool) & ~current
+        rep.rows_kept_pretrained = int(real.sum())
+        current |= real
+    if container:
+        return rows, np.flatnonzero(~current)
+    has_meta = np.array([p is not None for p in rows[M.producer_column].to_pylist()], dtype=bool)
+    rep.rows_waiting_for_metadata = int((~current & ~has_meta).sum())
+    return rows, np.flatnonzero(~current & has_meta)
