@@ -82,3 +82,19 @@ def test_error_classes():
     lance_io = ValueError("LanceError(IO): Generic S3 error: bucket gone, /home/runner/work/lance/x.rs:12:3")
     err = explain(lance_io)
     assert err.exit_code == 1 and "cannot access the table" in str(err) and ".rs:" not in str(err)
+
+
+def test_user_text_in_errors_and_sql_cells_prints_as_it_is():
+    """A file name from a drop or a name typed by the user ("[/b]", ":fire:") is text, never markup: it used to
+    raise rich's MarkupError (a traceback, exit 1) or turn into an emoji."""
+    from mmfs_assets.cli.errors import CliUsageError, report
+
+    buf = io.StringIO()
+    code = report(CliUsageError("drop name '[/b]' and 'a:fire:' are not safe", "use 'x[/]y'"), Console(file=buf, width=120))
+    text = buf.getvalue()
+    assert code == 2 and "'[/b]'" in text and "'a:fire:'" in text and "'x[/]y'" in text
+    buf = io.StringIO()
+    print_arrow(pa.table({"file_name": ["x[/b]y.mp4", ":fire:.mp4"], "[/]": [1, 2]}), Format.table,
+                Console(file=buf, width=120))
+    text = buf.getvalue()
+    assert "x[/b]y.mp4" in text and ":fire:.mp4" in text and "[/]" in text

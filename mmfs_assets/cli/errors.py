@@ -21,6 +21,7 @@ import traceback
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 _RUST_LOCATION = re.compile(r",?\s*/\S+?\.rs:\d+:\d+")
@@ -122,9 +123,10 @@ def report(e: BaseException, console: Console) -> int:
     err = explain(e)
     if debug_enabled():
         console.print("".join(traceback.format_exception(e)), markup=False, highlight=False)
-    console.print(f"[red]error:[/red] {err}", highlight=False)
+    # Text, not markup: messages quote user input and file names ("[/b]", ":fire:") that must print as they are
+    console.print(Text.assemble(("error:", "red"), " ", str(err)), highlight=False)
     if err.hint:
-        console.print(f"[dim]hint:[/dim] {err.hint}", highlight=False)
+        console.print(Text.assemble(("hint:", "dim"), " ", str(err.hint)), highlight=False)
     return err.exit_code
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mmfs_loader.health import human_bytes
 from mmfs_loader.status import DropStatus
@@ -73,9 +74,9 @@ def print_arrow(t: pa.Table, fmt: Format, console: Console) -> None:
     else:
         table = Table(show_lines=False)
         for name in t.column_names:
-            table.add_column(name, overflow="fold")  # wrap long values, never cut them
-        for r in rows:
-            table.add_row(*["∅" if r[c] is None else str(_jsonable(r[c])) for c in t.column_names])
+            table.add_column(Text(name), overflow="fold")  # wrap long values, never cut them
+        for r in rows:  # Text, not markup: values (file names from drops) print as they are, "[/b]" included
+            table.add_row(*[Text("∅" if r[c] is None else str(_jsonable(r[c]))) for c in t.column_names])
         console.print(table)
         console.print(f"[dim]{len(rows)} row(s)[/dim]")
 
