@@ -56,7 +56,8 @@ class Lease:
     def describe(self) -> str:
         left = max(0, int(self.expires - time.time()))
         who = "a reader (FeatureDataset)" if not self.fill else (self.label or "a fill")
-        return f"{who} (lease on version {self.version}, renewed by its holder, expires in {left} s)"
+        return (f"{who} (lease on version {self.version}, renewed every {int(TTL_S / 4)} s while it runs: if it was "
+                f"killed, the lease expires in {left} s)")
 
 
 def parse(name: str, version: int) -> Lease | None:

@@ -122,6 +122,17 @@ def test_pool_retries_a_task_whose_worker_was_killed_and_marks_setup_failures_in
         time.sleep(0.2)
         assert pool.result(pool.submit(poison.echo, 2)) == 2
         assert pool.restarts == 2
+    marker.unlink(missing_ok=True)  # the retried task above wrote it again
+    with WorkerPool(1, timeout=60.0) as pool:  # killed from outside on every try: the machinery's, not the row's
+        tid = pool.submit(poison.sleep_then_echo, str(marker), 30.0, "never")
+        for _ in range(3):
+            while not marker.exists():
+                pool.poll(0.1)
+            marker.unlink()
+            os.kill(pool.pids()[0], signal.SIGKILL)
+            pool.poll(0.5)
+        out = pool.result(tid)
+        assert isinstance(out, TaskFailed) and out.infra and "killed from outside" in out.message, out
     with WorkerPool(1, initializer=poison.fail_setup) as pool:
         out = pool.result(pool.submit(poison.echo, 1))
         assert isinstance(out, TaskFailed) and out.infra and "worker setup failed" in out.message

@@ -131,6 +131,8 @@ def snapshot_delete(name: Annotated[str, typer.Argument()]) -> None:
 
 
 ROLLBACK_MOVED_HINT = "wait for the fill(s) to finish or stop them, then run the rollback again"
+ROLLBACK_FILL_HINT = ("wait for the fill(s) to finish or stop them (a fill that was killed holds its lease until "
+                      "it expires: `mmfs status` lists the leases), then run the rollback again")
 
 
 def rollback(
@@ -204,7 +206,7 @@ def _roll_back(table, p, journal) -> tuple[list[str], BaseException | None]:
     except (rb.TableMovedError, rb.FillRunningError) as e:
         if journal is not None:
             journal.done(p)
-        raise CliError(str(e), ROLLBACK_MOVED_HINT) from e
+        raise CliError(str(e), ROLLBACK_MOVED_HINT if isinstance(e, rb.TableMovedError) else ROLLBACK_FILL_HINT) from e
     if journal is None:
         return [], None
     journal.save(table, p)  # with the restore's version and the commits it undid while it ran

@@ -53,10 +53,13 @@ class TaskFailed:
     infra: bool = False
 
 
-#: A task whose worker died under it runs once more on a fresh worker before the death counts as the
-#: row's: a worker killed from outside (or by the OOM killer for its neighbour's sake) says nothing about
-#: the video, a decoder that crashes on the same video twice does.
+#: A task whose worker crashed under it (a signal of its own: SIGSEGV, SIGABRT, ...) runs once more on a fresh
+#: worker before the crash counts as the row's: a decoder that crashes on the same video twice is the video's.
 DEATH_RETRIES = 1
+#: A worker killed with SIGKILL was killed from outside (an operator, the OOM killer, a container limit): that
+#: says nothing about the video. Its task runs again up to this many times, then is an ``infra`` failure (the
+#: row is left for a later run), never the row's error.
+KILL_RETRIES = 2
 
 
 def _reap(proc: subprocess.Popen) -> int | None:
@@ -179,17 +182,21 @@ class WorkerPool:
     def _replace(self, w: _Worker, reason: str, *, died: bool = False, infra: bool = False) -> None:
         """``w``'s oldest task failed with ``reason``; the rest are queued again; a new worker takes its place.
 
-        ``died``: the worker died under the task (retried once, see ``DEATH_RETRIES``); ``infra``: the
-        failure is not the task's (the worker never started)."""
+        ``died``: the worker died under the task (retried, see ``DEATH_RETRIES`` and ``KILL_RETRIES``);
+        ``infra``: the failure is not the task's (the worker never started)."""
         if w.proc.poll() is None:
             w.proc.kill()
         _reap(w.proc)
         w.conn.close()
         if w.queue:
             head = w.queue.popleft()
-            if died and head.deaths < DEATH_RETRIES:  # once more on a fresh worker, ahead of the others
+            killed = died and w.proc.returncode == -signal.SIGKILL
+            if died and head.deaths < (KILL_RETRIES if killed else DEATH_RETRIES):  # again, ahead of the others
                 head.deaths += 1
                 w.queue.appendleft(head)
+            elif killed:
+                self._finish(head.tid, TaskFailed(f"{reason} on {head.deaths + 1} workers (killed from outside: "
+                                                  "out of memory, or an operator)", infra=True))
             elif died and head.deaths:
                 self._finish(head.tid, TaskFailed(f"{reason} (twice, on two workers)"))
             else:
