@@ -176,6 +176,11 @@ class ColumnCache:
                     self._fill(reader, offsets)
                     log.info("node cache of %d rows filled in %.2f s", len(offsets), time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - readers go on by take; the next reader tries again
+            if isinstance(e, FileNotFoundError) and not self.node.path.exists():
+                # the node directory was released under this thread: the dataset was closed or the process
+                # is exiting (the finalizer of the last user removes the directory); nothing to warn about
+                log.debug("node cache fill stopped: the node directory was released")
+                return
             log.warning("node cache not filled (%s: %s); reading by take", type(e).__name__, e)
 
     def fill_now(self, reader: Any, offsets: np.ndarray) -> bool:
