@@ -171,6 +171,10 @@ def open_table(
         raise ValueError("give a version or a tag, not both")
     if version is not None:
         check_version(version)
+    if tag is not None and tag.startswith(LEASE_PREFIX):  # a running fill's or reader's lease, not a snapshot
+        known = sorted(known_tags(uri, storage_options))
+        raise VersionNotFoundError(f"no such tag {tag!r} in {uri} ({LEASE_PREFIX}... tags are the version leases of "
+                                   f"running fills and readers, not snapshots); known: {', '.join(known) or 'none'}")
     pin = tag if tag is not None else version
     try:
         return lance.dataset(uri, version=pin, storage_options=storage_options)

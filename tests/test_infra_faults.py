@@ -21,7 +21,7 @@ from mmfs_assets.features import discover
 from mmfs_assets.store.maintain import maintain
 from mmfs_loader import leases
 from mmfs_loader import schema as S
-from mmfs_loader.table import TableRef, known_tags
+from mmfs_loader.table import TableRef, VersionNotFoundError, known_tags, open_table
 from tests import poison
 from tests.features_util import build_table, fill, tiny
 
@@ -91,6 +91,9 @@ def test_maintenance_and_a_killed_worker_during_a_fill_keep_every_value(table8, 
     assert rep.rows_computed == 8 and rep.rows_errored == 0 and rep.rows_deferred == 0
     assert not leases.leases(TableRef(table8))  # released at the end
     assert not any(n.startswith("mmfs-lease") for n in known_tags(table8))  # never shown as snapshots
+    # a lease cannot be opened as a snapshot either
+    with pytest.raises(VersionNotFoundError, match="version leases of running fills"):
+        open_table(table8, tag=seen["leases"][0].name)
 
 
 def test_a_worker_opens_the_latest_version_when_its_version_is_gone(table8):
