@@ -98,3 +98,13 @@ def test_user_text_in_errors_and_sql_cells_prints_as_it_is():
                 Console(file=buf, width=120))
     text = buf.getvalue()
     assert "x[/b]y.mp4" in text and ":fire:.mp4" in text and "[/]" in text
+
+
+def test_permission_denied_and_full_disk_are_not_blamed_on_the_table_uri():
+    from mmfs_assets.cli.errors import explain
+
+    denied = explain(OSError("LanceError(IO): Generic LocalFileSystem error: Unable to open file /t/_refs/x: "
+                             "Permission denied (os error 13)"))
+    assert denied.exit_code == 1 and "cannot write the table" in str(denied) and "MMFS_TABLE_URI" not in denied.hint
+    full = explain(OSError("LanceError(IO): No space left on device (os error 28)"))
+    assert "free space" in full.hint

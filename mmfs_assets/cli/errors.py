@@ -86,6 +86,13 @@ def explain(e: BaseException) -> CliError:
         except ValueError:
             uri = "MMFS_TABLE_URI"
         message = clean_message(e).removeprefix("Invalid Input Error: ").removeprefix("LanceError(IO): ")
+        if "permission denied" in message.lower() or "os error 13" in message:  # the path is right, the rights are not
+            return CliError(f"cannot write the table at {uri}: {message}",
+                            "this user may read but not write there: run as a user who may, or give write access "
+                            "to the table's folder (or the storage credentials' write permission)")
+        if "no space left on device" in message.lower() or "os error 28" in message:
+            return CliError(f"cannot write the table at {uri}: {message}",
+                            "free space on the table's file system, then run it again")
         return CliError(
             f"cannot access the table at {uri}: {message}",
             "check MMFS_TABLE_URI and, for object storage, MMFS_STORAGE_OPTIONS (endpoint, region, bucket, credentials)",
