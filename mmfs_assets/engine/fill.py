@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -84,6 +84,7 @@ def fill_feature(
     decode_task: Callable[..., dict] = tasks.decode_row,
     force: bool = False,
     storage_retry_s: float = tasks.STORAGE_RETRY_S,
+    fragments: Collection[int] | None = None,
 ) -> FillReport:
     """Compute ``feature``'s group for the partition's rows that lack the current producer and write them.
 
@@ -91,6 +92,8 @@ def fill_feature(
 
     ``decode_task``: the top-level function a worker runs per row (``tasks.decode_row``'s signature).
     ``storage_retry_s``: how long a worker retries a failing read of the table before deferring the row.
+    ``fragments``: fill only the partition's rows in these fragments (one shard of a sharded fill,
+    :mod:`mmfs_assets.engine.shards`); the report then counts the shard's rows.
 
     Raises :class:`FillIncomplete` after committing everything else when rows were deferred (left as they
     were, for the next run) or a rollback undid this fill's commits.
@@ -107,7 +110,7 @@ def fill_feature(
         rep.rows_in_partition = rep.rows_waiting_for_metadata = ds.count_rows(filter=where)
         rep.seconds_total = time.perf_counter() - t_start
         return rep
-    rows, todo = rows_to_fill(ds, feature, model, where, rep, force)
+    rows, todo = rows_to_fill(ds, feature, model, where, rep, force, fragments)
     if not len(todo):
         rep.seconds_total = time.perf_counter() - t_start
         return rep

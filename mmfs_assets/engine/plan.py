@@ -7,6 +7,8 @@ without metadata. The counts go into the fill's report.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from mmfs_assets.engine.report import FillReport
@@ -17,14 +19,28 @@ from mmfs_loader.video import plan_columns
 M = S.METADATA
 
 
-def rows_to_fill(ds, feature: Feature, model: LoadedModel, where: str, rep: FillReport, force: bool = False):
-    """(rows table, indices of the rows to fill) and the report's row counts; ``force``: every row."""
+class FragmentGoneError(LookupError):
+    """A shard names a fragment the table no longer has (compacted since the shards were planned)."""
+
+
+def rows_to_fill(ds, feature: Feature, model: LoadedModel, where: str, rep: FillReport, force: bool = False,
+                 fragments: Collection[int] | None = None):
+    """(rows table, indices of the rows to fill) and the report's row counts; ``force``: every row.
+    ``fragments``: only the rows of these fragments (a shard, :mod:`mmfs_assets.engine.shards`)."""
     g = feature.group
     container = model.input == "container"
     names = ds.schema.names
     cols = [S.SIZE_BYTES] if container else [*plan_columns(names), M.producer_column, M.error_column]
     cols = list(dict.fromkeys([*cols, g.producer_column]))
-    rows = ds.to_table(columns=cols, filter=where, with_row_id=True, with_row_address=True)
+    scan = {"columns": cols, "filter": where, "with_row_id": True, "with_row_address": True}
+    if fragments is not None:
+        frags = [ds.get_fragment(int(f)) for f in sorted(fragments)]
+        gone = [f for f, frag in zip(sorted(fragments), frags) if frag is None]
+        if gone:
+            raise FragmentGoneError(f"fragments {gone} are not in version {ds.version} of the table (compacted since "
+                                    "the shards were planned): plan the shards again")
+        scan["fragments"] = frags
+    rows = ds.scanner(**scan).to_table()
     rep.rows_in_partition = len(rows)
     producers = rows[g.producer_column].to_pylist()
     current = np.array([p == model.producer for p in producers], dtype=bool)
