@@ -138,7 +138,9 @@ def _with_blob(rowid: int, use: Callable[[Any], dict[str, Any]], t0: float) -> d
                 out["frames"].discard()
             err = rec.error
         where = str(err)
-        if _not_found(err) and _ref.uri.rstrip("/") not in where:
+        # a file of the table: object stores name it by key ("t/videos.lance/data/..."), local ones by path
+        ours = f"{_ref.uri.rstrip('/').rsplit('/', 1)[-1]}/" in where
+        if _not_found(err) and not ours:
             # a pointer row whose source file is gone: the row's error, retrying cannot help
             return {"error": f"video not readable: {type(err).__name__}: {err}", "seconds": time.perf_counter() - t0}
         if _not_found(err):  # a file of the table moved under this worker (compaction): read the latest
