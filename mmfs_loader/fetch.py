@@ -29,7 +29,7 @@ from mmfs_loader.cache import ColumnCache
 from mmfs_loader.clip_decoders import fit_frames, use_nvdec
 from mmfs_loader.clips import ClipSpec, decode_clip, draw
 from mmfs_loader.convert import DEPTH_PARTS, columns_of_block, number_array, short_strings, strings_at
-from mmfs_loader.table import VersionGoneError
+from mmfs_loader.table import VersionGoneError, not_found
 from mmfs_loader.video import PLAN_COLUMNS, VideoPlan, plan_columns
 
 log = logging.getLogger(__name__)
@@ -150,12 +150,12 @@ class BlockReader:
     def raise_if_gone(self, e: BaseException) -> None:
         """Raise :class:`VersionGoneError` when ``e`` came from the pinned version having been removed (its
         manifest no longer opens): the samples would silently change, so the reader stops, saying why."""
-        if "not found" not in str(e).lower():
+        if not not_found(e):
             return
         try:
             lance.dataset(self.uri, version=self.version, storage_options=self.storage_options)
         except Exception as gone:  # noqa: BLE001 - the manifest is gone too: the version was cleaned up
-            if "not found" in str(gone).lower():
+            if not_found(gone):
                 raise VersionGoneError(
                     f"version {self.version} of {self.uri} was removed while this reader was reading it (its "
                     "snapshot deleted, then `mmfs maintain` cleaned it up); its data cannot be read any more. Pin "

@@ -134,9 +134,10 @@ def check_version(version) -> int:
     return version
 
 
-def _not_found(e: BaseException) -> bool:
+def not_found(e: BaseException) -> bool:
+    """Whether ``e`` says a table, version or file does not exist (Lance words it several ways)."""
     msg = str(e).lower()
-    return "not found" in msg or "does not exist" in msg
+    return isinstance(e, FileNotFoundError) or "not found" in msg or "does not exist" in msg or "no such file" in msg
 
 
 def known_tags(uri: str, storage_options: dict[str, str] | None = None, *, include_leases: bool = False) -> dict[str, int]:
@@ -182,7 +183,7 @@ def open_table(
         raise ValueError(f"version {version!r} is out of range") from e
     except (ValueError, OSError, KeyError) as e:
         if pin is None:
-            if _not_found(e):
+            if not_found(e):
                 raise TableNotFoundError(f"no MMFS table at {uri!r}: ingest a drop first") from e
             raise
         if not table_exists(uri, storage_options):
@@ -201,7 +202,7 @@ def table_exists(uri: str, storage_options: dict[str, str] | None = None) -> boo
         lance.dataset(uri, storage_options=storage_options)
         return True
     except Exception as e:  # noqa: BLE001
-        return not _not_found(e)
+        return not not_found(e)
 
 
 def _latest_hint(uri: str, storage_options: dict[str, str] | None) -> str:

@@ -51,8 +51,6 @@ from mmfs_loader.table import TableRef
 from mmfs_loader.video import VideoPlan
 
 M = S.METADATA
-
-
 DECODE_TIMEOUT_S = 300.0  # one sampled decode; probes (whole video) get more per byte, see _probe_timeout
 
 

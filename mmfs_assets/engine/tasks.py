@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import lance
 
 from mmfs_assets.engine.shm import SharedFrames
+from mmfs_assets.table.retry import retry_storage, storage_pause
 from mmfs_loader import schema as S
-from mmfs_loader.table import TableRef
+from mmfs_loader.table import TableRef, not_found
 from mmfs_loader.video import DecodeError, VideoPlan, decode_frames
 
 if TYPE_CHECKING:
@@ -40,31 +41,15 @@ class StorageError(OSError):
     """Reading from the table's storage failed (not the video's fault)."""
 
 
-def _not_found(e: BaseException) -> bool:
-    msg = str(e).lower()
-    return "not found" in msg or "no such file" in msg or isinstance(e, FileNotFoundError)
-
-
-def _backoff(attempt: int) -> float:
-    return min(8.0, 0.5 * 2**attempt)
-
-
 def _open(table: TableRef, version: int | None, budget: float) -> lance.LanceDataset:
     """The table at ``version``; at the latest when that version is gone (blobs keep their stable row ids,
-    so the rows read the same); transient failures retried for ``budget`` seconds."""
-    deadline = time.monotonic() + budget
-    attempt = 0
-    while True:
-        try:
-            return table.dataset(version)
-        except Exception as e:  # noqa: BLE001 - classified below
-            if version is not None and _not_found(e):
-                version = None  # removed by maintenance: the latest version holds the same blobs
-                continue
-            if time.monotonic() + _backoff(attempt) > deadline:
-                raise
-            time.sleep(_backoff(attempt))
-            attempt += 1
+    so the rows read the same); storage failures retried for ``budget`` seconds."""
+    try:
+        return retry_storage(lambda: table.dataset(version), budget_s=budget)
+    except Exception as e:
+        if version is None or not not_found(e):
+            raise
+    return retry_storage(lambda: table.dataset(None), budget_s=budget)  # removed by maintenance: read the latest
 
 
 def open_table(table: TableRef, version: int | None, storage_retry_s: float = STORAGE_RETRY_S) -> None:
@@ -140,18 +125,18 @@ def _with_blob(rowid: int, use: Callable[[Any], dict[str, Any]], t0: float) -> d
         where = str(err)
         # a file of the table: object stores name it by key ("t/videos.lance/data/..."), local ones by path
         ours = f"{_ref.uri.rstrip('/').rsplit('/', 1)[-1]}/" in where
-        if _not_found(err) and not ours:
+        if not_found(err) and not ours:
             # a pointer row whose source file is gone: the row's error, retrying cannot help
             return {"error": f"video not readable: {type(err).__name__}: {err}", "seconds": time.perf_counter() - t0}
-        if _not_found(err):  # a file of the table moved under this worker (compaction): read the latest
+        if not_found(err):  # a file of the table moved under this worker (compaction): read the latest
             try:
                 _table = _open(_ref, None, max(0.0, deadline - time.monotonic()))
             except Exception as e:  # noqa: BLE001
                 err = e
-        if time.monotonic() + _backoff(attempt) > deadline:
+        if time.monotonic() + storage_pause(attempt) > deadline:
             return {"deferred": f"storage error after {attempt + 1} tries: {type(err).__name__}: {err}",
                     "seconds": time.perf_counter() - t0}
-        time.sleep(_backoff(attempt))
+        time.sleep(storage_pause(attempt))
         attempt += 1
 
 

@@ -9,6 +9,8 @@ from typing import TypeVar
 
 from lance.commit import CommitConflictError
 
+from mmfs_loader.table import not_found
+
 T = TypeVar("T")
 MAX_ATTEMPTS = 10
 
@@ -58,24 +60,29 @@ def retry_commit(
 def is_transient(exc: BaseException) -> bool:
     """An I/O failure of the storage (network outage, throttling, a timeout) that is not a lost race: Lance
     raises these as ``OSError``s, or ``ValueError``s when opening a dataset failed ("LanceError(IO): ...")."""
-    if is_conflict(exc) or isinstance(exc, FileNotFoundError):
+    if is_conflict(exc) or not_found(exc):  # a missing file or version does not come back by waiting
         return False
     return isinstance(exc, OSError) or isinstance(exc, ValueError) and "LanceError(IO)" in str(exc)
 
 
+def storage_pause(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0, 1, ...) of a storage failure: 0.5 s doubling to 8 s."""
+    return min(8.0, 0.5 * 2**attempt)
+
+
 def retry_storage(fn: Callable[[], T], *, budget_s: float, on_retry: Callable[[BaseException], None] | None = None) -> T:
-    """``fn()`` retried with growing pauses (0.5 s doubling to 8 s) while it fails with :func:`is_transient`
-    errors, for up to ``budget_s`` seconds; then the last error is raised. For writes that may be repeated
-    (a column-only commit of the same values is idempotent)."""
+    """``fn()`` retried after :func:`storage_pause` while it fails with :func:`is_transient` errors, for up to
+    ``budget_s`` seconds; then the last error is raised. For reads, and for writes that may be repeated (a
+    column-only commit of the same values is idempotent)."""
     deadline = time.monotonic() + budget_s
-    pause = 0.5
+    attempt = 0
     while True:
         try:
             return fn()
         except Exception as e:
-            if not is_transient(e) or time.monotonic() + pause > deadline:
+            if not is_transient(e) or time.monotonic() + storage_pause(attempt) > deadline:
                 raise
             if on_retry is not None:
                 on_retry(e)
-            time.sleep(pause)
-            pause = min(8.0, pause * 2)
+            time.sleep(storage_pause(attempt))
+            attempt += 1
