@@ -12,7 +12,7 @@ PYTEST_MARKS := $(if $(filter true 1,$(CI)),-m "slow or not slow",)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[pipeline,test]'
+	$(BIN)/pip install -q -e '.[pipeline,test,ray]'
 	touch $(STAMP)
 
 venv: $(STAMP)

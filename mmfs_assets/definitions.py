@@ -9,6 +9,7 @@ from mmfs_assets.assets.current_checks import current_checks, staleness_sensor
 from mmfs_assets.assets.drop_stats import drop_stats_asset
 from mmfs_assets.assets.features import feature_assets
 from mmfs_assets.assets.store_ops import maintenance_job, maintenance_schedule, search_indices_asset, snapshot_job
+from mmfs_assets.engine.engines import choose_engine
 from mmfs_assets.executors import build_executor
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.instance import dagster_patches  # noqa: F401 - fixes a busy wait on pool slots
@@ -20,6 +21,7 @@ from mmfs_assets.settings import Settings
 def build_definitions(features: list[Feature] | None = None) -> dg.Definitions:
     """The code location; ``features`` replaces the catalog's features (e.g. in a custom location file)."""
     features = FEATURES if features is None else features
+    settings = Settings.from_env()
     assets = ALL_ASSETS if features is FEATURES else [
         videos, video_metadata, *feature_assets(features), *([dup_group] if any(f.name == "clip_embedding" for f in features) else []),
         drop_stats_asset([f.name for f in features])]
@@ -30,7 +32,9 @@ def build_definitions(features: list[Feature] | None = None) -> dg.Definitions:
         asset_checks=current_checks(features),
         sensors=[drop_sensor, features_automation, dead_run_reaper, staleness_sensor(features)],
         resources=build_resources(),
-        executor=build_executor(Settings.from_env().executor, [f.name for f in features if f.uses_gpu]),
+        # with the ray engine a fill step only drives Ray (which places the GPUs): its pod asks for none
+        executor=build_executor(settings.executor, [f.name for f in features if f.uses_gpu]
+                                if choose_engine(settings) == "local" else []),
     )
 
 

@@ -37,7 +37,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -94,12 +94,38 @@ class Settings(BaseModel):
     check_norm_tolerance: float = Field(0.01, ge=0)
     dup_distance: float = Field(0.03, ge=0, le=2)
     executor: Literal["multiprocess", "celery", "k8s"] = "multiprocess"
+    # fleet-scale fills (mmfs_assets.engine.engines): where shards run and how they are cut
+    fill_engine: Literal["local", "ray", "auto"] = "local"
+    ray_address: str = ""  # "" starts a local Ray on 127.0.0.1; else a cluster (host:port, ray://host:10001, auto)
+    ray_replicas: int = Field(0, ge=0)  # 0: one per GPU of the cluster, or on a CPU-only one its CPUs / cpus per replica
+    ray_cpus_per_replica: int = Field(1, ge=1)  # CPUs (decode workers) beside each replica
+    ray_runtime_env: dict[str, Any] = Field(default_factory=dict)  # how the code reaches a cluster (never secrets)
+    fill_fragments_per_shard: int = Field(0, ge=0)  # 0: sized so every replica gets work (engine.shards)
+    shard_retries: int = Field(2, ge=0)  # a shard whose replica died runs again this many times at most
+    backfill_policy: Literal["auto", "single", "multi"] = "auto"  # auto: single-run with ray, one run per drop locally
     feature_env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("table_uri", "drop_dir", "model_dir")
     @classmethod
     def _absolute(cls, v: str) -> str:
         return _abs_local(v)
+
+    @field_validator("ray_runtime_env", mode="before")
+    @classmethod
+    def _runtime_env(cls, v: Any) -> Any:
+        """JSON from the environment; never a secret: Ray writes the runtime env into its job config and logs."""
+        if isinstance(v, str):
+            try:
+                v = json.loads(v) if v.strip() else {}
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not valid JSON: {e}") from e
+        if not isinstance(v, dict):
+            raise ValueError("must be a JSON object (a Ray runtime_env)")
+        secret = [k for k, val in (v.get("env_vars") or {}).items() if is_secret_option(str(k), str(val))]
+        if secret:
+            raise ValueError(f"env_vars {secret} look secret: Ray writes the runtime env into its job config and "
+                             "session logs. Give the cluster's pods the secret (a Kubernetes Secret) instead")
+        return v
 
     @property
     def table_ref(self):
@@ -157,4 +183,12 @@ ENV_NAMES = {
     "check_norm_tolerance": "MMFS_CHECK_NORM_TOLERANCE",
     "dup_distance": "MMFS_DUP_DISTANCE",
     "executor": "MMFS_EXECUTOR",
+    "fill_engine": "MMFS_FILL_ENGINE",
+    "ray_address": "MMFS_RAY_ADDRESS",
+    "ray_replicas": "MMFS_RAY_REPLICAS",
+    "ray_cpus_per_replica": "MMFS_RAY_CPUS_PER_REPLICA",
+    "ray_runtime_env": "MMFS_RAY_RUNTIME_ENV",
+    "fill_fragments_per_shard": "MMFS_FILL_FRAGMENTS_PER_SHARD",
+    "shard_retries": "MMFS_SHARD_RETRIES",
+    "backfill_policy": "MMFS_BACKFILL_POLICY",
 }

@@ -87,7 +87,16 @@ def running_fills(table: TableRef) -> list[Lease]:
 
 def remove_expired(table: TableRef) -> int:
     """Delete the leases of holders that stopped renewing them; the number removed."""
-    gone = [lease for lease in leases(table) if lease.expired]
+    return _delete(table, [lease for lease in leases(table) if lease.expired])
+
+
+def release(table: TableRef, label: str) -> int:
+    """Delete every lease labelled ``label`` (a holder that was killed, by whoever killed it); the number removed."""
+    label = _label(label)
+    return _delete(table, [lease for lease in leases(table) if lease.label == label])
+
+
+def _delete(table: TableRef, gone: list[Lease]) -> int:
     if not gone:
         return 0
     tags = table.dataset().tags
@@ -96,7 +105,7 @@ def remove_expired(table: TableRef) -> int:
         try:
             tags.delete(lease.name)
             n += 1
-        except Exception:  # noqa: BLE001 - removed by another maintainer meanwhile
+        except Exception:  # noqa: BLE001 - removed by its holder or another maintainer meanwhile
             pass
     return n
 

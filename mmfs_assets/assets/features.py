@@ -2,19 +2,20 @@
 
 import dagster as dg
 
-from mmfs_assets.assets.fill_config import FillConfig, fill_automation, incomplete_failure
-from mmfs_assets.assets.group_summary import summarize_group
+from mmfs_assets.assets.fill_config import FillConfig, backfill_policy, fill_automation, incomplete_failure
+from mmfs_assets.assets.fill_results import fill_result
 from mmfs_assets.assets.video_metadata import video_metadata
 from mmfs_assets.assets.videos import run_properties
 from mmfs_assets.engine.decoders import DecoderUnavailableError
-from mmfs_assets.engine.fill import fill_feature
-from mmfs_assets.engine.report import FillIncomplete
+from mmfs_assets.engine.engines import choose_engine, fill_partitions
+from mmfs_assets.engine.ray_cluster import RayUnavailableError
+from mmfs_assets.engine.ray_replica import FillOptions, ModelSettings
+from mmfs_assets.engine.shard_reports import FleetFill
 from mmfs_assets.features.models import ModelUnavailableError, load_model, model_context
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
-from mmfs_assets.quality.partition_checks import group_quality
 from mmfs_assets.resources import LanceTableResource, ModelsResource
 from mmfs_assets.settings import Settings
 
@@ -22,8 +23,12 @@ GPU_POOL = "gpu"
 
 
 def feature_asset(feature: Feature) -> dg.AssetsDefinition:
-    """A partitioned asset that fills ``feature``'s column group for a drop (see :mod:`mmfs_assets.features.fill`)."""
+    """A partitioned asset that fills ``feature``'s column group for a drop, or for a range of drops in a single-run
+    backfill (:mod:`mmfs_assets.engine.engines`). With the ``ray`` engine Ray places the GPUs: the asset takes
+    no slot of the ``gpu`` pool, which would serialise what Ray runs in parallel."""
     g = feature.group
+    settings = Settings.from_env()
+    engine = choose_engine(settings)
     check = f"{feature.name}_complete"
     quality_check = f"{feature.name}_values"
 
@@ -34,8 +39,9 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
         group_name="features",
         code_version=feature.code_version,
         kinds={"lance", "pytorch"} if feature.uses_gpu else {"lance", "python"},
-        pool=GPU_POOL if feature.uses_gpu else None,
-        automation_condition=fill_automation(),
+        pool=GPU_POOL if feature.uses_gpu and engine == "local" else None,
+        backfill_policy=backfill_policy(settings, engine),
+        automation_condition=fill_automation(settings),
         check_specs=[
             dg.AssetCheckSpec(check, asset=feature.name, partitions_def=drops_partitions,
                               description="every row of the drop has a value or an error from the current producer"),
@@ -48,91 +54,57 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
     )
     def _fill(context: dg.AssetExecutionContext, config: FillConfig, lance_table: LanceTableResource,
               models: ModelsResource) -> dg.MaterializeResult:
-        key = context.partition_key
+        keys = list(context.partition_keys)  # one drop, or a range of them in a single-run backfill
         tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
+        msettings = ModelSettings(models.model_profile, models.model_dir, models.device, dict(models.feature_env))
+        model = None
         try:
-            ctx = model_context(feature, profile=models.model_profile, model_dir=models.model_dir, device=models.device,
-                                env=models.feature_env)
-            model = load_model(feature, ctx)
-        except ModelUnavailableError as e:  # one message naming the setting, not the loader's traceback
-            raise dg.Failure(description=str(e), allow_retries=False) from None
-        context.log.info(f"{feature.name}: producer {model.producer} on {model.device}")
-        if models.model_profile == "tiny" and feature.build_tiny is not None:
-            context.log.warning(f"{feature.name}: MMFS_MODEL_PROFILE=tiny, random-init test models: the values "
-                                "are meaningless (MMFS_MODEL_PROFILE=pretrained for real weights)")
-        try:
-            rep = fill_feature(
-                lance_table.ref,
-                key,
-                feature,
-                model,
-                properties=run_properties(context, feature.name, feature.code_version),
-                chunk_rows=models.fill_chunk_rows,
-                decode_workers=models.decode_workers or None,
-                decoder=models.decoder,
-                decode_timeout=models.decode_timeout_s,
-                progress=tracker(context.log.info, f"{feature.name} {key}"),
-                log=context.log.info,
-                force=config.force,
-            )
-        except DecoderUnavailableError as e:
-            raise dg.Failure(description=str(e), allow_retries=False) from None
-        except FillIncomplete as e:
-            raise incomplete_failure(e) from None
-        if rep.rows_kept_pretrained:
-            context.log.warning(
-                f"{feature.name}: {rep.rows_kept_pretrained} rows hold values of pretrained models; this run uses "
-                "MMFS_MODEL_PROFILE=tiny and leaves them as they are (set MMFS_MODEL_PROFILE=pretrained, or "
-                "force the run to overwrite them with test values)"
-            )
-        if rep.rows_with_repeated_frames and model.sampling == "keyframe":
-            context.log.warning(
-                f"{feature.name}: {rep.rows_with_repeated_frames} videos have fewer keyframes than the "
-                f"{model.frames.count} frames asked for, so their frames repeat (keyframe sampling); "
-                f"{feature.sampling_env}=exact samples the frames at the slice centres instead"
-            )
-        ds = lance_table.open()
-        summary = summarize_group(ds, g, key, model.producer)
-        s = Settings.from_env()
-        q = group_quality(ds, g, key, max_error_rate=s.check_max_error_rate, norm_tolerance=s.check_norm_tolerance,
-                          normalized=feature.normalized)
-        return dg.MaterializeResult(
-            metadata={
-                "lance_version": rep.lance_version,
-                "rows": summary.rows,
-                "rows_computed": rep.rows_computed,
-                "rows_already_current": rep.rows_already_current,
-                "rows_forced": rep.rows_forced,
-                "rows_kept_pretrained": rep.rows_kept_pretrained,
-                "rows_waiting_for_metadata": rep.rows_waiting_for_metadata,
-                "errors": len(summary.errored),
-                "nulls_without_error": summary.nulls_without_error,
-                "producer": model.producer,
-                "model_profile": models.model_profile if feature.build_tiny is not None else "none",
-                "device": model.device,
-                **rep.metrics(),
-                "commits": rep.commits,
-                "commit_retries": rep.commit_retries,
-                "quarantine": summary.quarantine,
-            },
-            data_version=dg.DataVersion(summary.data_version),
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=check,
-                    passed=summary.not_current == 0 and summary.nulls_without_error == 0,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    metadata={
-                        "rows_not_current": summary.not_current,
-                        "nulls_without_error": summary.nulls_without_error,
-                        "rows_in_quarantine": len(summary.errored),
-                    },
+            if engine == "local":  # the model loads here (fails fast); the ray engine loads one per replica
+                model = load_model(feature, model_context(feature, profile=models.model_profile,
+                                                          model_dir=models.model_dir, device=models.device,
+                                                          env=models.feature_env))
+                context.log.info(f"{feature.name}: producer {model.producer} on {model.device}")
+            if models.model_profile == "tiny" and feature.build_tiny is not None:
+                context.log.warning(f"{feature.name}: MMFS_MODEL_PROFILE=tiny, random-init test models: the values "
+                                    "are meaningless (MMFS_MODEL_PROFILE=pretrained for real weights)")
+            fill = fill_partitions(
+                lance_table.ref, feature, keys, engine=engine, models=msettings, settings=settings, model=model,
+                options=FillOptions(
+                    run_properties(context, feature.name, feature.code_version, partition=False),
+                    chunk_rows=models.fill_chunk_rows, decode_workers=models.decode_workers or None,
+                    decoder=models.decoder, decode_timeout=models.decode_timeout_s, force=config.force,
                 ),
-                dg.AssetCheckResult(check_name=quality_check, passed=q.passed, severity=dg.AssetCheckSeverity.WARN,
-                                    description=q.description, metadata=q.metadata),
-            ],
-        )
+                log=context.log.info, progress=lambda key: tracker(context.log.info, f"{feature.name} {key}"),
+            )
+        except (ModelUnavailableError, DecoderUnavailableError, RayUnavailableError) as e:
+            # one message naming the setting, not the loader's traceback
+            raise dg.Failure(description=str(e), allow_retries=False) from None
+        if fill.problems:
+            raise incomplete_failure(fill) from None
+        _warn(context, feature, fill)
+        result, observations = fill_result(feature, lance_table.open(), fill, keys, model_profile=models.model_profile,
+                                           check=check, quality_check=quality_check)
+        for obs in observations:
+            context.log_event(obs)
+        return result
 
     return _fill
+
+
+def _warn(context: dg.AssetExecutionContext, feature: Feature, fill: FleetFill) -> None:
+    kept = sum(r.rows_kept_pretrained for r in fill.reports.values())
+    repeated = sum(r.rows_with_repeated_frames for r in fill.reports.values())
+    if kept:
+        context.log.warning(
+            f"{feature.name}: {kept} rows hold values of pretrained models; this run uses "
+            "MMFS_MODEL_PROFILE=tiny and leaves them as they are (set MMFS_MODEL_PROFILE=pretrained, or "
+            "force the run to overwrite them with test values)"
+        )
+    if repeated and "|sampling=keyframe" in fill.producer:
+        context.log.warning(
+            f"{feature.name}: {repeated} videos have fewer keyframes than the frames asked for, so their frames "
+            f"repeat (keyframe sampling); {feature.sampling_env}=exact samples the frames at the slice centres instead"
+        )
 
 
 def feature_assets(features: list[Feature]) -> list[dg.AssetsDefinition]:

@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from mmfs_assets.engine.report import FillIncomplete
+from mmfs_assets.engine.shard_reports import FleetFill
 from mmfs_assets.settings import Settings
 
 
@@ -34,21 +35,37 @@ def fill_automation(settings: Settings | None = None) -> dg.AutomationCondition:
     return (eager | changed.with_label("code_version_changed")).with_label("eager or code version changed")
 
 
-def incomplete_failure(e: FillIncomplete) -> dg.Failure:
+def backfill_policy(settings: Settings, engine: str) -> dg.BackfillPolicy | None:
+    """``MMFS_BACKFILL_POLICY``: ``single`` (a backfill of many partitions is ONE run that feeds all their
+    fragments to the engine, still one materialization per partition), ``multi`` (one run per partition), or
+    ``auto``: single with the ``ray`` engine, one run per partition with ``local`` (docs/ray.md)."""
+    single = settings.backfill_policy == "single" or (settings.backfill_policy == "auto" and engine == "ray")
+    return dg.BackfillPolicy.single_run() if single else None  # None: Dagster's default, one run per partition
+
+
+def incomplete_failure(fill: FleetFill | FillIncomplete) -> dg.Failure:
     """The step's failure for a fill that committed what it could but left rows for a later run (storage
-    unreachable, a worker that could not start) or lost values to a rollback: a failed step the UI shows,
-    with the report's numbers, that Dagster may retry (a re-run computes only what is missing)."""
-    rep = e.report
+    unreachable, a worker that could not start, a shard out of retries) or lost values to a rollback: a failed
+    step the UI shows, with the reports' numbers, that Dagster may retry (a re-run computes only what is missing)."""
+    if isinstance(fill, FillIncomplete):
+        reports, why = [fill.report], str(fill)
+    else:
+        reports = [fill.reports[k] for k in fill.problems]
+        why = "\n".join(fill.problems[k] for k in fill.problems)
+    undone = [r.undone_by_rollback_version for r in reports if r.undone_by_rollback_version]
+    versions = [r.lance_version for r in reports if r.lance_version is not None]
     return dg.Failure(
-        description=str(e),
+        description=why,
         metadata={
-            "rows_deferred": rep.rows_deferred,
-            "rows_computed": rep.rows_computed,
-            "rows_errored": rep.rows_errored,
-            "rows_already_current": rep.rows_already_current,
-            "deferred_reasons": "\n".join(rep.deferred_reasons[:10]),
-            "undone_by_rollback_version": rep.undone_by_rollback_version if rep.undone_by_rollback_version else -1,
-            "lance_version": rep.lance_version if rep.lance_version is not None else -1,
+            "partitions_incomplete": ", ".join(r.drop_id for r in reports),
+            "rows_deferred": sum(r.rows_deferred for r in reports),
+            "rows_computed": sum(r.rows_computed for r in reports),
+            "rows_errored": sum(r.rows_errored for r in reports),
+            "rows_already_current": sum(r.rows_already_current for r in reports),
+            "shard_retries": sum(r.shard_retries for r in reports),
+            "deferred_reasons": "\n".join([x for r in reports for x in r.deferred_reasons][:10]),
+            "undone_by_rollback_version": undone[0] if undone else -1,
+            "lance_version": max(versions) if versions else -1,
         },
         allow_retries=True,
     )

@@ -21,14 +21,14 @@ def _md_code(text: str) -> str:
     return text.replace("`", "'").replace("\r", "\\r").replace("\n", "\\n")
 
 
-def run_properties(context: dg.AssetExecutionContext, asset: str, code_version: str) -> dict[str, str]:
-    """Transaction properties every commit of a run carries: the table's history is a lineage log."""
-    return {
-        "mmfs.asset": asset,
-        "mmfs.partition": context.partition_key,
-        "mmfs.run_id": context.run_id,
-        "mmfs.code_version": code_version,
-    }
+def run_properties(context: dg.AssetExecutionContext, asset: str, code_version: str,
+                   partition: bool = True) -> dict[str, str]:
+    """Transaction properties every commit of a run carries: the table's history is a lineage log.
+    ``partition=False``: the engine adds ``mmfs.partition`` per partition (a run may cover several)."""
+    props = {"mmfs.asset": asset, "mmfs.run_id": context.run_id, "mmfs.code_version": code_version}
+    if partition:
+        props["mmfs.partition"] = context.partition_key
+    return props
 
 
 @dg.asset(

@@ -83,6 +83,7 @@ def fill_feature(
     force: bool = False,
     storage_retry_s: float = tasks.STORAGE_RETRY_S,
     fragments: Collection[int] | None = None,
+    lease_label: str | None = None,
 ) -> FillReport:
     """Compute ``feature``'s group for the partition's rows that lack the current producer and write them.
 
@@ -92,6 +93,8 @@ def fill_feature(
     ``storage_retry_s``: how long a worker retries a failing read of the table before deferring the row.
     ``fragments``: fill only the partition's rows in these fragments (one shard of a sharded fill,
     :mod:`mmfs_assets.engine.shards`); the report then counts the shard's rows.
+    ``lease_label``: the label of the version lease (default the feature's name; a sharded fill gives its own,
+    so its driver can release the leases of a replica it had to kill).
 
     Raises :class:`FillIncomplete` after committing everything else when rows were deferred (left as they
     were, for the next run) or a rollback undid this fill's commits.
@@ -123,7 +126,7 @@ def fill_feature(
     rep.decoder, rep.decoder_reason, rep.decode_workers = choice.name, choice.reason, workers
     if log:
         log(f"{feature.name}: decoding with {choice.name} ({choice.reason}), {workers} worker processes")
-    with VersionLease(table, ds.version, feature.name):  # maintenance keeps the version the workers read
+    with VersionLease(table, ds.version, lease_label or feature.name):  # maintenance keeps the version the workers read
         undone = _run(table, ds, feature, model, rep, chunks, order, meta, rowids, window, where, properties,
                       workers, choice, decode_timeout, decode_task, storage_retry_s, progress)
     rep.seconds_total = time.perf_counter() - t_start

@@ -47,6 +47,10 @@ class FillReport:
     deferred_reasons: list[str] = field(default_factory=list)
     commit_versions: list[int] = field(default_factory=list, repr=False)  # the versions this fill's commits made
     undone_by_rollback_version: int | None = None  # a rollback that removed values this fill wrote
+    engine: str = "local"  # "local" (in the step's process) or "ray" (shards on Ray actors)
+    shards: int = 1  # pieces of whole fragments the partition's fill ran as (engine.shards)
+    replicas: int = 1  # model replicas that ran them
+    shard_retries: int = 0  # shards run again after their replica died
 
     @property
     def rows_written(self) -> int:
@@ -69,6 +73,10 @@ class FillReport:
         """The numbers a run reports (metadata values: plain numbers and strings)."""
         out: dict[str, object] = {
             "videos_per_s": round(self.rows_per_s, 3),
+            "engine": self.engine,
+            "shards": self.shards,
+            "replicas": self.replicas,
+            "shard_retries": self.shard_retries,
             "decoder": self.decoder,
             "decode_workers": self.decode_workers,
             "sampling": self.sampling,

@@ -66,3 +66,17 @@ def plan_shards(table: TableRef | str, drop_ids: Iterable[str], *, replicas: int
             part = tuple(ids[i : i + size])
             out.append(Shard(drop, part, sum(frags[f] for f in part)))
     return out
+
+
+def group_files(table: TableRef | str, producer_column: str, fragments: Iterable[int]) -> dict[int, str | None]:
+    """Fragment id -> the data file that holds the group's columns there (each column-only commit writes a
+    new one). Planned before a forced fill, it tells a retried shard which of its fragments the killed
+    attempt already committed (their file changed), so those are not written twice."""
+    ds = TableRef.of(table).dataset()
+    fid = ds.lance_schema.field(producer_column).id()
+    out: dict[int, str | None] = {}
+    for f in fragments:
+        frag = ds.get_fragment(int(f))
+        files = [] if frag is None else [d.path for d in frag.data_files() if fid in d.fields]
+        out[int(f)] = files[0] if files else None
+    return out
