@@ -178,3 +178,109 @@ def test_single_run_backfill_of_four_partitions_records_four_materializations(lo
         assert sorted(instance.get_materialized_partitions(dg.AssetKey("quality"))) == keys
     t = lance.dataset(uri).to_table(columns=["quality_producer"])
     assert t["quality_producer"].null_count == 0 and len(t) == 10
+
+
+SECRET_CHILD = """
+import sys
+from mmfs_assets.engine.engines import fill_partitions
+from mmfs_assets.engine.ray_replica import FillOptions, ModelSettings
+from mmfs_assets.features import discover
+from mmfs_assets.settings import Settings
+
+s = Settings.from_env()
+feature = {f.name: f for f in discover()}["quality"]
+out = fill_partitions(s.table_ref, feature, ["A"], engine="ray", settings=s,
+                      models=ModelSettings("tiny", sys.argv[1], "cpu", {}), options=FillOptions({"mmfs.asset": "quality"}))
+assert out.problems == {} and out.reports["A"].rows_written == 6, out
+"""
+
+
+def test_storage_secrets_never_reach_rays_session_folder_or_logs(tmp_path, drops, model_dir):
+    """The step's secret storage options reach the replicas through their own environment only: after a fill
+    on a local Ray started by the engine, no file Ray wrote (logs, session, job config) holds the secret."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    uri = _table(tmp_path, {"A": drops["A"]})
+    secret = "mmfs-test-secret-" + "7" * 24
+    ray_tmp = tempfile.mkdtemp(prefix="mmfsray", dir="/tmp")  # short: Ray's unix sockets live under it
+    try:
+        env = {**__import__("os").environ, "RAY_TMPDIR": ray_tmp, "MMFS_TABLE_URI": uri,
+               "MMFS_STORAGE_OPTIONS": json.dumps({"aws_secret_access_key": secret, "aws_region": "eu-north-1"})}
+        p = subprocess.run([sys.executable, "-c", SECRET_CHILD, str(model_dir)], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert secret not in p.stdout + p.stderr
+        files = [f for f in __import__("pathlib").Path(ray_tmp).rglob("*") if f.is_file() and not f.is_symlink()]
+        assert any("session_" in str(f) and f.suffix in (".out", ".err", ".log") for f in files)  # Ray did write logs
+        leaked = [str(f) for f in files if secret.encode() in f.read_bytes()]
+        assert leaked == []
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_replica_with_other_secrets_says_so(monkeypatch):
+    """A worker pod given other credentials than the step fails with what to fix, naming no secret value."""
+    from mmfs_assets.engine.ray_replica import secret_digest, table_from_env
+
+    monkeypatch.setenv("MMFS_STORAGE_OPTIONS", '{"aws_secret_access_key": "old-one", "aws_region": "x"}')
+    digest = secret_digest({"aws_secret_access_key": "new-one"})
+    with pytest.raises(PermissionError, match="aws_secret_access_key, from MMFS_STORAGE_OPTIONS") as e:
+        table_from_env("s3://b/t.lance", {"aws_region": "x"}, digest)
+    assert "old-one" not in str(e.value) and "new-one" not in str(e.value)
+    ref = table_from_env("s3://b/t.lance", {"aws_region": "x"}, secret_digest({"aws_secret_access_key": "old-one"}))
+    assert ref.options == {"aws_region": "x", "aws_secret_access_key": "old-one"}
+
+
+NO_RAY_CHILD = """
+import importlib.abc, sys
+
+class NoRay(importlib.abc.MetaPathFinder):
+    tried = []
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            NoRay.tried.append(name)
+            raise ImportError("ray is not installed (blocked by the test)")
+        return None
+
+sys.meta_path.insert(0, NoRay())
+import mmfs_assets.definitions  # the code location loads without Ray
+from mmfs_assets.engine.engines import choose_engine, fill_partitions
+from mmfs_assets.engine.ray_cluster import RayUnavailableError
+from mmfs_assets.engine.ray_replica import FillOptions, ModelSettings
+from mmfs_assets.features import discover
+from mmfs_assets.settings import Settings
+
+s = Settings.from_env()
+assert s.fill_engine == "local" and choose_engine(s) == "local"
+assert choose_engine(Settings.from_env({"MMFS_FILL_ENGINE": "auto"})) == "local"  # auto looks for Ray: none
+NoRay.tried.clear()
+feature = {f.name: f for f in discover()}["quality"]
+models = ModelSettings("tiny", sys.argv[1], "cpu", {})
+out = fill_partitions(s.table_ref, feature, ["A"], engine=choose_engine(s), settings=s, models=models,
+                      options=FillOptions({"mmfs.asset": "quality"}))
+assert out.reports["A"].rows_written == 6 and out.reports["A"].engine == "local"
+assert NoRay.tried == [], NoRay.tried  # the local engine never even tried to import Ray
+try:
+    fill_partitions(s.table_ref, feature, ["A"], engine="ray", settings=s, models=models,
+                    options=FillOptions({"mmfs.asset": "quality"}))
+except RayUnavailableError as e:
+    assert "pip install -e '.[ray]'" in str(e), e
+else:
+    raise AssertionError("the ray engine ran without Ray")
+print("ok")
+"""
+
+
+def test_local_is_the_default_and_needs_no_ray(tmp_path, drops, model_dir):
+    import os
+    import subprocess
+    import sys
+
+    uri = _table(tmp_path, {"A": drops["A"]})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMFS_")}
+    p = subprocess.run([sys.executable, "-c", NO_RAY_CHILD, str(model_dir)], env={**env, "MMFS_TABLE_URI": uri},
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-3000:]

@@ -29,7 +29,10 @@ def choose_engine(settings: Settings) -> str:
     """``local`` or ``ray`` for ``MMFS_FILL_ENGINE`` (``auto`` resolved as the module docstring says)."""
     if settings.fill_engine != "auto":
         return settings.fill_engine
-    if importlib.util.find_spec("ray") is None:
+    try:
+        if importlib.util.find_spec("ray") is None:
+            return "local"
+    except (ImportError, ValueError):  # a broken or blocked install counts as none
         return "local"
     if settings.ray_address:
         return "ray"
@@ -45,12 +48,13 @@ def fill_partitions(table: TableRef, feature: Feature, drop_ids: Sequence[str], 
     """Fill ``feature`` for every partition in ``drop_ids`` with ``engine``.
 
     ``model``: the loaded model for ``local`` (loaded here when absent; ``ray`` loads one per actor).
-    ``progress(drop_id)``: a ``(done, total)`` callback per partition (``local``; ``ray`` logs shard progress).
+    ``progress(drop_id)``: a ``(done, total)`` callback per partition (rows; with ``ray`` as its shards finish).
     """
     if engine == "ray":
         from mmfs_assets.engine.ray_fill import fill_on_ray
 
-        return fill_on_ray(table, feature, drop_ids, models=models, options=options, settings=settings, log=log)
+        return fill_on_ray(table, feature, drop_ids, models=models, options=options, settings=settings, log=log,
+                           progress=progress)
     if engine != "local":
         raise ValueError(f"MMFS_FILL_ENGINE={engine!r}: choose one of {', '.join(ENGINES)} or auto")
     from mmfs_assets.engine.fill import fill_feature

@@ -47,12 +47,19 @@ class _Running:
     actor: Any
 
 
+Progress = Callable[[str], Callable[[int, int], None]]
+
+
 def fill_on_ray(table: TableRef, feature: Feature, drop_ids: Sequence[str], *, models: ModelSettings,
-                options: FillOptions, settings: Settings, log: Callable[[str], None] = print) -> FleetFill:
-    """Fill ``feature`` for ``drop_ids`` on Ray (see the module docstring)."""
+                options: FillOptions, settings: Settings, log: Callable[[str], None] = print,
+                progress: Progress | None = None) -> FleetFill:
+    """Fill ``feature`` for ``drop_ids`` on Ray (see the module docstring). ``progress(drop_id)(done, total)``
+    hears each partition's rows as its shards finish."""
     with ray_session(settings) as ray:
         replicas = plan_replicas(ray, settings, models.device)
-        return _Driver(ray, table, feature, list(dict.fromkeys(drop_ids)), models, options, settings, replicas, log).run()
+        driver = _Driver(ray, table, feature, list(dict.fromkeys(drop_ids)), models, options, settings, replicas, log)
+        driver.progress = {d: progress(d) for d in driver.drop_ids} if progress else {}
+        return driver.run()
 
 
 class _Driver:
@@ -67,6 +74,8 @@ class _Driver:
         self.failed: dict[str, list[str]] = {d: [] for d in drop_ids}
         self.retries: dict[str, int] = {d: 0 for d in drop_ids}
         self.shard_count: dict[str, int] = {d: 0 for d in drop_ids}
+        self.planned_rows: dict[str, int] = {d: 0 for d in drop_ids}
+        self.progress: dict[str, Callable[[int, int], None]] = {}
         self.started_at: dict[str, float] = {}  # the partition's first shard submitted (models already loaded)
         self.finished_at: dict[str, float] = {}
         self.actors: list[Any] = []
@@ -126,6 +135,7 @@ class _Driver:
                                  fragments_per_shard=self.settings.fill_fragments_per_shard or None)
             for s in shards:
                 self.shard_count[s.drop_id] += 1
+                self.planned_rows[s.drop_id] += s.rows
             if self.options.force:
                 self.baseline = group_files(self.table, self.feature.group.producer_column,
                                             [f for s in shards for f in s.fragments])
@@ -209,6 +219,8 @@ class _Driver:
             self.failed[d].append(outcome.incomplete)
         if len(self.outcomes[d]) + len(self.failed[d]) >= self.shard_count[d]:
             self.finished_at[d] = time.perf_counter()
+        if d in self.progress:
+            self.progress[d](min(self.planned_rows[d], sum(o.shard.rows for o in self.outcomes[d])), self.planned_rows[d])
 
     def _progress(self, done: int, total: int, t0: float) -> None:
         rows = sum(o.report.rows_written for outs in self.outcomes.values() for o in outs)
