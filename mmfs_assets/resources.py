@@ -52,6 +52,7 @@ class LanceTableResource(StorageOptionsResource):
     uri: str
     video_storage: str = "inline"
     inline_max_bytes: int = 2 << 30  # larger files are stored as pointers (bounded ingest memory)
+    fragment_rows: int = 256  # MMFS_FRAGMENT_ROWS: a fill's shards are whole fragments, so also its parallelism
 
     @property
     def ref(self) -> TableRef:
@@ -139,6 +140,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             secret_storage_options=dg.EnvVar(STORAGE_OPTIONS_ENV) if secret else None,
             video_storage=env("video_storage"),
             inline_max_bytes=env("inline_max_bytes"),
+            fragment_rows=env("fragment_rows"),
         ),
         "probe": ProbeResource(
             max_corrupt_frames=env("max_corrupt_frames"), decode_workers=env("decode_workers"),

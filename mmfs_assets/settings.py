@@ -75,6 +75,7 @@ class Settings(BaseModel):
     storage_options: dict[str, str] = Field(default_factory=dict)
     video_storage: Literal["inline", "pointer"] = "inline"
     inline_max_bytes: int = Field(2 << 30, ge=0)
+    fragment_rows: int = Field(256, ge=1)  # rows per fragment an ingest writes: the unit of a fill's shards
     max_corrupt_frames: int = Field(0, ge=0)
     # frame limits of the metadata probe (mmfs_assets.ingest.probe.FrameLimits, where the defaults are justified)
     max_frame_side: int = Field(16384, ge=1)
@@ -165,6 +166,7 @@ ENV_NAMES = {
     "drop_dir": "MMFS_DROP_DIR",
     "video_storage": "MMFS_VIDEO_STORAGE",
     "inline_max_bytes": "MMFS_INLINE_MAX_BYTES",
+    "fragment_rows": "MMFS_FRAGMENT_ROWS",
     "max_corrupt_frames": "MMFS_MAX_CORRUPT_FRAMES",
     "max_frame_side": "MMFS_MAX_FRAME_SIDE",
     "max_frame_pixels": "MMFS_MAX_FRAME_PIXELS",

@@ -38,14 +38,17 @@ def _load_killer(load, marker: str, at_call: int, ctx: ModelContext) -> LoadedMo
     return loaded
 
 
-def _load_slow(load, started: str, seconds: float, ctx: ModelContext) -> LoadedModel:
+def _load_slow(load, started: str, seconds_file: str, ctx: ModelContext) -> LoadedModel:
     loaded = load(ctx)
     inner = loaded.compute
 
     def compute(*args):
-        Path(started).mkdir(parents=True, exist_ok=True)
-        (Path(started) / f"{os.getpid()}").write_text(str(time.time()))  # who is computing, and since when
-        time.sleep(seconds)
+        f = Path(seconds_file)
+        seconds = float(f.read_text()) if f.exists() else 0.0
+        if seconds:
+            Path(started).mkdir(parents=True, exist_ok=True)
+            (Path(started) / f"{os.getpid()}").write_text(str(time.time()))  # who is computing, and since when
+            time.sleep(seconds)
         return inner(*args)
 
     loaded.compute = compute
@@ -57,6 +60,7 @@ def killer(feature: Feature, marker: str, at_call: int = 2) -> Feature:
     return dataclasses.replace(feature, load=functools.partial(_load_killer, feature.load, marker, at_call))
 
 
-def slow(feature: Feature, started: str, seconds: float) -> Feature:
-    """``feature`` whose every batch takes ``seconds`` more, leaving ``started/<pid>`` behind while it computes."""
-    return dataclasses.replace(feature, load=functools.partial(_load_slow, feature.load, started, seconds))
+def slow(feature: Feature, started: str, seconds_file: str) -> Feature:
+    """``feature`` whose every batch takes as many seconds more as ``seconds_file`` says (none while it is
+    absent), leaving ``started/<pid>`` behind while it computes."""
+    return dataclasses.replace(feature, load=functools.partial(_load_slow, feature.load, started, seconds_file))

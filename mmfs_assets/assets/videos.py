@@ -60,6 +60,7 @@ def videos(
             properties=run_properties(context, "videos", INGEST_CODE_VERSION),
             video_storage=lance_table.video_storage,
             inline_max_bytes=lance_table.inline_max_bytes,
+            fragment_rows=lance_table.fragment_rows,
             progress=lambda phase, done, total: trackers[phase](done, total),
         )
     except NoSpaceError as e:  # the cause, not the step of Lance's write that noticed it

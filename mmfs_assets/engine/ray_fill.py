@@ -146,6 +146,11 @@ class _Driver:
                 self.log(f"{self.feature.name}: {len(shards)} shards of {len(self.drop_ids)} partitions on {n} of "
                          f"{self.replicas.describe()} (models loaded in {time.perf_counter() - t:.1f} s, producer "
                          f"{self.producer} on {self.device})")
+                if len(shards) < self.replicas.count:
+                    frags = sum(len(s.fragments) for s in shards)
+                    self.log(f"{self.feature.name}: only {len(shards)} shards for {self.replicas.count} replicas: a shard is "
+                             f"whole fragments and these partitions have {frags} (MMFS_FRAGMENT_ROWS sets the rows per "
+                             "fragment when a drop is ingested)")
                 try:
                     self._schedule(deque(shards), t0)
                 finally:
