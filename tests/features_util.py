@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
 
 from mmfs_assets import samples
 from mmfs_assets.engine.fill import fill_feature
 from mmfs_assets.engine.report import FillReport
 from mmfs_assets.features.models import load_model, model_context
-from mmfs_assets.features.spec import Feature, LoadedModel
+from mmfs_assets.features.spec import Feature, LoadedModel, Model
 from mmfs_assets.ingest.describe import describe_partition
 from mmfs_assets.ingest.ingest_drop import ingest_drop
+from mmfs_loader.schema import ColumnGroup
 
 
 def build_table(uri: str, drops: dict[str, Path], fragment_rows: int = 4) -> None:
@@ -61,3 +66,32 @@ def fill_by_name(uri: str, key: str, name: str, model_dir: str, chunk_rows: int)
 
     feature = {f.name: f for f in discover()}[name]
     return fill(uri, key, feature, tiny(feature, Path(model_dir)), chunk_rows=chunk_rows).rows_written
+
+
+# A toy feature declared the way a catalog module declares one: its compute returns only its value (the mean
+# time of the clip's frames); frame count, timestamps and provenance are the engine's. With ``post``, the value
+# is made by a post-processing function in the engine's worker processes instead.
+TOY_GROUP = ColumnGroup("toy", (pa.field("toy", pa.float64()), pa.field("toy_timestamps", pa.list_(pa.float64()))))
+
+
+def _toy_compute(net, clips) -> dict:
+    return {"toy": [float(np.mean(c.timestamps)) for c in clips]}
+
+
+def _toy_raw(net, clips) -> dict:
+    return {"raw": [np.asarray(c.timestamps) for c in clips]}
+
+
+def _toy_post(values: dict) -> dict:
+    return {"toy": float(np.mean(values["raw"]))}
+
+
+def _toy_load(post: bool, ctx) -> Model:
+    if post:
+        return Model("toy-mean", "none", _toy_raw, short_side=32, postprocess=_toy_post)
+    return Model("toy-mean", "none", _toy_compute, short_side=32)
+
+
+def toy_feature(post: bool = False) -> Feature:
+    return Feature("toy", TOY_GROUP, "toy-v1", "MMFS_TOY", "toy", partial(_toy_load, post), "mean frame time (a test feature)",
+                   frames=3, batch_size=2, uses_gpu=False)

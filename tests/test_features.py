@@ -12,12 +12,16 @@ import pyarrow as pa
 import pytest
 
 from mmfs_assets import samples
+from mmfs_assets.engine.batches import ModelRunner
+from mmfs_assets.engine.preprocess import Preprocess
+from mmfs_assets.engine.values import values_table
 from mmfs_assets.features import discover
 from mmfs_assets.features.catalog.clip_embedding import clip_feature
+from mmfs_assets.features.spec import Clip, Feature, FrameRequest, Model, ModelUnavailableError
 from mmfs_loader import schema as S
 from mmfs_loader.depth import decode_depth
 from mmfs_loader.sql import equals
-from tests.features_util import B_VIDEOS, fill, snapshot, tiny, two_drop_table
+from tests.features_util import B_VIDEOS, TOY_GROUP, fill, snapshot, tiny, toy_feature, two_drop_table
 
 FEATURES = {f.name: f for f in discover()}
 
@@ -252,3 +256,118 @@ def test_tiny_fills_never_overwrite_pretrained_values(table, model_dir):
     assert set(t[f.group.producer_column].to_pylist()) == {real}
     rep = fill(table, "B", f, model, force=True)  # forced: the test values replace them
     assert rep.rows_computed == 2 and rep.rows_kept_pretrained == 0
+
+
+def _clips(req: FrameRequest, n: int = 3) -> list[Clip]:
+    """``n`` clips of random frames as the decoders make them for ``req`` (two frame shapes)."""
+    rng = np.random.default_rng(0)
+    s = req.short_side or 48
+    shapes = [(s, s * 3 // 2), (s * 4 // 3, s)]
+    return [Clip(10 + i, rng.integers(0, 256, (req.count, *shapes[i % 2], 3), dtype=np.uint8),
+                 np.arange(req.count) * 0.5 + i) for i in range(n)]
+
+
+def _computed(feature, model, clips: list[Clip]) -> pa.Table:
+    """What a fill would write for ``clips``: compute, post-processing, the values table."""
+    results = {}
+    for c, r in zip(clips, ModelRunner(model, feature.group.value_columns)(clips)):
+        assert not isinstance(r, str), r
+        if model.postprocess is not None:
+            r = model.postprocess({k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in r.items()})
+        results[c.rowid] = (r, None)
+    return values_table(feature, model.producer, [c.rowid for c in clips], results)
+
+
+def test_features_travel_by_pickle(model_dir):
+    """A Feature is a declaration that travels (the ray engine sends it to its actors): every catalog feature, and
+    the metadata group's, survives the standard pickle, and loads and computes the same on the other side."""
+    import pickle
+
+    from mmfs_assets.ingest.describe import METADATA_FEATURE
+
+    for f in [*discover(), toy_feature(), toy_feature(post=True)]:
+        g = pickle.loads(pickle.dumps(f))
+        assert (g.name, g.group, g.code_version, g.setting, g.frames, g.batch_size, g.default_sampling) == (
+            f.name, f.group, f.code_version, f.setting, f.frames, f.batch_size, f.default_sampling)
+        here, there = tiny(f, model_dir), tiny(g, model_dir)
+        assert there.producer == here.producer and there.frames == here.frames and there.batch_size == here.batch_size
+        clips = _clips(here.frames)
+        values = _computed(g, there, clips)
+        assert values.equals(_computed(f, here, clips)), f.name
+        assert values.column(f.group.value_columns[0]).null_count == 0
+    meta = pickle.loads(pickle.dumps(METADATA_FEATURE))
+    probe = tiny(meta, model_dir)
+    assert probe.input == "container" and probe.producer.startswith("mmfs.probe:")
+
+
+@pytest.mark.parametrize("post", [False, True], ids=["compute", "postprocess"])
+def test_engine_fills_the_timestamps_column(post, table, model_dir):
+    """A feature's compute returns only its value; the engine fills ``<name>_timestamps`` from the frames it
+    decoded (passed through a post-processing step in the workers too) and applies the frame-count setting."""
+    f = toy_feature(post)
+    default = tiny(f, model_dir)
+    assert (default.frames, default.batch_size) == (FrameRequest(3, 32), 2)
+    model = tiny(f, model_dir, MMFS_TOY_FRAMES="2", MMFS_TOY_BATCH_SIZE="1")
+    assert (model.frames, model.batch_size) == (FrameRequest(2, 32), 1)
+    assert "|frames=2x32|" in model.producer and model.producer.replace("frames=2x32", "frames=3x32") == default.producer
+    rep = fill(table, "B", f, model)
+    assert (rep.rows_computed, rep.rows_errored, rep.frames_taken) == (2, 0, 4)
+    rows = lance.dataset(table).to_table(columns=list(TOY_GROUP.columns), filter=equals(S.DROP_ID, "B")).to_pylist()
+    assert len(rows) == 2
+    for r in rows:
+        assert r["toy_producer"] == model.producer and r["toy_error"] is None
+        assert len(r["toy_timestamps"]) == 2 and r["toy_timestamps"] == sorted(r["toy_timestamps"])
+        assert r["toy"] == pytest.approx(np.mean(r["toy_timestamps"]))  # the times compute saw are the ones stored
+
+
+def test_engine_applies_the_frame_and_batch_settings(model_dir):
+    clip = FEATURES["clip_embedding"]
+    default = tiny(clip, model_dir)
+    assert (clip.frames, clip.batch_size) == (8, 64)  # the declared defaults
+    assert (default.frames, default.batch_size) == (FrameRequest(8, 64), 64)
+    m = tiny(clip, model_dir, MMFS_CLIP_FRAMES="3", MMFS_CLIP_BATCH_SIZE="5")
+    assert (m.frames, m.batch_size) == (FrameRequest(3, 64), 5)
+    assert m.producer.replace("|frames=3x64|", "|frames=8x64|") == default.producer != m.producer
+    assert len(_computed(clip, m, _clips(m.frames))["clip_embedding_timestamps"][0]) == 3
+    cap = FEATURES["caption"]  # no count of its own: as many frames as the model takes (4 for the tiny GIT), never more
+    assert cap.frames is None and tiny(cap, model_dir).frames.count == 4
+    assert tiny(cap, model_dir, MMFS_CAPTION_FRAMES="2").frames.count == 2
+    with pytest.raises(ModelUnavailableError, match="at most 4 frames per video, 5 asked for"):
+        tiny(cap, model_dir, MMFS_CAPTION_FRAMES="5")
+
+
+def _torch_toy_compute(net, clips, pixels) -> dict:
+    import torch
+
+    assert pixels.dtype == next(net.parameters()).dtype == torch.float32 and not net.training
+    out = net(pixels.mean(dim=(2, 3)))
+    return {"toy": [float(torch.is_inference_mode_enabled() and out.is_inference())] * len(clips)}
+
+
+def _torch_toy_text(net, texts: list[str]) -> np.ndarray:
+    import torch
+
+    return np.array([float(torch.is_inference_mode_enabled())] * len(texts))
+
+
+def _torch_toy_load(ctx) -> Model:
+    import torch
+
+    net = torch.nn.Linear(3, 2).double().train()  # as a library may hand it over: training mode, float64
+    return Model("toy-linear", "none", _torch_toy_compute, net, Preprocess(16, (0.5,) * 3, (0.25,) * 3),
+                 encode_text=_torch_toy_text)
+
+
+def test_engine_places_the_network_and_computes_in_inference_mode(model_dir):
+    import torch
+
+    f = Feature("toy", TOY_GROUP, "toy-v1", "MMFS_TOY", "toy", _torch_toy_load, "a torch toy", frames=2)
+    m = tiny(f, model_dir)
+    assert m.device == "cpu" and m.dtype == torch.float32 and m.details == {"dtype": "fp32"}
+    assert m.producer == "toy:toy-v1|model=toy-linear|weights=none|frames=2x16|sampling=exact|dtype=fp32"
+    clips = _clips(m.frames)
+    rows = ModelRunner(m, TOY_GROUP.value_columns)(clips)
+    assert [r["toy"] for r in rows] == [1.0] * 3
+    assert [r["toy_timestamps"] for r in rows] == [c.timestamps.tolist() for c in clips]
+    assert not torch.is_inference_mode_enabled()
+    assert m.encode_text is not None and m.encode_text(["a", "b"]).tolist() == [1.0, 1.0]

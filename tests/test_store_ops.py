@@ -277,9 +277,9 @@ def test_text_search_uses_the_producers_model_or_refuses(table, model_dir, monke
     other = Path(model_dir) / "other-clip"
     if not other.exists():
         other.mkdir()
-        from mmfs_assets.features.catalog.clip_embedding import build_tiny
+        from mmfs_assets.features import tiny
 
-        build_tiny(512, other)
+        tiny.clip(512, other)
         (other / "open_clip_model.safetensors").write_bytes((other / "open_clip_model.safetensors").read_bytes()[:-4] + b"\0\0\0\0")
     monkeypatch.setenv("MMFS_MODEL_PROFILE", "pretrained")
     monkeypatch.setenv("MMFS_CLIP_MODEL", str(other))

@@ -1,13 +1,51 @@
-"""Running a feature's model on batches of decoded clips, in the process that owns the device."""
+"""Running a feature's model on batches of decoded clips, in the process that owns the device.
+
+:func:`run_compute`, :func:`keep_columns` and :func:`run_encode_text` are what
+:func:`mmfs_assets.features.models.load_model` binds (with :func:`functools.partial`) around a feature's
+declared functions: what every feature gets the same way, so no feature module says it.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from mmfs_assets.engine.preprocess import pixels
 from mmfs_assets.features.spec import Clip, LoadedModel
+
+
+def run_compute(compute: Callable[..., dict[str, list]], net: Any, stamps: str | None, torch_mode: bool,
+                clips: Sequence[Clip], *px: Any) -> dict[str, list]:
+    """``compute(net, clips[, pixels])``: under ``torch.inference_mode()`` when torch is in play (a network
+    or device preprocessing; no autograd state is kept, and the values are the same), then the
+    ``stamps`` column (``<name>_timestamps``), when the group has one, from the clips' frame times."""
+    if torch_mode:
+        import torch
+
+        with torch.inference_mode():
+            out = compute(net, clips, *px)
+    else:
+        out = compute(net, clips, *px)
+    if stamps:
+        out = {**out, stamps: [c.timestamps.tolist() for c in clips]}
+    return out
+
+
+def keep_columns(postprocess: Callable[[dict[str, Any]], dict[str, Any]], columns: Sequence[str],
+                 values: dict[str, Any]) -> dict[str, Any]:
+    """A feature's post-processing (run in the engine's workers), with ``columns`` passed through as computed."""
+    return {**postprocess(values), **{c: values[c] for c in columns}}
+
+
+def run_encode_text(encode_text: Callable[[Any, list[str]], np.ndarray], net: Any, texts: list[str]) -> np.ndarray:
+    """``encode_text(net, texts)`` under ``torch.inference_mode()``."""
+    import torch
+
+    with torch.inference_mode():
+        return encode_text(net, texts)
 
 
 def _batch_buffer(parts: list, device: str):

@@ -9,6 +9,12 @@ retrying the network for a minute.
 ``MMFS_MODEL_PROFILE=tiny`` swaps every model for a tiny random-init one of the same family, written
 once under ``<MMFS_MODEL_DIR>/tiny/<feature>`` in the same format as real weights and loaded through
 the same code.
+
+:func:`load_model` is where the engine turns a feature's declaration (:class:`~.spec.Model`) into the
+:class:`~.spec.LoadedModel` a fill runs: the frame-count and batch-size overrides, the network's
+placement (device, eval mode, fp16 on CUDA / fp32 elsewhere) and dtype, ``torch.inference_mode()``
+around ``compute`` and ``encode_text``, the ``<name>_timestamps`` column, and the producer string. A
+feature module says none of this, so every feature gets it the same way.
 """
 
 from __future__ import annotations
@@ -21,17 +27,23 @@ import shutil
 import time
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
-from mmfs_assets.features.spec import Feature, LoadedModel, ModelContext, producer_string
+from mmfs_assets.engine import batches
+from mmfs_assets.features.spec import (
+    Feature,
+    FrameRequest,
+    LoadedModel,
+    Model,
+    ModelContext,
+    ModelUnavailableError,
+    producer_string,
+)
 from mmfs_loader.video import SAMPLING_MODES
 
 PROFILES = ("pretrained", "tiny")
 _fingerprints: dict[tuple[str, int, int], str] = {}
-
-
-class ModelUnavailableError(RuntimeError):
-    """A feature's model cannot be loaded; the message names the setting to change."""
 
 
 def resolve_device(pref: str = "auto") -> str:
@@ -42,6 +54,12 @@ def resolve_device(pref: str = "auto") -> str:
     if pref.startswith("cuda") and not torch.cuda.is_available():
         raise ModelUnavailableError(f"MMFS_DEVICE={pref} but CUDA is not available; use auto or cpu")
     return pref
+
+
+def place(net, device: str):
+    """The network in eval mode on ``device``: fp16 on CUDA, fp32 elsewhere. Returns (network, dtype name)."""
+    half = device.startswith("cuda")
+    return (net.half() if half else net.float()).to(device).eval(), ("fp16" if half else "fp32")
 
 
 def weights_fingerprint(path: Path) -> str:
@@ -131,7 +149,7 @@ def model_context(
         sampling=sampling,
         profile=profile if feature.build_tiny is not None else "pretrained",
         setting=feature.model_env,
-        device=resolve_device(device),
+        device=resolve_device(device) if feature.uses_gpu else "cpu",
         frames=_int(feature.frames_env),
         batch_size=_int(feature.batch_env),
     )
@@ -147,7 +165,10 @@ def load_model(feature: Feature, ctx: ModelContext) -> LoadedModel:
         )
     try:
         with _quiet_root_log():
-            loaded = feature.load(ctx)
+            declared = feature.load(ctx)
+        if isinstance(declared, LoadedModel) and declared.producer:  # ready-made (the metadata probe)
+            return declared
+        loaded = declared if isinstance(declared, LoadedModel) else assemble(feature, ctx, declared)
         loaded.sampling = ctx.sampling
         if ctx.profile == "tiny":  # values from random-init models must never pass for real ones
             loaded.details["profile"] = "tiny"
@@ -167,6 +188,37 @@ def load_model(feature: Feature, ctx: ModelContext) -> LoadedModel:
             f"Set {ctx.setting} to a hub id or a local model directory, or MMFS_MODEL_PROFILE=tiny for the "
             f"random-init test models. (failed after {time.perf_counter() - t0:.2f} s)"
         ) from e
+
+
+def assemble(feature: Feature, ctx: ModelContext, m: Model) -> LoadedModel:
+    """The engine's part of loading: overrides, placement, dtype, inference mode, timestamps (no producer yet)."""
+    count = ctx.frames or feature.frames or m.max_frames
+    if not count:
+        raise ValueError(f"feature {feature.name!r} declares no frame count (Feature.frames or Model.max_frames)")
+    if m.max_frames and count > m.max_frames:
+        raise ModelUnavailableError(f"{ctx.spec!r} takes at most {m.max_frames} frames per video, {count} asked for")
+    details, net, dtype = dict(m.details), m.net, None
+    if net is not None:
+        net, details["dtype"] = place(net, ctx.device)
+        dtype = next((p.dtype for p in net.parameters()), None)  # the pixels' dtype (None: float32)
+    stamps = f"{feature.name}_timestamps"
+    stamps_column = stamps if stamps in feature.group.value_columns else None
+    postprocess = m.postprocess
+    if postprocess is not None and stamps_column:  # the stored values are made in the workers: pass the stamps on
+        postprocess = partial(batches.keep_columns, postprocess, (stamps_column,))
+    return LoadedModel(
+        model=m.model,
+        weights=m.weights,
+        frames=FrameRequest(count, m.preprocess.decode_short_side() if m.preprocess else m.short_side),
+        batch_size=ctx.batch_size or feature.batch_size,
+        compute=partial(batches.run_compute, m.compute, net, stamps_column, net is not None or m.preprocess is not None),
+        device=ctx.device,
+        details=details,
+        preprocess=m.preprocess,
+        postprocess=postprocess,
+        dtype=dtype,
+        encode_text=None if m.encode_text is None else partial(batches.run_encode_text, m.encode_text, net),
+    )
 
 
 @contextlib.contextmanager

@@ -1,10 +1,16 @@
 """The declaration of a feature: what one new module under ``features/catalog/`` provides.
 
-A :class:`Feature` names its column group (Arrow types), the setting that picks its model, how many
-frames it needs and a ``load`` function. ``load`` returns a :class:`LoadedModel`: the producer string
-(model, weights, code version, frame sampling: everything that changes the values) and a batch
-``compute`` over decoded clips. The engine (:mod:`mmfs_assets.features.fill`) does the rest: rows,
-decoding, batching, writing, provenance, resume; :mod:`mmfs_assets.features.asset` makes the asset.
+A :class:`Feature` names its column group (Arrow types), the setting that picks its model, its default
+frame count and batch size, and a ``load`` function. ``load`` returns a :class:`Model`: the loaded
+network as the library made it, its identity (model, weights: what changes the values), its
+preprocessing as data and a batch ``compute``. A Feature is plain data and module-level functions (no
+closures), so it pickles: the ``ray`` engine sends it to actors, which load the model themselves.
+
+The engine does the rest. :func:`mmfs_assets.features.models.load_model` applies the
+``<SETTING>_FRAMES`` / ``_BATCH_SIZE`` overrides, places the network (device, eval mode, fp16 on CUDA,
+fp32 elsewhere), runs ``compute`` and ``encode_text`` under ``torch.inference_mode()``, fills the
+``<name>_timestamps`` column when the group declares one and makes the :class:`LoadedModel` and its
+producer string; :mod:`mmfs_assets.engine.fill` decodes, batches, writes, records provenance, resumes.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from mmfs_loader.video import SAMPLING_MODES
 
 if TYPE_CHECKING:
     from mmfs_assets.engine.preprocess import Preprocess
+
+
+class ModelUnavailableError(RuntimeError):
+    """A feature's model cannot be loaded; the message names the setting to change."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,43 @@ class Clip:
 
 
 @dataclass
+class Model:
+    """What a feature's ``load`` returns: the model as loaded, before the engine places it.
+
+    ``compute(net, clips)`` (or ``compute(net, clips, pixels)`` with ``preprocess`` declared) returns, per
+    value column of the group, one value per clip, in order; it gets ``net`` placed on the device and runs
+    under ``torch.inference_mode()``. It returns neither ``<name>_timestamps`` (the engine fills it from
+    the clips) nor columns that ``postprocess`` makes. A module-level function, with
+    :func:`functools.partial` for its options, keeps the module readable; it never travels.
+
+    - ``model``, ``weights``: the model's identity in the producer (:mod:`~.loaders` gives them for open_clip
+      and transformers models); ``details`` adds other fields that change the values (the engine adds ``dtype``).
+    - ``net``: the torch module, or None for a feature without one (then ``compute`` gets None, and runs
+      outside inference mode unless ``preprocess`` is declared). The engine moves it to the device.
+    - ``preprocess``: how frames become ``pixels`` on the device; its size is the frames' short side.
+      ``short_side``: the frames' short side without ``preprocess`` (None: native).
+    - ``max_frames``: the most frames per clip the model takes (a larger request is refused); also the
+      frame count of a feature that declares none.
+    - ``postprocess``: see :class:`LoadedModel`. ``encode_text(net, texts)``: text -> vectors in the space
+      of the stored values (embedding features with a text tower: search).
+    """
+
+    model: str
+    weights: str
+    compute: Callable[..., dict[str, list[Any]]]
+    net: Any = None
+    preprocess: Preprocess | None = None
+    short_side: int | None = None
+    max_frames: int | None = None
+    details: dict[str, str] = field(default_factory=dict)
+    postprocess: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    encode_text: Callable[[Any, list[str]], np.ndarray] | None = None
+
+
+@dataclass
 class LoadedModel:
-    """A loaded model, ready for batches.
+    """A loaded model, ready for batches: made by :func:`~.models.load_model` from a feature's :class:`Model`
+    (or, for the metadata group, directly).
 
     ``compute`` takes clips and returns, per value column of the group, one value per clip (in order).
     With ``preprocess`` declared it is called as ``compute(clips, pixels)``: ``pixels`` is the clips'
@@ -79,7 +124,10 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class ModelContext:
-    """What ``Feature.load`` gets: the resolved model spec and the run's device and options."""
+    """What ``Feature.load`` gets: the resolved model spec and the run's device and options.
+
+    ``frames`` and ``batch_size`` are the ``<SETTING>_FRAMES`` / ``_BATCH_SIZE`` overrides; the engine
+    applies them (a loader has no need to read them)."""
 
     spec: str  # a hub id / model name, or a local directory
     setting: str  # the env var that chose it, for error messages
@@ -97,8 +145,13 @@ class Feature:
 
     ``setting`` is the prefix of its environment variables: ``<setting>_MODEL`` (hub id or local dir),
     ``<setting>_FRAMES``, ``<setting>_BATCH_SIZE`` and ``<setting>_SAMPLING`` (``exact`` or ``keyframe``,
-    default ``default_sampling``). ``build_tiny(dir)`` writes a tiny random-init model in the same
-    on-disk format as real weights, for ``MMFS_MODEL_PROFILE=tiny`` and tests.
+    default ``default_sampling``). ``frames`` and ``batch_size`` are the defaults those settings override
+    (``frames`` None: the model's ``max_frames``). ``load(ctx)`` returns a :class:`Model`.
+    ``build_tiny(dir)`` writes a tiny random-init model in the same on-disk format as real weights, for
+    ``MMFS_MODEL_PROFILE=tiny`` and tests.
+
+    Every callable here is a module-level function or a :func:`functools.partial` of one, so a Feature
+    survives :mod:`pickle` (``tests/test_features.py`` checks the catalog's).
     """
 
     name: str
@@ -106,8 +159,10 @@ class Feature:
     code_version: str
     setting: str
     default_model: str
-    load: Callable[[ModelContext], LoadedModel]
+    load: Callable[[ModelContext], Model | LoadedModel]  # LoadedModel: a ready one (the metadata probe)
     description: str
+    frames: int | None = None
+    batch_size: int = 16
     build_tiny: Callable[[Path], None] | None = None
     uses_gpu: bool = True
     default_sampling: str = "exact"

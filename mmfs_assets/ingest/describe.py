@@ -15,7 +15,7 @@ import av
 
 from mmfs_assets.engine.fill import DECODE_TIMEOUT_S, fill_feature
 from mmfs_assets.engine.report import FillReport
-from mmfs_assets.features.spec import Feature, FrameRequest, LoadedModel
+from mmfs_assets.features.spec import Feature, FrameRequest, LoadedModel, ModelContext
 from mmfs_assets.ingest.probe import DEFAULT_LIMITS, FrameLimits
 from mmfs_loader import schema as S
 from mmfs_loader.table import TableRef
@@ -38,13 +38,23 @@ def metadata_producer(max_corrupt_frames: int = 0, limits: FrameLimits = DEFAULT
             f"|max_corrupt_frames={max_corrupt_frames}{fields}")
 
 
+def _load_probe(ctx: ModelContext) -> LoadedModel:
+    """The metadata group's ``Feature.load`` (a module-level function, so the Feature pickles): the probe with
+    the default damage threshold and frame limits; :func:`describe_partition` passes its own to :func:`probe_model`."""
+    return probe_model()
+
+
+def _no_values(clips: list) -> dict:
+    return {}  # never called: the probe's values come from the workers (input="container")
+
+
 METADATA_FEATURE = Feature(
     name="video_metadata",
     group=S.METADATA,
     code_version=METADATA_CODE_VERSION,
     setting="MMFS_METADATA",
     default_model="pyav-probe",
-    load=lambda ctx: probe_model(),
+    load=_load_probe,
     description="Width, height, fps, duration, frames, codec, keyframe times... of each video, from a full decode.",
     uses_gpu=False,
 )
@@ -59,7 +69,7 @@ def probe_model(max_corrupt_frames: int = 0, limits: FrameLimits = DEFAULT_LIMIT
         weights="none",
         frames=FrameRequest(0),
         batch_size=1,
-        compute=lambda clips: {},
+        compute=_no_values,
         details={"max_corrupt_frames": str(max_corrupt_frames), **limits.details()},
         input="container",
         producer=metadata_producer(max_corrupt_frames, limits),

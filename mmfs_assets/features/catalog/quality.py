@@ -11,12 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from mmfs_assets.features.spec import Clip, Feature, FrameRequest, LoadedModel, ModelContext
+from mmfs_assets.features.spec import Clip, Feature, Model, ModelContext
 from mmfs_loader.schema import ColumnGroup
 
 GROUP = ColumnGroup("quality", (pa.field("sharpness", pa.float32()), pa.field("motion", pa.float32())))
 CODE_VERSION = "quality-v1"
-DEFAULT_FRAMES = 8
 SHORT_SIDE = 128
 
 
@@ -32,21 +31,13 @@ def scores(clip: Clip) -> tuple[float, float]:
     return sharp, motion
 
 
-def _compute(clips: Sequence[Clip]) -> dict[str, list]:
+def _compute(net: None, clips: Sequence[Clip]) -> dict[str, list]:
     pairs = [scores(c) for c in clips]
     return {"sharpness": [p[0] for p in pairs], "motion": [p[1] for p in pairs]}
 
 
-def _load(ctx: ModelContext) -> LoadedModel:
-    frames = FrameRequest(ctx.frames or DEFAULT_FRAMES, SHORT_SIDE)
-    return LoadedModel(
-        model="numpy-laplacian-absdiff",
-        weights="none",
-        frames=frames,
-        batch_size=ctx.batch_size or 16,
-        compute=_compute,
-        device="cpu",
-    )
+def _load(ctx: ModelContext) -> Model:
+    return Model("numpy-laplacian-absdiff", "none", _compute, short_side=SHORT_SIDE)
 
 
 FEATURE = Feature(
@@ -57,5 +48,7 @@ FEATURE = Feature(
     default_model="numpy",
     load=_load,
     description="Sharpness (variance of the Laplacian) and motion (mean frame difference) from 8 sampled frames; CPU only.",
+    frames=8,
+    batch_size=16,
     uses_gpu=False,
 )
