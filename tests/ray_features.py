@@ -12,7 +12,7 @@ import signal
 import time
 from pathlib import Path
 
-from mmfs_assets.features.spec import Feature, LoadedModel, ModelContext
+from mmfs_assets.features.spec import Feature, Model, ModelContext
 
 
 def _first(marker: str) -> bool:
@@ -24,7 +24,7 @@ def _first(marker: str) -> bool:
         return False
 
 
-def _load_killer(load, marker: str, at_call: int, ctx: ModelContext) -> LoadedModel:
+def _load_killer(load, marker: str, at_call: int, ctx: ModelContext) -> Model:
     loaded = load(ctx)
     inner, calls = loaded.compute, [0]
 
@@ -38,7 +38,7 @@ def _load_killer(load, marker: str, at_call: int, ctx: ModelContext) -> LoadedMo
     return loaded
 
 
-def _load_slow(load, started: str, seconds_file: str, ctx: ModelContext) -> LoadedModel:
+def _load_slow(load, started: str, seconds_file: str, ctx: ModelContext) -> Model:
     loaded = load(ctx)
     inner = loaded.compute
 

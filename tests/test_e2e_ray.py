@@ -5,6 +5,7 @@ drop on two replicas of a local Ray."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,8 +23,8 @@ from mmfs_assets.cli.run import materialize_drop
 from mmfs_assets.settings import Settings
 from tests.dagster_server import ROOT, DagsterDev
 
-pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not installed")]
 
 LOCATION = '''\
 import os

@@ -6,7 +6,10 @@ a single-run backfill of four partitions records four materializations."""
 from __future__ import annotations
 
 import collections
+import importlib.util
+import os
 import shutil
+import sys
 
 import dagster as dg
 import lance
@@ -23,7 +26,8 @@ from mmfs_loader.table import TableRef
 from tests.features_util import build_table
 from tests.ray_features import killer
 
-ray = pytest.importorskip("ray")
+# not imported here: the engine imports Ray itself, after choosing its single-node (loopback) mode
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not installed")
 
 FEATURES = {f.name: f for f in discover()}
 
@@ -33,10 +37,58 @@ def local_ray(tmp_path_factory):
     """One local Ray for the module, as the engine starts it (then reused by every fill of the module)."""
     from mmfs_assets.engine.ray_cluster import ray_session
 
+    assert "ray" not in sys.modules, "Ray was imported before the engine chose how to start it"
     with ray_session(Settings.from_env({})) as r:
-        assert r.cluster_resources()["CPU"] == 2 or r.cluster_resources()["CPU"] >= 1
+        assert r.cluster_resources()["CPU"] >= 1
         yield r
-    assert not ray.is_initialized()
+    assert not r.is_initialized()
+
+
+def _listening(pids: set[int]) -> list[tuple[str, int]]:
+    """(hex address, port) of the TCP sockets ``pids`` listen on (from /proc/net/tcp{,6} and their fds)."""
+    inodes = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes[link[8:-1]] = pid
+        except OSError:
+            pass
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                addr, port = f[1].split(":")
+                out.append((addr, int(port, 16)))
+    return out
+
+
+def _tree(root: int) -> set[int]:
+    kids: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                ppid = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(p))
+    out, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        out.add(pid)
+        todo += kids.get(pid, [])
+    return out
+
+
+def test_the_local_ray_listens_on_loopback_only_with_no_dashboard(local_ray):
+    assert local_ray.util.get_node_ip_address() == "127.0.0.1"
+    addrs = _listening(_tree(os.getpid()) - {os.getpid()})  # Ray's daemons and workers, started by the engine
+    assert addrs, "found none of Ray's listening sockets"
+    loopback = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+    assert {a for a, _ in addrs} <= loopback, addrs  # 127.0.0.1 (or ::1), never 0.0.0.0 or the machine's address
+    assert 8265 not in {port for _, port in addrs}  # no dashboard
 
 
 @pytest.fixture

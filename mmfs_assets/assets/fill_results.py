@@ -69,7 +69,7 @@ def fill_result(feature: Feature, ds: lance.LanceDataset, fill: FleetFill, keys:
         meta, summary, q = per[keys[0]]
         quality = dg.AssetCheckResult(check_name=quality_check, passed=q.passed, severity=dg.AssetCheckSeverity.WARN,
                                       description=q.description, metadata=q.metadata)
-        result = dg.MaterializeResult(metadata={**meta, **common, "quarantine": summary.quarantine},
+        result: dg.MaterializeResult = dg.MaterializeResult(metadata={**meta, **common, "quarantine": summary.quarantine},
                                       data_version=dg.DataVersion(summary.data_version),
                                       check_results=[complete, quality])
         return result, []

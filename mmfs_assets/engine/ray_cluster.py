@@ -1,10 +1,14 @@
 """Reaching Ray for the ``ray`` fill engine: a cluster (``MMFS_RAY_ADDRESS``) or a local instance, and how
 many model replicas it holds.
 
-Without an address the step starts a local Ray for the fill and stops it afterwards: node address
-127.0.0.1, no dashboard, usage statistics off, every CPU and GPU of this machine. (Ray 2.60's core gRPC
-servers still listen on every interface whatever the node address, behind Ray's token authentication,
-which 2.60 turns on by default: ``docs/upstream.md``.)
+Without an address the step starts a local Ray for the fill and stops it afterwards: a single-node
+instance whose servers all listen on 127.0.0.1, no dashboard, usage statistics off, Ray's token
+authentication (on by default for a local instance in 2.60), every CPU and GPU of this machine.
+
+Loopback only takes Ray's own switch, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (no multi-node cluster: node
+address 127.0.0.1), read when Ray is imported: ``ray.init(_node_ip_address="127.0.0.1")`` is replaced by the
+machine's address, and its gRPC servers then listen on every interface (``docs/upstream.md``). A process
+that imported Ray before (with the switch unset) gets a local instance on its machine address, and a warning.
 
 Ray is an extra (``pip install -e '.[ray]'``); nothing here is imported by the local engine.
 """
@@ -12,7 +16,9 @@ Ray is an extra (``pip install -e '.[ray]'``); nothing here is imported by the l
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +27,8 @@ from types import ModuleType
 from mmfs_assets.settings import Settings
 
 NAMESPACE = "mmfs"
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray runs single-node, on 127.0.0.1
+log = logging.getLogger(__name__)
 
 
 class RayUnavailableError(RuntimeError):
@@ -51,6 +59,8 @@ def local_gpus() -> int:
 def ray_session(settings: Settings) -> Iterator[ModuleType]:
     """Ray, connected: to ``MMFS_RAY_ADDRESS``, to a Ray this process already joined, or to a local instance
     started here (and shut down on exit, which also ends every actor the fill left)."""
+    if not settings.ray_address and "ray" not in sys.modules:
+        os.environ.setdefault(SINGLE_NODE_ENV, "0")  # read once, when Ray is imported
     ray = import_ray()
     if ray.is_initialized():
         yield ray
@@ -65,7 +75,10 @@ def ray_session(settings: Settings) -> Iterator[ModuleType]:
                 ray.init(address=settings.ray_address, runtime_env=settings.ray_runtime_env or None, **common)
             else:
                 ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=local_gpus(), include_dashboard=False,
-                         _node_ip_address="127.0.0.1", runtime_env=settings.ray_runtime_env or None, **common)
+                         runtime_env=settings.ray_runtime_env or None, **common)
+                if (ip := ray.util.get_node_ip_address()) != "127.0.0.1":
+                    log.warning("the local Ray listens on %s, not only 127.0.0.1 (Ray was imported before MMFS could set "
+                                "%s=0); its token authentication still applies", ip, SINGLE_NODE_ENV)
     except Exception as e:  # noqa: BLE001 - one message naming the setting
         where = f"MMFS_RAY_ADDRESS={settings.ray_address}" if settings.ray_address else "a local Ray instance"
         raise RayUnavailableError(f"cannot start or reach {where}: {type(e).__name__}: {str(e)[:300]}") from e

@@ -73,7 +73,10 @@ def group_files(table: TableRef | str, producer_column: str, fragments: Iterable
     new one). Planned before a forced fill, it tells a retried shard which of its fragments the killed
     attempt already committed (their file changed), so those are not written twice."""
     ds = TableRef.of(table).dataset()
-    fid = ds.lance_schema.field(producer_column).id()
+    field = ds.lance_schema.field(producer_column)
+    if field is None:
+        raise KeyError(f"the table has no column {producer_column!r}")
+    fid = field.id()
     out: dict[int, str | None] = {}
     for f in fragments:
         frag = ds.get_fragment(int(f))
