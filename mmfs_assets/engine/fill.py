@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import deque
@@ -84,6 +85,7 @@ def fill_feature(
     storage_retry_s: float = tasks.STORAGE_RETRY_S,
     fragments: Collection[int] | None = None,
     lease_label: str | None = None,
+    pool: WorkerPool | None = None,
 ) -> FillReport:
     """Compute ``feature``'s group for the partition's rows that lack the current producer and write them.
 
@@ -95,6 +97,9 @@ def fill_feature(
     :mod:`mmfs_assets.engine.shards`); the report then counts the shard's rows.
     ``lease_label``: the label of the version lease (default the feature's name; a sharded fill gives its own,
     so its driver can release the leases of a replica it had to kill).
+    ``pool``: decode workers to use instead of starting new ones (a Ray replica keeps one pool for all its
+    shards, :func:`decode_pool`). They read the version they were opened at, which their owner keeps leased
+    (every row of the fill must be in it), so this fill takes no lease of its own.
 
     Raises :class:`FillIncomplete` after committing everything else when rows were deferred (left as they
     were, for the next run) or a rollback undid this fill's commits.
@@ -120,27 +125,45 @@ def fill_feature(
     meta = {c: rows[c].to_pylist() for c in rows.column_names if c not in ("_rowid", "_rowaddr")}
     chunks = [todo[c] for c in fragment_chunks(frag_of[todo], chunk_rows)]
     order = [int(i) for c in chunks for i in c]
-    workers = min(decode_workers or default_workers(), len(order))
-    window = prefetch or max(2 * model.batch_size, 4 * workers)
+    workers = pool.size if pool is not None else min(decode_workers or default_workers(), len(order))
+    window = prefetch or fill_window(model, workers)
     choice = choose_decoder("cpu" if container else decoder, model.device)
     rep.decoder, rep.decoder_reason, rep.decode_workers = choice.name, choice.reason, workers
     if log:
         log(f"{feature.name}: decoding with {choice.name} ({choice.reason}), {workers} worker processes")
-    with VersionLease(table, ds.version, lease_label or feature.name):  # maintenance keeps the version the workers read
+    lease = VersionLease(table, ds.version, lease_label or feature.name) if pool is None else contextlib.nullcontext()
+    with lease:  # maintenance keeps the version the workers read
+        own = pool is None
+        if own:
+            pool = decode_pool(table, ds.version, feature, workers, window, decode_timeout, storage_retry_s)
         undone = _run(table, ds, feature, model, rep, chunks, order, meta, rowids, window, where, properties,
-                      workers, choice, decode_timeout, decode_task, storage_retry_s, progress)
+                      pool, own, choice, decode_task, storage_retry_s, progress)
     rep.seconds_total = time.perf_counter() - t_start
     check_complete(rep, undone)
     return rep
 
 
-def _run(table, ds, feature, model, rep, chunks, order, meta, rowids, window, where, properties, workers, choice,
-         decode_timeout, decode_task, storage_retry_s, progress):
-    """Decode, compute and commit ``chunks``; the rollback that undid any of its commits, if one did."""
-    pool = WorkerPool(
-        workers, initializer=tasks.open_table, initargs=(table, ds.version, storage_retry_s),
+def fill_window(model: LoadedModel, workers: int) -> int:
+    """Rows decoded ahead of the model: two batches, and enough to keep every worker busy."""
+    return max(2 * model.batch_size, 4 * workers)
+
+
+def decode_pool(table: TableRef, version: int, feature: Feature, workers: int, window: int,
+                decode_timeout: float | None = DECODE_TIMEOUT_S,
+                storage_retry_s: float = tasks.STORAGE_RETRY_S) -> WorkerPool:
+    """Decode worker processes reading ``version`` of the table."""
+    return WorkerPool(
+        workers, initializer=tasks.open_table, initargs=(table, version, storage_retry_s),
         timeout=decode_timeout, depth=max(2, math.ceil(window / workers)), name=f"mmfs-{feature.name}",
     )
+
+
+def _run(table, ds, feature, model, rep, chunks, order, meta, rowids, window, where, properties, pool, own, choice,
+         decode_task, storage_retry_s, progress):
+    """Decode, compute and commit ``chunks``; the rollback that undid any of its commits, if one did.
+    ``own``: the pool was started for this fill (closed at the end; else only its leftover results go)."""
+    decode_timeout = pool.timeout
+    restarts = pool.restarts
     nvdec = None
     committer = ThreadPoolExecutor(1, thread_name_prefix=f"commit-{feature.name}")
     try:
@@ -157,9 +180,10 @@ def _run(table, ds, feature, model, rep, chunks, order, meta, rowids, window, wh
         return undone_by_restore(table, rep.commit_versions)  # checked while the lease still says "running"
     finally:
         committer.shutdown(wait=True)
-        rep.worker_restarts = pool.restarts
+        rep.worker_restarts = pool.restarts - restarts
         pool.drop_results(_release)  # a fill that stopped early leaves no frames in shared memory
-        pool.close()
+        if own:
+            pool.close()
         if nvdec is not None:
             nvdec.close()
 

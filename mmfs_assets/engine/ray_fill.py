@@ -91,8 +91,8 @@ class _Driver:
 
     def _spec(self) -> ReplicaSpec:
         public, _ = split_storage_options(dict(self.table.storage_options or {}))
-        return ReplicaSpec(self.feature, self.table.uri, public, secret_digest(self.table.storage_options),
-                           self.models, self.options)
+        return ReplicaSpec(self.feature, self.version, self.table.uri, public,
+                           secret_digest(self.table.storage_options), self.models, self.options)
 
     def _start(self, n: int) -> list[Any]:
         cls, spec = self._actor_class(), self._spec()
@@ -130,6 +130,7 @@ class _Driver:
     def run(self) -> FleetFill:
         t0 = time.perf_counter()
         ds = ensure_group_columns(self.table, self.feature.group)
+        self.version = ds.version  # leased for the whole fill: the replicas' decode workers read it
         with VersionLease(self.table, ds.version, self.lease_label):
             shards = plan_shards(self.table, self.drop_ids, replicas=self.replicas.count,
                                  fragments_per_shard=self.settings.fill_fragments_per_shard or None)

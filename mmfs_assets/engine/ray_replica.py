@@ -22,7 +22,9 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from mmfs_assets.engine.fill import DECODE_TIMEOUT_S, fill_feature
+from mmfs_assets.engine.decoders import default_workers
+from mmfs_assets.engine.fill import DECODE_TIMEOUT_S, decode_pool, fill_feature
+from mmfs_assets.engine.pool import WorkerPool
 from mmfs_assets.engine.report import FillIncomplete, FillReport
 from mmfs_assets.engine.shards import Shard
 from mmfs_assets.features.models import load_model, model_context
@@ -62,6 +64,7 @@ class FillOptions:
 @dataclass(frozen=True)
 class ReplicaSpec:
     feature: Feature
+    version: int  # the table version the driver leased for the whole fill: every shard's rows are in it
     table_uri: str
     public_options: dict[str, str]
     secret_digest: str
@@ -92,14 +95,21 @@ def table_from_env(uri: str, public: Mapping[str, str], digest: str) -> TableRef
 
 
 class ShardReplica:
-    """The actor's body: ``__init__`` loads the model (once), ``run`` fills one shard."""
+    """The actor's body: ``__init__`` loads the model (once) and starts its decode workers, which serve every
+    shard (reading the version the driver leased): a shard costs no process start. ``run`` fills one shard."""
 
     def __init__(self, spec: ReplicaSpec, device: str, lease_label: str) -> None:
         self.spec = spec
         self.lease_label = lease_label  # its shards' version leases: the driver releases them if this actor dies
         self.table = table_from_env(spec.table_uri, spec.public_options, spec.secret_digest)
-        m = spec.models
+        m, o = spec.models, spec.options
         ctx = model_context(spec.feature, profile=m.profile, model_dir=m.model_dir, device=device, env=m.feature_env)
+        # the decode workers start (in their own processes) while the model loads; they die with this process
+        # (PR_SET_PDEATHSIG) when the driver kills it
+        workers = o.decode_workers or default_workers()
+        batch = ctx.batch_size or spec.feature.batch_size
+        self.pool: WorkerPool = decode_pool(self.table, spec.version, spec.feature, workers,
+                                            max(2 * batch, 4 * workers), o.decode_timeout)
         self.model = load_model(spec.feature, ctx)
         self.host = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -115,6 +125,7 @@ class ShardReplica:
                 self.table, shard.drop_id, self.spec.feature, self.model, properties=props, chunk_rows=o.chunk_rows,
                 decode_workers=o.decode_workers, decoder=o.decoder, decode_timeout=o.decode_timeout, force=o.force,
                 fragments=shard.fragments if fragments is None else fragments, lease_label=self.lease_label,
+                pool=self.pool,
             )
         except FillIncomplete as e:
             return ShardOutcome(shard, e.report, str(e), self.host)
