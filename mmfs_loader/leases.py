@@ -90,12 +90,6 @@ def remove_expired(table: TableRef) -> int:
     return _delete(table, [lease for lease in leases(table) if lease.expired])
 
 
-def release(table: TableRef, label: str) -> int:
-    """Delete every lease labelled ``label`` (a holder that was killed, by whoever killed it); the number removed."""
-    label = _label(label)
-    return _delete(table, [lease for lease in leases(table) if lease.label == label])
-
-
 def _delete(table: TableRef, gone: list[Lease]) -> int:
     if not gone:
         return 0

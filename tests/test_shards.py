@@ -31,7 +31,8 @@ def table(tmp_path) -> str:
 
 def test_shard_sizes():
     assert shard_size(2, replicas=2) == 1  # 2 fragments on 2 replicas: 2 shards
-    assert shard_size(40, replicas=2) == 10  # about two shards per replica
+    assert shard_size(40, replicas=2) == 5  # about four shards per replica
+    assert shard_size(5, replicas=2) == 1
     assert shard_size(10_000, replicas=8) == 16  # never more than MAX_AUTO_FRAGMENTS
     assert shard_size(10, replicas=2, fragments_per_shard=3) == 3
     with pytest.raises(ValueError, match="at least 1"):
@@ -41,7 +42,8 @@ def test_shard_sizes():
 def test_shards_cover_every_row_once_and_fill_like_one_fill(table, model_dir, tmp_path):
     feature = FEATURES["quality"]
     model = tiny(feature, model_dir)
-    assert [len(s.fragments) for s in plan_shards(table, ["A", "B"], replicas=2)] == [2, 2, 1]  # about two shards per replica
+    assert [len(s.fragments) for s in plan_shards(table, ["A", "B"], replicas=1)] == [2, 2, 1]  # about four per replica
+    assert [len(s.fragments) for s in plan_shards(table, ["A", "B"], replicas=2)] == [1, 1, 1, 1, 1]
     shards = plan_shards(table, ["A", "B"], replicas=4)
     assert [len(s.fragments) for s in shards] == [1, 1, 1, 1, 1] and {s.drop_id for s in shards} == {"A", "B"}
     assert sum(s.rows for s in shards) == 10

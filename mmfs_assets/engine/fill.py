@@ -84,7 +84,6 @@ def fill_feature(
     force: bool = False,
     storage_retry_s: float = tasks.STORAGE_RETRY_S,
     fragments: Collection[int] | None = None,
-    lease_label: str | None = None,
     pool: WorkerPool | None = None,
 ) -> FillReport:
     """Compute ``feature``'s group for the partition's rows that lack the current producer and write them.
@@ -95,8 +94,6 @@ def fill_feature(
     ``storage_retry_s``: how long a worker retries a failing read of the table before deferring the row.
     ``fragments``: fill only the partition's rows in these fragments (one shard of a sharded fill,
     :mod:`mmfs_assets.engine.shards`); the report then counts the shard's rows.
-    ``lease_label``: the label of the version lease (default the feature's name; a sharded fill gives its own,
-    so its driver can release the leases of a replica it had to kill).
     ``pool``: decode workers to use instead of starting new ones (a Ray replica keeps one pool for all its
     shards, :func:`decode_pool`). They read the version they were opened at, which their owner keeps leased
     (every row of the fill must be in it), so this fill takes no lease of its own.
@@ -131,7 +128,7 @@ def fill_feature(
     rep.decoder, rep.decoder_reason, rep.decode_workers = choice.name, choice.reason, workers
     if log:
         log(f"{feature.name}: decoding with {choice.name} ({choice.reason}), {workers} worker processes")
-    lease = VersionLease(table, ds.version, lease_label or feature.name) if pool is None else contextlib.nullcontext()
+    lease = VersionLease(table, ds.version, feature.name) if pool is None else contextlib.nullcontext()
     with lease:  # maintenance keeps the version the workers read
         own = pool is None
         if own:

@@ -11,12 +11,13 @@ Ray actors, from the Dagster step that stays its control plane.
    times (``shard_retries`` in the report); what the dead attempt committed is not computed again (rows
    already current are skipped, and a forced fill skips the fragments whose group file changed). A shard
    out of retries leaves its rows for the next run (the fill is incomplete, never wrong).
-5. Cancelling the step (the UI's *Terminate*) kills the actors and releases their leases: nothing keeps
-   computing; a re-run finishes the rest from what was committed.
+5. Cancelling the step (the UI's *Terminate*) kills the actors (their decode workers die with them):
+   nothing keeps computing; a re-run finishes the rest from what was committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections import deque
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mmfs_assets.engine.ray_cluster import Replicas, plan_replicas, ray_session
+from mmfs_assets.engine.ray_cluster import RayUnavailableError, Replicas, plan_replicas, ray_session
 from mmfs_assets.engine.ray_replica import FillOptions, ModelSettings, ReplicaSpec, ShardOutcome, ShardReplica, secret_digest
 from mmfs_assets.engine.report import FillReport
 from mmfs_assets.engine.shard_reports import FleetFill, merge_reports
@@ -33,11 +34,11 @@ from mmfs_assets.features.models import ModelUnavailableError
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.settings import Settings, split_storage_options
 from mmfs_assets.table import ensure_group_columns
-from mmfs_loader import leases
 from mmfs_loader.leases import VersionLease
 from mmfs_loader.table import TableRef
 
 POLL_S = 10.0  # a progress line at least this often while shards run
+REPLICA_START_S = 900.0  # a replica not ready (placed, model loaded) by then: the cluster cannot hold it
 
 
 @dataclass
@@ -79,7 +80,6 @@ class _Driver:
         self.started_at: dict[str, float] = {}  # the partition's first shard submitted (models already loaded)
         self.finished_at: dict[str, float] = {}
         self.actors: list[Any] = []
-        self.labels: dict[Any, str] = {}  # actor -> the label of its shards' leases
         self.running: dict[Any, _Running] = {}
         self.baseline: dict[int, str | None] = {}
 
@@ -96,18 +96,19 @@ class _Driver:
 
     def _start(self, n: int) -> list[Any]:
         cls, spec = self._actor_class(), self._spec()
-        actors = []
-        for _ in range(n):
-            label = f"{self.lease_label}_{len(self.labels)}"
-            actors.append(cls.remote(spec, self.replicas.device, label))
-            self.labels[actors[-1]] = label
+        actors = [cls.remote(spec, self.replicas.device) for _ in range(n)]
         infos = []
         for a in actors:  # the model loads once per actor, here: a model that cannot load fails the fill now
             try:
-                infos.append(self.ray.get(a.info.remote()))
+                infos.append(self.ray.get(a.info.remote(), timeout=REPLICA_START_S))
+            except self.ray.exceptions.GetTimeoutError:
+                self._kill(actors)
+                raise RayUnavailableError(
+                    f"{self.feature.name}: a model replica did not start within {REPLICA_START_S:.0f} s: the cluster "
+                    f"has no room for {n} more of {self.replicas.describe()} (MMFS_RAY_REPLICAS, "
+                    "MMFS_RAY_CPUS_PER_REPLICA), or loading the model takes longer") from None
             except self.ray.exceptions.RayActorError as e:
-                for b in actors:
-                    self.ray.kill(b)
+                self._kill(actors)
                 raise ModelUnavailableError(_cause(e)) from None
         producers = {i["producer"] for i in infos}
         if len(producers) > 1:
@@ -116,12 +117,14 @@ class _Driver:
         self.producer, self.device = infos[0]["producer"], infos[0]["device"]
         return actors
 
+    def _kill(self, actors: list[Any]) -> None:
+        for a in actors:
+            with contextlib.suppress(Exception):  # already dead
+                self.ray.kill(a)
+
     def _replace(self, dead: Any) -> Any:
-        """A new actor in place of one that died (its leases released: it cannot renew them any more)."""
-        with _quiet():
-            self.ray.kill(dead)
-        with _quiet():
-            leases.release(self.table, self.labels[dead])
+        """A new actor in place of one that died."""
+        self._kill([dead])
         (new,) = self._start(1)
         self.actors[self.actors.index(dead)] = new
         return new
@@ -235,13 +238,8 @@ class _Driver:
                  f"({rows / secs if secs else 0:.2f} videos/s), shard retries {sum(self.retries.values())}")
 
     def _stop(self) -> None:
-        """Kill every actor (a cancelled step leaves none computing) and release the leases they held."""
-        for a in self.actors:
-            with _quiet():
-                self.ray.kill(a)
-        for label in self.labels.values():
-            with _quiet():
-                leases.release(self.table, label)
+        """Kill every actor: a cancelled step leaves none computing (their decode workers die with them)."""
+        self._kill(self.actors)
 
     def _result(self, t0: float) -> FleetFill:
         out = FleetFill({}, producer=getattr(self, "producer", ""), device=getattr(self, "device", self.replicas.device),
@@ -264,13 +262,3 @@ def _cause(e: BaseException) -> str:
     """The last line of a Ray error's text: the remote exception, not Ray's wrapping."""
     lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
     return lines[-1].strip() if lines else type(e).__name__
-
-
-class _quiet:
-    """Ignore errors of cleanup calls (an actor already dead, storage briefly unreachable)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True

@@ -98,9 +98,8 @@ class ShardReplica:
     """The actor's body: ``__init__`` loads the model (once) and starts its decode workers, which serve every
     shard (reading the version the driver leased): a shard costs no process start. ``run`` fills one shard."""
 
-    def __init__(self, spec: ReplicaSpec, device: str, lease_label: str) -> None:
+    def __init__(self, spec: ReplicaSpec, device: str) -> None:
         self.spec = spec
-        self.lease_label = lease_label  # its shards' version leases: the driver releases them if this actor dies
         self.table = table_from_env(spec.table_uri, spec.public_options, spec.secret_digest)
         m, o = spec.models, spec.options
         ctx = model_context(spec.feature, profile=m.profile, model_dir=m.model_dir, device=device, env=m.feature_env)
@@ -124,8 +123,7 @@ class ShardReplica:
             rep = fill_feature(
                 self.table, shard.drop_id, self.spec.feature, self.model, properties=props, chunk_rows=o.chunk_rows,
                 decode_workers=o.decode_workers, decoder=o.decoder, decode_timeout=o.decode_timeout, force=o.force,
-                fragments=shard.fragments if fragments is None else fragments, lease_label=self.lease_label,
-                pool=self.pool,
+                fragments=shard.fragments if fragments is None else fragments, pool=self.pool,
             )
         except FillIncomplete as e:
             return ShardOutcome(shard, e.report, str(e), self.host)
