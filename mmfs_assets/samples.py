@@ -32,6 +32,8 @@ class Spec:
     rotation: int | None = None  # display-matrix rotation, degrees counter-clockwise
     vfr: bool = False  # irregular timestamps (10..50 fps mix)
     gop: int | None = None  # keyframe interval in frames
+    keyframes: tuple[int, ...] = ()  # frames forced to be keyframes (besides the first), e.g. an irregular pattern
+    packed_b_frames: bool = False  # DivX-style packed B-frames (codec "mpeg4" in an .avi; B-frames via options "bf")
     options: dict = field(default_factory=dict)
     container_options: dict = field(default_factory=dict)
 
@@ -58,6 +60,8 @@ def _vfr_steps_ms(n: int) -> list[int]:
 def write_video(path: Path, spec: Spec) -> Path:
     """Encode ``spec`` to ``path`` and return it."""
     n = int(round(spec.seconds * spec.fps))
+    if spec.packed_b_frames:
+        return _write_packed_avi(path, spec, n)
     with av.open(str(path), "w", options=dict(spec.container_options)) as out:
         vs = out.add_stream(spec.codec, rate=spec.fps, options=dict(spec.options))
         vs.width, vs.height, vs.pix_fmt = spec.width, spec.height, spec.pix_fmt
@@ -82,12 +86,82 @@ def write_video(path: Path, spec: Spec) -> Path:
                 t_ms += steps[i]
             else:
                 frame.pts = i
-            for p in vs.encode(frame.reformat(format=spec.pix_fmt)):
+            frame = frame.reformat(format=spec.pix_fmt)
+            if spec.keyframes:
+                frame.pict_type = av.video.frame.PictureType.I if i in spec.keyframes else av.video.frame.PictureType.NONE
+            for p in vs.encode(frame):
                 out.mux(p)
         for p in vs.encode():
             out.mux(p)
         if audio is not None:
             _write_tone(out, audio, spec.seconds, 2 if spec.audio == "libopus" else 1)
+    return path
+
+
+_VOP = b"\x00\x00\x01\xb6"  # MPEG-4 Part 2 VOP start code; the 2 bits after it: 00 I, 01 P, 10 B, 11 S
+_DIVX_PACKED = b"\x00\x00\x01\xb2DivX503b1393p"  # user data of DivX 5 "packed bitstream" files (the trailing p)
+
+
+def _n_vop(ref: bytes, time_increment_bits: int) -> bytes:
+    """A not-coded VOP ("N-VOP", the placeholder a packed-B AVI stores where a reference frame is shown):
+    ``ref``'s VOP header up to ``vop_coded``, coded as P with ``vop_coded = 0``, then byte-alignment stuffing."""
+    at = ref.index(_VOP) + 4
+    bits = "".join(f"{b:08b}" for b in ref[at : at + 8])
+    i = 2
+    while bits[i] == "1":  # modulo_time_base: one 1 per elapsed second, then a 0
+        i += 1
+    head = "01" + bits[2 : i + 1 + 1 + time_increment_bits + 1] + "0"  # ... marker, time increment, marker, vop_coded=0
+    head += "0" + "1" * (-(len(head) + 1) % 8)  # next_start_code() stuffing: a 0, then 1s to the byte boundary
+    return _VOP + int(head, 2).to_bytes(len(head) // 8, "big")
+
+
+def _write_packed_avi(path: Path, spec: Spec, n: int) -> Path:
+    """MPEG-4 Part 2 with DivX-style packed B-frames in AVI, the way DivX 5 / Xvid wrote them for Video for
+    Windows (one frame in, one frame out): each reference frame travels in one chunk with the first B-frame
+    shown before it, the other B-frames follow in chunks of their own, and an N-VOP takes the reference
+    frame's place (``[P B1] [B2] [N]``). The frames are encoded by FFmpeg's ``mpeg4`` encoder (B-frames via
+    ``options={"bf": "2"}``), then repacked and muxed chunk by chunk."""
+    assert spec.codec == "mpeg4", "packed B-frames exist only in MPEG-4 Part 2"
+    with av.open(str(path), "w", format="avi", options=dict(spec.container_options)) as out:
+        vs = out.add_stream("mpeg4", rate=spec.fps, options=dict(spec.options))
+        vs.width, vs.height, vs.pix_fmt = spec.width, spec.height, spec.pix_fmt
+        vs.codec_context.gop_size = spec.gop or 10 * n
+        coded: list[bytes] = []  # one VOP per packet, in coding order
+        for i in range(n + 1):
+            frame = None
+            if i < n:
+                frame = av.VideoFrame.from_ndarray(pattern(i, spec.width, spec.height), format="rgb24").reformat(format=spec.pix_fmt)
+                frame.pts = i
+                frame.pict_type = av.video.frame.PictureType.I if i in spec.keyframes else av.video.frame.PictureType.NONE
+            coded += [bytes(p) for p in vs.encode(frame)]
+        tib = max(1, (vs.codec_context.time_base.denominator - 1).bit_length())  # bits of vop_time_increment
+        groups: list[list[bytes]] = []  # a reference frame and the B-frames coded after it
+        for vop in coded:
+            kind = vop[vop.index(_VOP) + 4] >> 6
+            if kind == 2 and groups:
+                groups[-1].append(vop)
+            else:
+                if kind == 0:
+                    at = vop.index(_VOP)
+                    vop = vop[:at] + _DIVX_PACKED + vop[at:]
+                groups.append([vop])
+        chunks: list[tuple[bytes, bool]] = []
+        for ref, *bs in groups:
+            key = ref[ref.index(_VOP) + 4] >> 6 == 0
+            if not bs:
+                chunks.append((ref, key))
+                continue
+            chunks.append((ref + bs[0], key))
+            chunks += [(b, False) for b in bs[1:]]
+            chunks.append((_n_vop(ref, tib), False))
+        assert len(chunks) == n, (len(chunks), n)
+        for k, (data, key) in enumerate(chunks):
+            p = av.Packet(data)
+            p.stream = vs
+            p.time_base = vs.codec_context.time_base
+            p.pts = p.dts = k
+            p.is_keyframe = key
+            out.mux(p)
     return path
 
 

@@ -56,6 +56,15 @@ def frame_indices(plan: VideoPlan, times: list[float], mode: str) -> tuple[list[
     return idx, np.asarray(idx, dtype=np.float64) / fps
 
 
+def nvdec_accepts(plan: VideoPlan) -> bool:
+    """Constant-rate videos with known timing whose first frame is at 0 (frame index = time x fps); the rest
+    go to CPU workers. MPEG-4 Part 2 with B-frames in AVI starts one frame late (FFmpeg's times include the
+    decoder delay: ``Megamind.avi``'s first keyframe is at 0.042 s), so its index would be off by one frame."""
+    if not (plan.fps and plan.fps > 0 and plan.duration_s > 0 and not plan.is_vfr):
+        return False
+    return not plan.keyframe_times or abs(plan.keyframe_times[0]) < 0.5 / plan.fps
+
+
 class NvdecLane:
     """``threads`` NVDEC decoders fed from a thread pool in the model's process."""
 
@@ -72,8 +81,7 @@ class NvdecLane:
         self.capacity = 2 * threads
 
     def accepts(self, plan: VideoPlan) -> bool:
-        """Constant-rate videos with known timing (frame index = time x fps); the rest go to CPU workers."""
-        return bool(plan.fps and plan.fps > 0 and plan.duration_s > 0 and not plan.is_vfr)
+        return nvdec_accepts(plan)
 
     def full(self) -> bool:
         return sum(not f.done() for f in self._futures.values()) >= self.capacity

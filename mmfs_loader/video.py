@@ -10,9 +10,16 @@ Decoding is planned from the video's keyframe times (metadata column ``keyframe_
   looked up; when that keyframe lies beyond the decoder's position the decoder seeks to it, otherwise it
   decodes forward from where it is. On a 1 s GOP with targets 1 s apart this decodes about half a GOP
   per frame taken instead of the whole video.
-- ``keyframe``: each target is snapped to the nearest keyframe and only keyframes are decoded (FFmpeg
-  ``skip_frame=NONKEY``, one seek per distinct keyframe): about one frame decoded per frame taken. A
-  video with fewer keyframes than targets repeats frames; the returned times say which frames came.
+- ``keyframe``: each target is snapped to the nearest keyframe and only keyframes are decoded (one seek
+  per distinct keyframe, that keyframe's packet decoded and the decoder drained): about one frame
+  decoded per frame taken. A video with fewer keyframes than targets repeats frames; the returned times
+  say which frames came. A keyframe the stream does not have where the metadata says is the row's
+  :class:`DecodeError`, never another frame in its place.
+
+Seeks are checked: decoding starts at the last keyframe packet at or before the keyframe wanted, found
+from where the seek landed (AVI seeks by dts, and can land on a later keyframe). Frame times are
+presentation times (:class:`FrameClock`; MPEG-4 Part 2 AVI files with packed B-frames, such as OpenCV's
+``Megamind.avi``, give decoded frames permuted pts).
 
 Every call reports the frames it decoded, so callers can count the decode amplification (frames
 decoded per frame taken). Rows described before keyframe times were recorded fall back to seeking only
@@ -25,7 +32,8 @@ most :data:`MAX_SCALED_ASPECT` times the short side, see :func:`output_size`); t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -155,8 +163,53 @@ def decode_at(
     return d.frames, d.timestamps
 
 
+class FrameClock:
+    """The presentation time (seconds, stream time) of each frame a decoder returns, in the order it returns them.
+
+    A decoded frame's pts is its presentation time, with one exception: MPEG-4 Part 2 in AVI. AVI stores no
+    presentation times; FFmpeg makes each packet's pts from its dts and the decoder delay. With DivX-style
+    "packed" B-frames (a reference frame and the first B-frame shown before it in one chunk, an N-VOP
+    placeholder where the reference frame is shown; OpenCV's ``Megamind.avi``) the decoder labels frames
+    with the pts of the packet it was decoding when it made them, and those come out permuted (B 3, B 5,
+    P 4, ...: frames one slot early or late). The decoder does return exactly one frame per packet, in
+    presentation order, so for these streams the dts of the packet whose decoding returned a frame
+    (``frame.dts``) is its presentation time, on FFmpeg's scale (the first frame at one frame duration). That
+    holds after a seek too, and needs one decoding thread (frame threads return frames later).
+
+    Frames drained at the end of the stream have no packet: they follow the last one by one frame duration
+    (an AVI stream's time base is the frame duration)."""
+
+    def __init__(self, container: Any, stream: Any) -> None:
+        self.by_dts: bool = container.format.name == "avi" and stream.codec_context.name == "mpeg4"
+        tb = stream.time_base
+        self.num: int = tb.numerator if tb else 0
+        self.den: int = tb.denominator if tb else 1
+        self.last_dts: int | None = None
+
+    def reset(self) -> None:
+        """After a seek."""
+        self.last_dts = None
+
+    def __call__(self, frame: Any) -> float | None:
+        if not self.num:
+            return frame.time
+        d = frame.pts
+        if self.by_dts:
+            d = frame.dts if frame.dts is not None else (self.last_dts + 1 if self.last_dts is not None else d)
+            self.last_dts = d
+        # as PyAV computes frame.time, in the stream's time base (a frame drained with decode(None) has none)
+        return None if d is None else float(d) * self.num / self.den
+
+
 class _Sampler:
-    """One open video stream and the decoder's position in it."""
+    """One open video stream and the decoder's position in it.
+
+    Decoding starts at a keyframe *packet*: a seek lands on a keyframe chosen by the container's index,
+    which is not always the one asked for (AVI's index is in dts, so a seek to a keyframe's pts can land
+    on a later keyframe when keyframes are closer together than the decoder delay). :meth:`_position`
+    checks where it landed, seeks earlier when it went past, and walks the packets forward to the last
+    keyframe at or before the time wanted, decoding nothing on the way.
+    """
 
     def __init__(self, c, s, plan: VideoPlan, short_side: int | None) -> None:
         self.c, self.s, self.plan, self.short_side = c, s, plan, short_side
@@ -164,30 +217,78 @@ class _Sampler:
         self.fps = plan.fps if plan.fps and plan.fps > 0 else 25.0
         self.half = 0.5 / self.fps
         self.start = float(s.start_time * self.tb) if s.start_time is not None and self.tb else 0.0
+        self.clock = FrameClock(c, s)
+        if self.clock.by_dts:
+            s.thread_type = "NONE"  # one frame returned per packet decoded (see FrameClock)
         self.size: tuple[int, int] | None = None
         self.decoded = 0
         self.seeks = 0
-        self.it = None  # the running decode iterator
+        self.packets: Iterator[Any] | None = None  # packets from the decoder's position on
+        self.it: Iterator[tuple[float, Any]] | None = None  # the running decode: (time, frame)
         self.pos: float | None = None  # stream time of the last frame the iterator gave
         self.last: tuple[float, Any] | None = None  # (time, frame): the last frame decoded
 
-    def _seek(self, t_abs: float) -> None:
-        self.c.seek(int(round(t_abs / self.tb)), stream=self.s, backward=True, any_frame=False)
-        self.it = self.c.decode(self.s)
-        self.pos = None
+    def _pkt_time(self, p) -> float | None:
+        ts = p.pts if p.pts is not None else p.dts
+        return None if ts is None or not self.tb else float(ts) * self.tb.numerator / self.tb.denominator
+
+    def _seek_to(self, ts: int) -> tuple[Any, Iterator[Any]]:
+        """Seek to stream timestamp ``ts`` (the keyframe at or before it, by the container's index): the
+        first packet there (None at the end) and the packets after it."""
+        self.c.seek(ts, stream=self.s, backward=True, any_frame=False)
         self.seeks += 1
+        demux = self.c.demux(self.s)
+        first = next((p for p in demux if p.size), None)
+        return first, demux
+
+    def _position(self, t_abs: float) -> None:
+        """Make the decoder start at the last keyframe packet at or before stream time ``t_abs``."""
+        eps = 1e-6
+        back = 0.0
+        while True:
+            at_start = t_abs - back <= self.start
+            ts = int(self.s.start_time or 0) if at_start else int(round((t_abs - back) / self.tb))
+            first, demux = self._seek_to(ts)
+            ft = None if first is None else self._pkt_time(first)
+            if at_start or (first is not None and (ft is None or ft <= t_abs + eps)):
+                break
+            back = max(2 * back, 1.0 / self.fps)  # landed past t (or nowhere): seek earlier
+        buf: list[Any] = [] if first is None else [first]
+        if first is not None and (ft is None or ft <= t_abs + eps):
+            for p in demux:
+                pt = self._pkt_time(p)
+                if p.size and p.is_keyframe and pt is not None and pt <= t_abs + eps:
+                    buf = [p]  # a later keyframe, still at or before t: start there
+                    continue
+                buf.append(p)
+                if not p.size or (pt is not None and pt > t_abs + eps):
+                    break
+        self.packets = itertools.chain(buf, demux)
+        self.it = self._frames(self.packets)
+        self.pos = None
+        self.clock.reset()
+
+    def _frames(self, packets: Iterator[Any]) -> Iterator[tuple[float, Any]]:
+        """Decode ``packets``: (presentation time, frame) in the order the decoder returns them."""
+        for p in packets:
+            for f in p.decode():
+                self.decoded += 1
+                t = self.clock(f)
+                if t is None:
+                    t = self.pos + 1 / self.fps if self.pos is not None else 0.0
+                self.pos = t
+                self.last = (t, f)
+                yield t, f
 
     def _next_at_or_after(self, t_abs: float):
         """Decode forward to the first frame shown at or after ``t_abs`` (minus half a frame)."""
         if self.it is None:
-            self.it = self.c.decode(self.s)
+            self._position(self.start)
+        assert self.it is not None
         hit = None
-        for f in self.it:
-            self.decoded += 1
-            self.pos = f.time if f.time is not None else (self.pos + 1 / self.fps if self.pos is not None else 0.0)
-            self.last = (self.pos, f)
-            if self.pos >= t_abs - self.half:
-                hit = self.last
+        for t, f in self.it:
+            if t >= t_abs - self.half:
+                hit = (t, f)
                 break
         if hit is None:  # the stream ended before t: the last frame is what is on screen
             if self.last is None:
@@ -195,6 +296,37 @@ class _Sampler:
             hit = self.last
             self.it = None  # exhausted: a later target starts a new iterator (after a seek)
         return hit
+
+    def _keyframe(self, t_abs: float) -> tuple[float, Any]:
+        """The keyframe that decoding from the last keyframe packet at or before ``t_abs`` returns first.
+
+        Only that packet is decoded, then the decoder is drained, except where the frame's time comes from
+        the packets after it (:class:`FrameClock`): there decoding goes on until the keyframe comes out (one
+        packet more for MPEG-4 Part 2 with B-frames). Never ``skip_frame=NONKEY``: a decoder with a reorder
+        delay then returns each keyframe only when the next keyframe is decoded, and the last one when it is
+        drained, stamped with the pts of the last packet skipped (the end of the video)."""
+        self._position(t_abs)
+        assert self.packets is not None
+        cc = self.s.codec_context
+        try:
+            for p in self.packets:
+                frames = list(p.decode())
+                drained = bool(p.size and p.is_keyframe and not self.clock.by_dts)
+                if drained:
+                    frames += cc.decode(None)
+                for f in frames:
+                    self.decoded += 1
+                    t = self.clock(f)
+                    if t is None:
+                        raise DecodeError(f"the keyframe near t={t_abs - self.start:.3f}s has no timestamp")
+                    if f.key_frame or f.pict_type == av.video.frame.PictureType.I:
+                        return t, f
+                if drained:
+                    break
+        finally:
+            cc.flush_buffers()  # drained, or part-way through a packet: the next keyframe seeks again
+            self.it = self.packets = None
+        raise DecodeError(f"no keyframe decodes at t={t_abs - self.start:.3f}s")
 
     def _rgb(self, frame) -> np.ndarray:
         if self.size is None:
@@ -227,9 +359,9 @@ class _Sampler:
                 i = max(0, int(np.searchsorted(kts, t - self.start + reach, side="right")) - 1)
                 key_abs = self.start + kts[i]
                 if self.it is None or self.pos is None or key_abs > self.pos + 1e-9:
-                    self._seek(key_abs)
+                    self._position(key_abs)
             elif self.it is None or self.pos is None or t - self.pos > gop_s:
-                self._seek(t)
+                self._position(t)
             hit = self._next_at_or_after(t)
             taken_t = hit[0]
             frames.append(self._rgb(hit[1]))
@@ -237,10 +369,13 @@ class _Sampler:
         return self._result(frames, stamps)
 
     def keyframes(self, times: np.ndarray) -> Decoded:
-        """Each target snapped to the nearest keyframe (ties to the earlier); only keyframes decoded."""
+        """Each target snapped to the nearest keyframe (ties to the earlier); only keyframes decoded.
+
+        Each keyframe returned is the one the metadata records, at the time it records: a stream that
+        disagrees (the keyframe decoded there is another, or none) is this row's :class:`DecodeError`,
+        never a stand-in frame."""
         kts = np.asarray(self.plan.keyframe_times, dtype=np.float64)
         idx = np.abs(kts[None, :] - times[:, None]).argmin(axis=1)  # argmin takes the earlier on a tie
-        self.s.codec_context.skip_frame = "NONKEY"
         frames: list[np.ndarray] = []
         stamps: list[float] = []
         taken: int | None = None
@@ -250,25 +385,25 @@ class _Sampler:
                 stamps.append(stamps[-1])
                 continue
             key_abs = self.start + kts[int(i)]
-            if self.it is None or self.pos is None or key_abs > self.pos + self.half:
-                self._seek(key_abs)
-            hit = self._next_at_or_after(key_abs)
+            t, f = self._keyframe(key_abs)
+            if abs(t - key_abs) > self.half:
+                raise DecodeError(
+                    f"the metadata's keyframe at {kts[int(i)]:.3f}s is not in the stream (the keyframe decoded there "
+                    f"is at {t - self.start:.3f}s); describe the video again")
             taken = int(i)
-            frames.append(self._rgb(hit[1]))
-            stamps.append(hit[0] - self.start)
+            frames.append(self._rgb(f))
+            stamps.append(t - self.start)
         return self._result(frames, stamps)
 
     def keyframes_unplanned(self, times: np.ndarray) -> Decoded:
         """Without recorded keyframe times: the keyframe at or before each target."""
-        self.s.codec_context.skip_frame = "NONKEY"
         frames: list[np.ndarray] = []
         stamps: list[float] = []
         for t in self.start + times:
-            self._seek(t)
-            hit = self._next_at_or_after(-np.inf)
-            if stamps and hit[0] - self.start == stamps[-1]:
+            kt, f = self._keyframe(t)
+            if stamps and kt - self.start == stamps[-1]:
                 frames.append(frames[-1])
             else:
-                frames.append(self._rgb(hit[1]))
-            stamps.append(hit[0] - self.start)
+                frames.append(self._rgb(f))
+            stamps.append(kt - self.start)
         return self._result(frames, stamps)

@@ -2,8 +2,9 @@
 
 Headers lie (MKV/WebM carry no frame count, truncated files keep their full duration, a text file opens
 as an ``ansi`` "video"), so the probe decodes every frame of the first video stream: the frame count is
-the number of frames that decode, fps and VFR come from the decoded timestamps, the keyframe interval
-from the decoded key flags, rotation from the display matrix on the first frame. Decoding without
+the number of frames that decode, fps and VFR come from the decoded frames' presentation times
+(:class:`mmfs_loader.video.FrameClock`: their pts, except in MPEG-4 Part 2 AVI files with packed B-frames,
+where the pts FFmpeg gives decoded frames are permuted), the keyframe interval and times from the decoded key flags, rotation from the display matrix on the first frame. Decoding without
 colour conversion is the cheap part of decoding; it is what makes the metadata trustworthy and what
 finds bit-flipped or truncated files.
 
@@ -37,6 +38,8 @@ from typing import Any, BinaryIO
 
 import av
 import numpy as np
+
+from mmfs_loader.video import FrameClock
 
 # Demuxers/codecs that open but are not video: text rendered as a "video", still images.
 NOT_VIDEO_FORMATS = {"tty", "image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif_pipe", "bmp_pipe", "svg_pipe"}
@@ -188,7 +191,7 @@ def probe_video(
         # One thread per video: with frame threading FFmpeg's corrupt flags are racy (a frame with one
         # concealed macroblock is flagged in some runs, not others); probes run in a pool, one per core.
         v.thread_type = "NONE"
-        tb = v.time_base
+        clock = FrameClock(container, v)  # the frames' presentation times (not their pts in MPEG-4 AVI)
         pts: list[float] = []
         keys: list[bool] = []
         rotation = 0
@@ -209,7 +212,7 @@ def probe_video(
                         r.values["width"] = r.values["width"] or frame.width
                         r.values["height"] = r.values["height"] or frame.height
                         r.values["pix_fmt"] = r.values["pix_fmt"] or frame.format.name
-                    t = frame.time if frame.time is not None else (float(frame.pts * tb) if frame.pts is not None else None)
+                    t = clock(frame)
                     pts.append(t if t is not None else (pts[-1] if pts else 0.0))
                     keys.append(bool(frame.key_frame))
                     corrupt += bool(frame.is_corrupt)
