@@ -85,5 +85,27 @@ def sql(
     con = connect(ds, allow_external_access=allow_external_access)
     try:
         return con.sql(query).to_arrow_table()
+    except duckdb.Error as e:
+        verb = _write(con, query)
+        if verb is not None:  # DuckDB says "Can only delete from base table": the view cannot be written
+            raise ReadOnlyError(f"SQL over the table is read-only: {verb} cannot change `videos`") from e
+        raise
     finally:
         con.close()
+
+
+class ReadOnlyError(ValueError):
+    """SQL that tries to change the table (``INSERT``, ``UPDATE``, ``DELETE``, ``MERGE``): ``videos`` is a
+    read-only view; the pipeline writes the table."""
+
+
+_WRITES = {"INSERT": "INSERT", "UPDATE": "UPDATE", "DELETE": "DELETE", "MERGE_INTO": "MERGE"}
+
+
+def _write(con: duckdb.DuckDBPyConnection, query: str) -> str | None:
+    """The first statement of ``query`` that writes a table (``"DELETE"``), or None."""
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error:  # not even parsed: not a write
+        return None
+    return next((_WRITES[s.type.name] for s in statements if s.type.name in _WRITES), None)

@@ -56,3 +56,10 @@ def table_status(ds: lance.LanceDataset, drops: list[str] | None = None) -> list
         for d, st in by_drop.items():
             st.groups[g] = counts[d]
     return [by_drop[k] for k in sorted(by_drop)]
+
+
+def drop_ids(ds: lance.LanceDataset) -> list[str]:
+    """Every drop in the table, sorted (reads the ``drop_id`` column)."""
+    import pyarrow.compute as pc
+
+    return sorted(pc.unique(ds.to_table(columns=[S.DROP_ID])[S.DROP_ID]).to_pylist())

@@ -184,14 +184,26 @@ def open_table(
     except (ValueError, OSError, KeyError) as e:
         if pin is None:
             if not_found(e):
-                raise TableNotFoundError(f"no MMFS table at {uri!r}: ingest a drop first") from e
+                raise missing_table(uri) from e
             raise
         if not table_exists(uri, storage_options):
-            raise TableNotFoundError(f"no MMFS table at {uri!r}: ingest a drop first") from e
+            raise missing_table(uri) from e
         if tag is not None:
             known = sorted(known_tags(uri, storage_options))
             raise VersionNotFoundError(f"no such tag {tag!r} in {uri}; known: {', '.join(known) or 'none'}") from e
         raise VersionNotFoundError(f"version {version} not found in {uri} ({_latest_hint(uri, storage_options)})") from e
+
+
+def missing_table(uri: str) -> TableNotFoundError:
+    """The error of a read that needs the table where ``uri`` holds none."""
+    return TableNotFoundError(f"no MMFS table at {uri!r}: ingest a drop first")
+
+
+def require_table(uri: str, storage_options: dict[str, str] | None = None) -> None:
+    """Raise :func:`missing_table` unless ``uri`` holds a Lance dataset: for reads that would otherwise
+    answer "nothing" (no tags, no rows) about a table that is not there."""
+    if not table_exists(uri, storage_options):
+        raise missing_table(uri)
 
 
 def table_exists(uri: str, storage_options: dict[str, str] | None = None) -> bool:

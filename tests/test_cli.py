@@ -176,3 +176,76 @@ def test_demo_runs_the_whole_pipeline(env, tmp_path, monkeypatch):
     assert r.exit_code == 0
     assert re.search(r"of the 12 files: \d+ new to the table, \d+ already in it", r.stdout), r.stdout
     assert sorted(p.name for p in (tmp_path / "drops").iterdir()) == ["demo-001", "demo-002"]
+
+
+def test_sql_prints_wide_rows_that_fit_the_terminal(env):
+    """The first query everyone types printed 59,266 lines (15 MB) on the demo table: every float of the
+    vectors and every byte of the depth PNGs. Run as a user runs it, in a 120-column terminal."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import demo_like_table
+
+    lance.write_dataset(demo_like_table(2), env.table_uri)
+
+    def mmfs(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mmfs_assets.cli.app", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], env={**os.environ, "COLUMNS": "120"}, timeout=120)
+
+    r = mmfs("sql", "SELECT * FROM videos LIMIT 2")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) < 120 and max(map(len, lines)) <= 120, (len(lines), max(map(len, lines)))
+    for shown in ("[512 floats]", "[37 floats]", "[4 × <png 518x924>]", "…", "2 row(s)"):
+        assert shown in r.stdout, shown
+    r = mmfs("sql", "SELECT id, depth_png[1] AS depth, repeat('x', 1200000)::BLOB AS video FROM videos LIMIT 1")
+    assert r.returncode == 0 and "<png 518x924>" in r.stdout and "<blob 1.2 MB>" in r.stdout, r.stdout
+    assert len(r.stdout.splitlines()) <= 6 and max(map(len, r.stdout.splitlines())) <= 120, r.stdout
+    rows = json.loads(_run("sql", "SELECT * FROM videos LIMIT 2", "--format", "json").stdout)  # every value
+    assert len(rows[1]["clip_embedding"]) == 512 and len(rows[0]["keyframe_times"]) == 37
+    assert len(rows[0]["caption"]) == 300 and len(rows[0]["depth_png"]) == 4
+    csv_text = _run("sql", "SELECT caption, clip_embedding FROM videos", "--format", "csv").stdout
+    assert rows[0]["caption"] in csv_text and csv_text.count(", ") >= 2 * 511
+
+
+def test_mistakes_say_what_to_type(env, tmp_path, monkeypatch):
+    """Exit code 2 and the names to use, where a typo used to print an empty table (exit 0), a bare DuckDB
+    line, or an "unexpected error" (exit 1) that suggested the wrong column."""
+    from tests.conftest import demo_like_table
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    (tmp_path / "dh").mkdir()
+    _one_error(_run("snapshot", "list"), 2, "error: no MMFS table at", "hint: set MMFS_TABLE_URI to the table")
+    lance.write_dataset(demo_like_table(2), env.table_uri)
+    r = _run("snapshot", "list")
+    assert r.exit_code == 0 and "no snapshots yet" in r.stdout, r.output
+
+    _one_error(_run("status", "--drop", "demo-01"), 2, "no drop 'demo-01' in the table",
+               "did you mean 'demo-001'?", "known drops: 'demo-001'")
+    _one_error(_run("status", "--drop", "demo-001", "--drop", "nope", "--format", "json"), 2, "no drop 'nope'")
+    assert _run("status", "--drop", "demo-001").exit_code == 0
+    make_drop(env, "new-drop", [])  # a folder not ingested yet is known: status says why it is not in the table
+    r = _run("status", "--drop", "new-drop")
+    assert r.exit_code == 0 and "not ingested" in r.stdout, r.output
+
+    _one_error(_run("sql", "SELECT heigth FROM videos"), 2, 'Referenced column "heigth" not found',
+               'Candidate bindings: "height", "width"')
+    _one_error(_run("sql", "SELECT 1 FROM vidoes"), 2, 'Did you mean "videos"?')
+    for statement, verb in (("DELETE FROM videos", "DELETE"), ("UPDATE videos SET width = 1", "UPDATE"),
+                            ("INSERT INTO videos (id) VALUES ('x')", "INSERT")):
+        _one_error(_run("sql", statement), 2, f"SQL over the table is read-only: {verb} cannot change `videos`",
+                   "no option lets SQL change it")
+    out = tmp_path / "rows.csv"
+    _one_error(_run("sql", f"COPY (SELECT id FROM videos) TO '{out}'"), 2, "file system operations are disabled",
+               "add --unsafe-allow-files")
+    assert not out.exists()
+    assert _run("sql", f"COPY (SELECT id FROM videos) TO '{out}'", "--unsafe-allow-files").exit_code == 0
+    assert out.read_text().split() == ["id", "id-000", "id-001"]
+
+    r = _run("search", "--like", "id-000", "--where", "heigth > 100")
+    _one_error(r, 2, "bad filter 'heigth > 100': no column 'heigth'; did you mean height?")
+    assert "unexpected" not in r.output and "width" not in r.output
+    _one_error(_run("search", "--caption", "dog", "--where", "height >"), 2, "bad filter 'height >'")
+    assert _run("search", "--like", "id-000", "--where", "height > 100").exit_code == 0

@@ -108,3 +108,51 @@ def test_permission_denied_and_full_disk_are_not_blamed_on_the_table_uri():
     assert denied.exit_code == 1 and "cannot write the table" in str(denied) and "MMFS_TABLE_URI" not in denied.hint
     full = explain(OSError("LanceError(IO): No space left on device (os error 28)"))
     assert "free space" in full.hint
+
+
+def test_wide_values_print_abbreviated_in_a_table_that_fits(capsys):
+    """`mmfs sql "SELECT * FROM videos LIMIT 2"` printed 59,266 lines (every float of the vectors, every byte of
+    the depth PNGs as hex): the table output names wide values ([512 floats], <png 518x924>, <blob 1.2 MB>,
+    text cut with …) and fits the console, a row at a time when its columns cannot sit side by side; --format
+    json and csv keep every value."""
+    from tests.conftest import demo_like_table
+
+    t = demo_like_table(2)
+    png = t["depth_png"][0].as_py()[0]
+    t = t.append_column("first_depth", pa.array([png, png], pa.binary()))
+    t = t.append_column("video_bytes", pa.array([b"\0" * 1_200_000, None], pa.binary()))
+    buf = io.StringIO()
+    print_arrow(t, Format.table, Console(file=buf, width=120))
+    text = buf.getvalue()
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 120 and len(lines) < 2 * t.num_columns + 30, len(lines)
+    for shown in ("[512 floats]", "[37 floats]", "[4 × <png 518x924>]", "<png 518x924>", "<blob 1.2 MB>",
+                  "row 1 of 2", "row 2 of 2", "2 row(s)"):
+        assert shown in text, shown
+    caption = t["caption"][0].as_py()
+    assert len(caption) == 300 and caption not in " ".join(text.split()) and "…" in text  # cut, not wrapped
+    assert "0.001" not in text and "89504e47" not in text  # no vector value, no PNG as hex
+
+    narrow = t.select(["id", "height", "keyframe_times", "clip_embedding", "first_depth"])  # fits: one table
+    buf = io.StringIO()
+    print_arrow(narrow, Format.table, Console(file=buf, width=120))
+    lines = buf.getvalue().splitlines()
+    assert len(lines) <= 8 and max(map(len, lines)) <= 120 and "[512 floats]" in lines[3] and "row 1" not in buf.getvalue()
+
+    print_arrow(t, Format.json, Console())
+    rows = __import__("json").loads(capsys.readouterr().out)
+    assert len(rows[0]["clip_embedding"]) == 512 and len(rows[0]["keyframe_times"]) == 37
+    assert rows[0]["caption"] == caption and rows[0]["first_depth"] == png.hex()
+    print_arrow(t.select(["caption", "clip_embedding"]), Format.csv, Console())
+    assert caption in capsys.readouterr().out
+
+
+def test_cell_text():
+    from mmfs_assets.cli.render import MAX_TEXT, cell_text
+
+    assert cell_text(None) == "∅" and cell_text([0.5, 1.0]) == "[0.5, 1.0]" and cell_text([]) == "[]"
+    assert cell_text([0.25] * 37) == "[37 floats]" and cell_text([1] * 100) == "[100 ints]"
+    assert cell_text(["a" * 30, "b" * 30]) == "[2 strings]" and cell_text([[1.0] * 8] * 3) == "[3 lists]"
+    assert cell_text(b"\0" * 1500) == "<blob 1.5 KB>" and cell_text([b"\0", b"\0\0"]) == "[<blob 1 B>, <blob 2 B>]"
+    long = "x" * (MAX_TEXT + 50)
+    assert cell_text(long) == "x" * (MAX_TEXT - 1) + "…" and cell_text("y" * MAX_TEXT) == "y" * MAX_TEXT

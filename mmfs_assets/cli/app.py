@@ -193,6 +193,8 @@ def status(
         raise typer.Exit(1)
     ds = s.table_ref.open()
     drops = table_status(ds, drop)
+    if drop:  # a typo must not print an empty status
+        store_commands.check_drops(s, ds, drop, drops)
     stale = stale_features(drops, settings_expectations(s))
     held = leases.active(s.table_ref)
     if fmt is Format.json:

@@ -78,6 +78,10 @@ def explain(e: BaseException) -> CliError:
         return CliUsageError(clean_message(e))
     if isinstance(e, ModelUnavailableError):
         return CliError(str(e))
+    from mmfs_loader.query import ReadOnlyError
+
+    if isinstance(e, ReadOnlyError):
+        return CliUsageError(clean_message(e), SQL_READ_ONLY_HINT)
     if _storage_error(e):  # before SQL errors: DuckDB wraps a failed read of the table as its own error
         from mmfs_assets.settings import Settings
 
@@ -101,12 +105,32 @@ def explain(e: BaseException) -> CliError:
         import duckdb
 
         if isinstance(e, duckdb.Error):
-            return CliUsageError(f"SQL error: {clean_message(e)}")
+            return _sql_error(e)
     except ImportError:  # pragma: no cover - duckdb is a dependency
         pass
     if isinstance(e, ValueError) and _raised_by_mmfs(e):  # our own checks of what was asked (names, versions, settings)
         return CliUsageError(clean_message(e))
     return CliError(f"unexpected error: {type(e).__name__}: {clean_message(e)}", "rerun with `mmfs --debug ...` for the traceback")
+
+
+SQL_READ_ONLY_HINT = ("the pipeline writes the table (`mmfs materialize`; `mmfs rollback --to` undoes commits); no "
+                      "option lets SQL change it (--unsafe-allow-files only lets SQL read and write other files)")
+SQL_FILES_HINT = ("`mmfs sql` cannot read or write files, load extensions or change DuckDB settings unless asked: "
+                  "add --unsafe-allow-files for SQL you trust (e.g. COPY ... TO 'rows.parquet')")
+# the lines after DuckDB's first that say what to type: 'Candidate bindings: "height", ...', 'Did you mean "videos"?'
+_SQL_SUGGESTIONS = ("Candidate bindings:", "Did you mean")
+
+
+def _sql_error(e: BaseException) -> CliUsageError:
+    """A DuckDB error: its first line and its suggestions; the opt-in named when the lock-down refused."""
+    first = clean_message(e)
+    said = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip().startswith(_SQL_SUGGESTIONS)]
+    message = "\n".join([f"SQL error: {first}", *said])
+    import duckdb
+
+    locked = ("disabled by configuration" in first or "configuration has been locked" in first
+              or isinstance(e, duckdb.PermissionException))
+    return CliUsageError(message, SQL_FILES_HINT if locked else None)
 
 
 def _raised_by_mmfs(e: BaseException) -> bool:

@@ -58,27 +58,121 @@ def plain(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+MAX_TEXT = 200  # characters of one table cell: a longer text is cut with "…" (--format json and csv keep it all)
+SHORT_LIST = 48  # a list whose text is at most this long prints as it is; a longer one as "[512 floats]"
+MIN_COLUMN = 16  # below this width per column, a result prints one row at a time (a column per line)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _bytes_text(b: bytes) -> str:
+    """Binary as a short description: ``<png 518x924>`` (from its header) or ``<blob 1.2 MB>``."""
+    if b.startswith(PNG_SIGNATURE) and len(b) >= 24 and b[12:16] == b"IHDR":
+        return f"<png {int.from_bytes(b[16:20], 'big')}x{int.from_bytes(b[20:24], 'big')}>"
+    return f"<blob {human_bytes(len(b))}>"
+
+
+def _kind(items: list) -> str:
+    x = next((i for i in items if i is not None), None)
+    for t, name in ((bool, "bool"), (float, "float"), (int, "int"), (str, "string"), (list, "list"), (dict, "struct")):
+        if isinstance(x, t):
+            return name
+    return "item"
+
+
+def _list_text(v: list) -> str:
+    n = len(v)
+    if v and all(isinstance(x, (bytes, bytearray, memoryview)) for x in v):
+        parts = [_bytes_text(bytes(x)) for x in v]
+        if len(set(parts)) == 1:
+            return f"[{n} × {parts[0]}]" if n > 1 else f"[{parts[0]}]"
+        text = "[" + ", ".join(parts) + "]"
+        return text if len(text) <= SHORT_LIST else f"[{n} blobs, {human_bytes(sum(len(x) for x in v))}]"
+    if n <= SHORT_LIST // 2:  # only short lists can print whole: a 512-vector is never turned into text here
+        text = str([_jsonable(x) for x in v])
+        if len(text) <= SHORT_LIST:
+            return text
+    kind = _kind(v)
+    return f"[{n} {kind}{'' if n == 1 else 's'}]"
+
+
+def cell_text(v) -> str:
+    """A value as one cell of the table output: ``∅`` for null, vectors and lists as ``[512 floats]``, binary
+    as ``<png 518x924>`` or ``<blob 1.2 MB>``, text over :data:`MAX_TEXT` characters cut with ``…``."""
+    if v is None:
+        return "∅"
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return _bytes_text(bytes(v))
+    if isinstance(v, list):
+        return _list_text(v)
+    if isinstance(v, dict):
+        v = {k: cell_text(x) if isinstance(x, (bytes, bytearray, memoryview, list)) else x for k, x in v.items()}
+    s = str(_jsonable(v))
+    return s if len(s) <= MAX_TEXT else s[: MAX_TEXT - 1] + "…"
+
+
+def _fits(names: list[str], cells: list[list[str]], width: int) -> bool:
+    """Whether a table with a column per name fits ``width`` with every column at least :data:`MIN_COLUMN`
+    wide (or as wide as its widest cell, when narrower)."""
+    need = 1
+    for i, name in enumerate(names):
+        natural = max([len(name), *(max(map(len, r[i].splitlines() or [""])) for r in cells)])
+        need += min(natural, MIN_COLUMN) + 3  # padding and the border
+    return need <= width
+
+
 def print_arrow(t: pa.Table, fmt: Format, console: Console) -> None:
-    rows = t.to_pylist()
-    for name, field in zip(t.column_names, t.schema):
-        if (clean := _cleaner(field.type)) is not None:
+    """A result as JSON or CSV (every value in full) or as a table that fits the console: wide values
+    abbreviated (:func:`cell_text`), one row at a time (a line per column) when the columns cannot fit."""
+    if fmt is not Format.table:
+        rows = t.to_pylist()
+        for name, field in zip(t.column_names, t.schema):
+            if (clean := _cleaner(field.type)) is not None:
+                for r in rows:
+                    r[name] = clean(r[name])
+        if fmt is Format.json:
+            sys.stdout.write(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in rows], default=str) + "\n")
+        else:
+            w = csv.writer(sys.stdout)
+            w.writerow(t.column_names)
             for r in rows:
-                r[name] = clean(r[name])
-    if fmt is Format.json:
-        sys.stdout.write(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in rows], default=str) + "\n")
-    elif fmt is Format.csv:
-        w = csv.writer(sys.stdout)
-        w.writerow(t.column_names)
-        for r in rows:
-            w.writerow([_jsonable(r[c]) for c in t.column_names])
+                w.writerow([_jsonable(r[c]) for c in t.column_names])
+        return
+    names, cells = t.column_names, _cells(t)
+    if names and not _fits(names, cells, console.width):
+        _print_records(names, cells, console)
     else:
         table = Table(show_lines=False)
-        for name in t.column_names:
-            table.add_column(Text(name), overflow="fold")  # wrap long values, never cut them
-        for r in rows:  # Text, not markup: values (file names from drops) print as they are, "[/b]" included
-            table.add_row(*[Text("∅" if r[c] is None else str(_jsonable(r[c]))) for c in t.column_names])
+        for name in names:
+            table.add_column(Text(name), overflow="fold")  # wrap long values: ids and file names stay whole
+        for row in cells:  # Text, not markup: values (file names from drops) print as they are, "[/b]" included
+            table.add_row(*[Text(c) for c in row])
         console.print(table)
-        console.print(f"[dim]{len(rows)} row(s)[/dim]")
+    console.print(f"[dim]{len(cells)} row(s)[/dim]")
+
+
+def _print_records(names: list[str], cells: list[list[str]], console: Console) -> None:
+    """Rows too wide for the console, one at a time: a line per column, its name and its value."""
+    if not cells:
+        console.print(Text("columns: " + ", ".join(names)))
+    for i, row in enumerate(cells, 1):
+        console.rule(Text(f"row {i} of {len(cells)}"), align="left", style="dim")
+        record = Table(show_header=False, box=None, padding=(0, 1, 0, 0))
+        record.add_column(style="bold", overflow="fold", max_width=max(12, console.width // 3))
+        record.add_column(overflow="fold")
+        for name, c in zip(names, row):
+            record.add_row(Text(name), Text(c))
+        console.print(record)
+
+
+def _cells(t: pa.Table) -> list[list[str]]:
+    """Every row's cells (:func:`cell_text`, floats cleaned), by position: a result may name two columns
+    alike (``SELECT a.x, b.x``), which a row as a dict would merge."""
+    cols = []
+    for col, field in zip(t.columns, t.schema):
+        values = col.to_pylist()
+        clean = _cleaner(field.type)
+        cols.append([cell_text(v if clean is None else clean(v)) for v in values])
+    return [list(r) for r in zip(*cols)]
 
 
 def status_records(status: list[DropStatus]) -> list[dict]:

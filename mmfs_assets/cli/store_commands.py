@@ -114,6 +114,9 @@ def snapshot_list(fmt: FormatOpt = Format.table) -> None:
     if fmt is Format.json:
         _json(rows)
         return
+    if not rows:
+        out.print("no snapshots yet: `mmfs snapshot create NAME` tags the latest version", highlight=False)
+        return
     t = Table("name", "version", "rows", "required", "created")
     for r in rows:
         t.add_row(r["name"], str(r["version"]), "-" if r["rows"] is None else str(r["rows"]), r["required"] or "-",
@@ -394,6 +397,35 @@ def _ranges(vs: list[int]) -> str:
         else:
             out.append(str(v))
     return ", ".join(out) or "-"
+
+
+def check_drops(settings, ds, asked: list[str], found) -> None:
+    """Raise a usage error naming the known drops when a drop asked for (``mmfs status --drop``) is neither in
+    the table (``found``: its status) nor a folder under MMFS_DROP_DIR: a typo must not read as "no rows"."""
+    import difflib
+
+    from mmfs_assets.ingest.drop_source import drop_source
+    from mmfs_assets.ingest.drops import names_text
+    from mmfs_assets.ingest.pending import drop_names
+    from mmfs_loader.status import drop_ids
+
+    missing = [d for d in dict.fromkeys(asked) if d not in {st.drop_id for st in found}]
+    if not missing:
+        return
+    try:
+        source = drop_source(settings.drop_dir, settings.storage_options or None)
+        folders = set(drop_names(source)) | set(source.refused())
+    except Exception:  # noqa: BLE001 - the drops cannot be listed: judge by the table alone
+        folders = set()
+    unknown = [d for d in missing if d not in folders]
+    if not unknown:
+        return
+    known = sorted(set(drop_ids(ds)) | folders)
+    close = [c for d in unknown for c in difflib.get_close_matches(d, known, n=3, cutoff=0.6)]
+    hint = (f"did you mean {names_text(list(dict.fromkeys(close)))}? " if close else "") + (
+        f"known drops: {names_text(known)}" if known else "the table and MMFS_DROP_DIR hold no drops yet")
+    raise CliUsageError(f"no drop {names_text(unknown)} in the table or under MMFS_DROP_DIR ({settings.drop_dir})",
+                        hint)
 
 
 def register(app: typer.Typer) -> None:

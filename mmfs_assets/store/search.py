@@ -39,6 +39,35 @@ class Query:
     refine_factor: int = REFINE_FACTOR
 
 
+def check_filter(ds: lance.LanceDataset, where: str | None) -> None:
+    """Raise :class:`SearchError` (a usage error) for a filter Lance cannot plan on ``ds``: an unknown column
+    (with the closest column names), a syntax or type error. Planning reads no rows."""
+    if not where:
+        return
+    try:
+        ds.scanner(columns=[S.ID], filter=where, limit=0).explain_plan()
+    except (ValueError, pa.ArrowInvalid) as e:  # pylance: "Invalid user input: Schema error: No field named x..."
+        raise SearchError(filter_problem(where, str(e), ds.schema.names)) from e
+
+
+def filter_problem(where: str, error: str, columns: list[str]) -> str:
+    """What is wrong with the filter ``where``, from Lance's error: an unknown column is named with the
+    closest column names (by spelling; Lance's own "Did you mean" suggestion can be far off)."""
+    import difflib
+    import re
+
+    unknown = re.search(r"No field named ([^\s,]+?)\.?(?:\s|,|$)", error)
+    if unknown:
+        name = unknown.group(1).strip("`'\"")
+        close = difflib.get_close_matches(name, columns, n=3, cutoff=0.6) or difflib.get_close_matches(
+            name.lower(), [c.lower() for c in columns], n=3, cutoff=0.5)
+        return (f"bad filter {where!r}: no column {name!r}"
+                + (f"; did you mean {' or '.join(close)}?" if close else "; `mmfs sql \"DESCRIBE videos\"` lists the columns"))
+    first = next((ln.strip() for ln in error.splitlines() if ln.strip()), error)
+    first = re.sub(r",?\s*/\S+?\.rs:\d+:\d+", "", first).removeprefix("Invalid user input: ").strip()
+    return f"bad filter {where!r}: {first}"
+
+
 def _and(*parts: str | None) -> str | None:
     parts_ = [f"({p})" for p in parts if p]
     return " AND ".join(parts_) or None
@@ -100,6 +129,7 @@ def like(table: TableRef, row_id: str, q: Query, *, column: str | None = None, v
          tag: str | None = None) -> list[dict]:
     """Neighbours of the video ``row_id`` (itself left out)."""
     ds = table.open(version=version, tag=tag)
+    check_filter(ds, q.where)
     column = pick_column(ds, column)
     group = S.group_of(ds.schema, column) or column
     t = ds.to_table(columns=[column, f"{group}_producer"], filter=equals(S.ID, row_id))
@@ -117,6 +147,7 @@ def like(table: TableRef, row_id: str, q: Query, *, column: str | None = None, v
 def by_caption(table: TableRef, text: str, q: Query, *, version: int | None = None, tag: str | None = None) -> list[dict]:
     """Full-text search of ``caption`` (BM25 score, higher is better)."""
     ds = table.open(version=version, tag=tag)
+    check_filter(ds, q.where)
     if "caption" not in ds.schema.names:
         raise SearchError("the table has no caption column")
     if not any("caption" in d.field_names and "Inverted" in d.type_url for d in ds.describe_indices()):
@@ -130,6 +161,7 @@ def by_text(table: TableRef, text: str, q: Query, encoder, *, column: str | None
     """Rows nearest to ``text`` embedded by ``encoder(producer) -> (callable, its producer)``, which must
     load the exact producer of the stored vectors."""
     ds = table.open(version=version, tag=tag)
+    check_filter(ds, q.where)
     column = pick_column(ds, column)
     stored = producer_of(ds, column, q.where)
     encode = encoder(column, stored)

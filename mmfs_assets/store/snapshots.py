@@ -21,7 +21,7 @@ from mmfs_assets.table.tags import create_tag
 from mmfs_loader import schema as S
 from mmfs_loader.sql import equals
 from mmfs_loader.status import table_status
-from mmfs_loader.table import TableRef, check_tag_name, known_tags
+from mmfs_loader.table import TableRef, check_tag_name, known_tags, require_table
 
 SIDE = "snapshots"
 SIDE_SCHEMA = pa.schema([
@@ -136,11 +136,18 @@ def create(table: TableRef | str, name: str, *, version: int | None = None, requ
     return manifest
 
 
+def _tags(table: TableRef) -> dict[str, int]:
+    """The snapshots' tags (name -> version); :class:`~mmfs_loader.table.TableNotFoundError` when there is no
+    table (not an empty list: a wrong MMFS_TABLE_URI must not read as "no snapshots yet")."""
+    require_table(table.uri, table.options)
+    return known_tags(table.uri, table.options)
+
+
 def show(table: TableRef | str, name: str) -> Manifest:
     """The stored manifest of snapshot ``name`` (computed from its version when none was stored)."""
     table = TableRef.of(table)
     check_tag_name(name)
-    tags = known_tags(table.uri, table.options)
+    tags = _tags(table)
     if name not in tags:
         from mmfs_loader.table import VersionNotFoundError
 
@@ -158,7 +165,7 @@ def show(table: TableRef | str, name: str) -> Manifest:
 def listing(table: TableRef | str) -> list[dict]:
     """Every tag, with its manifest's row count, required features and creation time when stored."""
     table = TableRef.of(table)
-    tags = known_tags(table.uri, table.options)
+    tags = _tags(table)
     rows = side_tables.read(table, SIDE)
     stored = {}
     for r in (rows.to_pylist() if rows is not None else []):
@@ -180,7 +187,7 @@ def delete(table: TableRef | str, name: str) -> int:
     clean that version up once it passes the retention."""
     table = TableRef.of(table)
     check_tag_name(name)
-    tags = known_tags(table.uri, table.options)
+    tags = _tags(table)
     if name not in tags:
         from mmfs_loader.table import VersionNotFoundError
 
