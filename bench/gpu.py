@@ -167,8 +167,9 @@ def load(feature, profile: str, root: Path, device: str, mode: str, dirs: dict, 
     return load_model(feature, ctx)
 
 
-def time_model(model, clips: list[Clip]) -> tuple[float, float, float | None, float | None]:
-    """(model alone videos/s, pure network videos/s, GPU busy model alone, GPU busy network)."""
+def time_model(model, clips: list[Clip]) -> tuple[float, float | None, float | None, float | None]:
+    """(model alone videos/s, pure network videos/s, GPU busy model alone, GPU busy network); the pure
+    network is None for a model without device preprocessing (nothing to measure apart)."""
     run = ModelRunner(model, [])
     sync = torch.cuda.synchronize if str(model.device).startswith("cuda") else (lambda: None)
     bs = model.batch_size
@@ -200,7 +201,7 @@ def time_model(model, clips: list[Clip]) -> tuple[float, float, float | None, fl
             net = n / (time.perf_counter() - t0)
         net_busy = nb.percent
         expect_count("videos through the pure network", n, len(clips))
-    return alone, net or 0.0, busy.percent, net_busy
+    return alone, net, busy.percent, net_busy
 
 
 def rate(v: float) -> str:
@@ -284,7 +285,8 @@ def main() -> None:
                     ba = "-" if busy_alone is None else f"{busy_alone:.0f}%"
                     bf = "-" if rep.gpu_busy_percent is None else f"{rep.gpu_busy_percent:.0f}%"
                     ratio = "-" if not net else f"{alone / net:.2f}x"
-                    print(f"{gop:8s} {mode:9s} {rate(net):>7s}/s {rate(alone):>6s}/s {rate(fill):>6s}/s {rate(ceil):>6s}/s {ratio:>9s} "
+                    net_s = "-" if net is None else f"{rate(net)}/s"
+                    print(f"{gop:8s} {mode:9s} {net_s:>9s} {rate(alone):>6s}/s {rate(fill):>6s}/s {rate(ceil):>6s}/s {ratio:>9s} "
                           f"{fill / min(alone, ceil):19.2f}x {ba + ' / ' + bf:>16s} {rep.amplification:6.2f}")
         report["loader_clips"] = training_clips(uri, counts["exact"], workers)
     if args.json:
