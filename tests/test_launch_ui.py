@@ -62,8 +62,13 @@ def test_ctrl_c_before_dagster_dev_started(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.setattr(home, "init_home", interrupted)
     monkeypatch.setattr(launch_ui, "CHILDREN_GRACE_S", 0.5)
-    with pytest.raises(SystemExit) as e:
-        launch_ui.main([])
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as e:
+            launch_ui.main([])
+    finally:  # main() sets this process's handlers, as the launcher's own process should
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     assert e.value.code == 0
 
 
