@@ -9,11 +9,17 @@ PYTEST_MARKS := $(if $(filter true 1,$(CI)),-m "slow or not slow",)
 
 .PHONY: venv demo test test-all lint ui bench soak clean
 
+# Each step says what it does first; the big install shows pip's own progress (it takes minutes the first time).
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "== [1/3] creating the virtual environment $(VENV) with $(PYTHON) (seconds; skipped when it exists)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "== [2/3] upgrading pip in $(VENV) (seconds)"
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[pipeline,test,ray]'
-	touch $(STAMP)
+	@echo "== [3/3] installing mmfs and its pipeline, test and ray extras into $(VENV): Dagster, Lance, torch, Ray,"
+	@echo "   the model libraries (a few minutes the first time, seconds afterwards; pip lists what it installs)"
+	$(BIN)/pip install --progress-bar on -e '.[pipeline,test,ray]'
+	@touch $(STAMP)
+	@echo "== $(VENV) is ready: \`source $(VENV)/bin/activate\` puts mmfs, dagster, pytest and torchrun on your PATH"
 
 venv: $(STAMP)
 
@@ -31,11 +37,13 @@ lint: venv
 test-all: venv
 	$(BIN)/pytest -m "slow or not slow" $(PYTEST_ARGS)
 
+# Ctrl-C stops it cleanly: the launcher shuts dagster dev down and exits 0 (no "Aborted!", no make error)
 ui: venv
 	$(BIN)/python -m mmfs_assets.launch_ui
 
 bench: venv
-	$(BIN)/pip install -q -e '.[pipeline,test,bench]'
+	@echo "== installing the bench extra (webdataset, lancedb) into $(VENV)"
+	$(BIN)/pip install -e '.[pipeline,test,bench]'
 	$(BIN)/python bench/ingest_metadata.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/gpu.py --videos 48

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from bench.ingest_metadata import make_drop  # noqa: E402
+from bench.measured import expect_count  # noqa: E402
 from mmfs_assets.features.catalog.clip_embedding import FEATURE as CLIP  # noqa: E402
 from mmfs_assets.ingest.ingest_drop import ingest_drop  # noqa: E402
 from mmfs_assets.table import ensure_group_columns, replace_columns  # noqa: E402
@@ -73,19 +74,24 @@ def bench_write_amplification(root: Path, rows: int, mb: int) -> dict:
     out = {"rows": rows, "table_bytes": blob_bytes, "new_column_bytes": col_bytes}
 
     def run(name, fn):
+        """``fn`` writes the columns of every row and returns how many rows it wrote."""
         t = root / f"{name}.lance"
         shutil.copytree(base, t)
         before = files(t)
         t0 = time.perf_counter()
-        fn(str(t))
+        n = fn(str(t))
         dt = time.perf_counter() - t0
+        expect_count(f"rows {name} wrote", n, rows)
         w = written(before, files(t))
         out[name] = {"bytes": w, "x_columns": w / col_bytes, "seconds": dt}
         shutil.rmtree(t)
 
-    run("data_replacement", lambda uri: replace_columns(uri, values.drop_columns([S.ID]), locate_filter=equals(S.DROP_ID, "bench"), properties={}))
-    run("merge_insert", lambda uri: lance.dataset(uri).merge_insert(S.ID).when_matched_update_all().execute(values.drop_columns(["_rowid"])))
-    run("update_one_column", lambda uri: lance.dataset(uri).update({CLIP.group.producer_column: "'bench'"}, where=equals(S.DROP_ID, "bench")))
+    run("data_replacement", lambda uri: replace_columns(uri, values.drop_columns([S.ID]), locate_filter=equals(S.DROP_ID, "bench"),
+                                                       properties={}).rows)
+    run("merge_insert", lambda uri: lance.dataset(uri).merge_insert(S.ID).when_matched_update_all().execute(
+        values.drop_columns(["_rowid"]))["num_updated_rows"])
+    run("update_one_column", lambda uri: lance.dataset(uri).update({CLIP.group.producer_column: "'bench'"},
+                                                                   where=equals(S.DROP_ID, "bench"))["num_rows_updated"])
     return out
 
 

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lance  # noqa: E402
 import torch  # noqa: E402
 
+from bench.measured import NotMeasured, expect_count  # noqa: E402
 from mmfs_assets import samples  # noqa: E402
 from mmfs_assets.engine import tasks  # noqa: E402
 from mmfs_assets.engine.batches import ModelRunner  # noqa: E402
@@ -90,9 +91,12 @@ def make_table(root: Path, counts: dict[str, int], seconds: float) -> str:
     return uri
 
 
-def rows_of(uri: str, drop_id: str) -> list[dict]:
+def rows_of(uri: str, drop_id: str, expected: int) -> list[dict]:
+    """The drop's rows (with their plans' columns); exactly ``expected`` of them, or :class:`NotMeasured`."""
     ds = lance.dataset(uri)
-    return ds.to_table(columns=plan_columns(ds.schema.names), filter=equals(S.DROP_ID, drop_id), with_row_id=True).to_pylist()
+    rows = ds.to_table(columns=plan_columns(ds.schema.names), filter=equals(S.DROP_ID, drop_id), with_row_id=True).to_pylist()
+    expect_count(f"rows of drop {drop_id!r}", len(rows), expected)
+    return rows
 
 
 def decode_all(uri: str, rows: list[dict], frames: int, short: int | None, mode: str, workers: int) -> tuple[float, float, list]:
@@ -114,6 +118,7 @@ def decode_all(uri: str, rows: list[dict], frames: int, short: int | None, mode:
     bad = [o for o in out if isinstance(o, TaskFailed) or "error" in o]
     if bad:
         raise RuntimeError(f"decode failed: {bad[0]}")
+    expect_count("videos decoded", len(out), len(rows))
     decoded = sum(o["frames_decoded"] for o in out)
     taken = sum(int(o["frames"].shape[0]) for o in out)
     return len(rows) / dt, decoded / taken, out
@@ -162,8 +167,9 @@ def load(feature, profile: str, root: Path, device: str, mode: str, dirs: dict, 
     return load_model(feature, ctx)
 
 
-def time_model(model, clips: list[Clip]) -> tuple[float, float, float | None, float | None]:
-    """(model alone videos/s, pure network videos/s, GPU busy model alone, GPU busy network)."""
+def time_model(model, clips: list[Clip]) -> tuple[float, float | None, float | None, float | None]:
+    """(model alone videos/s, pure network videos/s, GPU busy model alone, GPU busy network); the pure
+    network is None for a model without device preprocessing (nothing to measure apart)."""
     run = ModelRunner(model, [])
     sync = torch.cuda.synchronize if str(model.device).startswith("cuda") else (lambda: None)
     bs = model.batch_size
@@ -194,7 +200,8 @@ def time_model(model, clips: list[Clip]) -> tuple[float, float, float | None, fl
             sync()
             net = n / (time.perf_counter() - t0)
         net_busy = nb.percent
-    return alone, net or 0.0, busy.percent, net_busy
+        expect_count("videos through the pure network", n, len(clips))
+    return alone, net, busy.percent, net_busy
 
 
 def rate(v: float) -> str:
@@ -243,7 +250,7 @@ def main() -> None:
         print(f"{'input':8s} {'mode':9s} {'1 worker':>10s} {f'{workers} workers':>11s} {'scaling':>8s} {'frames decoded/taken':>21s}")
         for gop in GOPS:
             for mode in MODES:
-                rows = rows_of(uri, drop_of(gop, mode))
+                rows = rows_of(uri, drop_of(gop, mode), counts[mode])
                 one, amp, _ = decode_all(uri, rows, 8, 224, mode, 1)
                 many, _, _ = decode_all(uri, rows, 8, 224, mode, workers)
                 report["decode"][f"{gop}/{mode}"] = {"videos_s_1": one, "videos_s_all": many, "amplification": amp}
@@ -255,7 +262,7 @@ def main() -> None:
                   f"{'alone/net':>9s} {'fill/min(alone,ceil)':>20s} {'busy alone/fill':>16s} {'ampl.':>6s}")
             for gop in GOPS:
                 for mode in MODES:
-                    rows = rows_of(uri, drop_of(gop, mode))
+                    rows = rows_of(uri, drop_of(gop, mode), counts[mode])
                     model = load(f, args.profile, root, device, mode, dirs, name)
                     k, short = model.frames.count, model.frames.short_side
                     ceil, _, decoded = decode_all(uri, rows, k, short, mode, workers)
@@ -267,7 +274,7 @@ def main() -> None:
                     shutil.rmtree(t_uri, ignore_errors=True)
                     shutil.copytree(uri, t_uri)
                     rep = fill_feature(t_uri, drop_of(gop, mode), f, model, properties={}, decode_workers=workers)
-                    assert rep.rows_computed == len(rows), rep
+                    expect_count(f"rows the {name} fill computed ({gop}/{mode})", rep.rows_computed, len(rows))
                     fill = rep.rows_per_s
                     r = {"network_videos_s": net, "model_alone_videos_s": alone, "fill_videos_s": fill,
                          "decode_ceiling_videos_s": ceil, "alone_over_network": alone / net if net else None,
@@ -278,32 +285,50 @@ def main() -> None:
                     ba = "-" if busy_alone is None else f"{busy_alone:.0f}%"
                     bf = "-" if rep.gpu_busy_percent is None else f"{rep.gpu_busy_percent:.0f}%"
                     ratio = "-" if not net else f"{alone / net:.2f}x"
-                    print(f"{gop:8s} {mode:9s} {rate(net):>7s}/s {rate(alone):>6s}/s {rate(fill):>6s}/s {rate(ceil):>6s}/s {ratio:>9s} "
+                    net_s = "-" if net is None else f"{rate(net)}/s"
+                    print(f"{gop:8s} {mode:9s} {net_s:>9s} {rate(alone):>6s}/s {rate(fill):>6s}/s {rate(ceil):>6s}/s {ratio:>9s} "
                           f"{fill / min(alone, ceil):19.2f}x {ba + ' / ' + bf:>16s} {rep.amplification:6.2f}")
-        print("\n-- training clips (FeatureDataset, 8 frames at 224, 1 s GOP, main process, batches of 8)")
-        report["loader_clips"] = {}
-        decoders = ["cpu", "nvdec"] if nvdec_available() is None else ["cpu"]
-        for decoder in decoders:
-            for align in ("exact", "keyframe"):
-                rate_ = loader_clips(uri, drop_of("1s", "exact"), decoder, align, workers)
-                report["loader_clips"][f"{decoder}/{align}"] = rate_
-                print(f"decoder {decoder:6s} align {align:9s} {rate_:7.1f} clips/s")
+        report["loader_clips"] = training_clips(uri, counts["exact"], workers)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
 
 
-def loader_clips(uri: str, drop_id: str, decoder: str, align: str, threads: int) -> float:
+#: the drop the training-clip pass reads: the 1 s GOP videos of exact mode
+CLIPS_DROP = drop_of("gop1s", "exact")
+
+
+def training_clips(uri: str, videos: int, workers: int, decoders: list[str] | None = None) -> dict[str, float]:
+    """The training-clip section: clips/s of one loader pass over :data:`CLIPS_DROP` (``videos`` rows) per
+    decoder (CPU, and NVDEC where it can run) and alignment, printed and returned."""
+    print("\n-- training clips (FeatureDataset, 8 frames at 224, 1 s GOP, main process, batches of 8)")
+    out: dict[str, float] = {}
+    if decoders is None:
+        decoders = ["cpu", "nvdec"] if nvdec_available() is None else ["cpu"]
+    for decoder in decoders:
+        for align in ("exact", "keyframe"):
+            rate_ = loader_clips(uri, CLIPS_DROP, decoder, align, workers, videos)
+            out[f"{decoder}/{align}"] = rate_
+            print(f"decoder {decoder:6s} align {align:9s} {rate_:7.1f} clips/s")
+    return out
+
+
+def loader_clips(uri: str, drop_id: str, decoder: str, align: str, threads: int, expected: int) -> float:
     """Clips per second of one pass of the training loader over a drop (clip decoding in the main
-    process: NVDEC's frames stay on the GPU, the CPU path uses ``threads`` decode threads)."""
+    process: NVDEC's frames stay on the GPU, the CPU path uses ``threads`` decode threads). The pass must
+    yield ``expected`` good clips (one per row of the drop), or :class:`NotMeasured`."""
     from mmfs_loader import ClipSpec, FeatureDataset, Reading
 
     ds = FeatureDataset(uri, columns=["file_name"], filter=equals(S.DROP_ID, drop_id), batch_size=8, shuffle=True,
                         clip=ClipSpec(frames=8, size=224, align=align), reading=Reading(decoder=decoder, decode_threads=threads))
-    t0, n = time.perf_counter(), 0
+    t0, n, bad = time.perf_counter(), 0, 0
     for b in ds.dataloader():
-        assert b["clip_ok"].all()
+        bad += int((~b["clip_ok"]).sum())
         n += len(b["id"])
-    return n / (time.perf_counter() - t0)
+    dt = time.perf_counter() - t0
+    expect_count(f"training clips from drop {drop_id!r} ({decoder}, {align})", n, expected)
+    if bad:
+        raise NotMeasured(f"training clips from drop {drop_id!r} ({decoder}, {align}): {bad} of {n} failed to decode")
+    return n / dt
 
 
 if __name__ == "__main__":

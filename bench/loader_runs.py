@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from bench.loader_data import COLUMNS, TAG
+from bench.measured import expect_count
 
 BATCH = 256
 EPOCHS = 3  # epoch 1, then the best of the later ones (this box is noisy)
@@ -34,11 +35,20 @@ class Clock:
     def epoch(self) -> None:
         self.ends.append(time.perf_counter() - self.t0)
 
-    def result(self, **extra) -> dict:
+    def result(self, expected: int, **extra) -> dict:
+        """The measurements, once the run read ``expected`` rows in all (else :class:`bench.measured.NotMeasured`)."""
+        expect_count("rows read", self.rows, expected)
         e = self.ends
         later = [b - a for a, b in zip(e, e[1:])]
         return {"rows": self.rows, "seconds": e[-1], "first_batch_s": self.first, "epoch1_s": e[0],
                 "epoch2_s": min(later) if later else None, **extra}
+
+
+def table_rows(data: Path, table: str) -> int:
+    """Rows of a table of the data folder at the tag the runs read (counted after the clock stopped)."""
+    import lance
+
+    return lance.dataset(str(data / table), version=TAG).count_rows()
 
 
 def _children_memory() -> list[dict]:
@@ -77,7 +87,7 @@ def run_mmfs(data: Path, shuffle, cache: bool = True, workers: int = 0, table: s
         clock.epoch()
         if workers and epoch == epochs - 1:
             mem = _children_memory()
-    return clock.result(workers=mem)
+    return clock.result(table_rows(data, table) * epochs, workers=mem)
 
 
 def run_lance_torch(data: Path, shuffle: bool) -> dict:
@@ -94,7 +104,7 @@ def run_lance_torch(data: Path, shuffle: bool) -> dict:
         for b in loader:
             clock.batch(len(b["height"]))
         clock.epoch()
-    return clock.result()
+    return clock.result(table_rows(data, "features.lance") * EPOCHS)
 
 
 def run_streaming(data: Path, limit: int = 25_600) -> dict:
@@ -114,7 +124,7 @@ def run_streaming(data: Path, limit: int = 25_600) -> dict:
         if clock.rows >= limit:
             break
     clock.epoch()
-    return clock.result(partial_epoch=True)
+    return clock.result(min(table_rows(data, "features.lance"), -(-limit // BATCH) * BATCH), partial_epoch=True)
 
 
 def run_webdataset(data: Path) -> dict:
@@ -131,7 +141,7 @@ def run_webdataset(data: Path) -> dict:
         x = torch.from_numpy(emb) if not isinstance(emb, torch.Tensor) else emb
         clock.batch(len(x))
     clock.epoch()
-    return clock.result()
+    return clock.result(table_rows(data, "features.lance"))
 
 
 def run_parquet(data: Path) -> dict:
@@ -149,7 +159,7 @@ def run_parquet(data: Path) -> dict:
         _ = {c: torch.from_numpy(b[c].to_numpy()) for c in COLUMNS[1:]}, b["id"].to_pylist()
         clock.batch(len(emb))
     clock.epoch()
-    return clock.result()
+    return clock.result(table_rows(data, "features.lance"))
 
 
 def run_big_lance(data: Path) -> dict:
@@ -164,7 +174,7 @@ def run_big_lance(data: Path) -> dict:
     for b in loader:
         clock.batch(len(b["clip_embedding"]) if isinstance(b, dict) else len(b))  # one column: a bare tensor
     clock.epoch()
-    return clock.result()
+    return clock.result(table_rows(data, "big.lance"))
 
 
 CLIP_EPOCHS = 4
@@ -185,7 +195,16 @@ def run_clips_mmfs(data: Path, workers: int, align: str) -> dict:
             assert b["clip_ok"].all() and b["frames"].shape[1:] == (8, 3, 224, 224)
             clock.batch(len(b["id"]))
         clock.epoch()
-    return _steady(clock)
+    return _steady(clock, len(clip_paths(data)) * CLIP_EPOCHS)
+
+
+def clip_paths(data: Path) -> list[str]:
+    """The clip videos: the files on disk (the same videos as the rows of ``clips.lance``)."""
+    import lance
+
+    paths = sorted(str(p) for p in (data / "clips").glob("*.mp4"))
+    expect_count("rows of clips.lance (one per file of clips/)", lance.dataset(str(data / "clips.lance")).count_rows(), len(paths))
+    return paths
 
 
 class PlainClips:
@@ -242,13 +261,13 @@ def run_clips_plain(data: Path, workers: int) -> dict:
             assert b.shape[1:] == (8, 3, 224, 224)
             clock.batch(len(b))
         clock.epoch()
-    return _steady(clock)
+    return _steady(clock, len(paths) * CLIP_EPOCHS)
 
 
-def _steady(clock: Clock) -> dict:
+def _steady(clock: Clock, expected: int) -> dict:
     """Clips per second after the first batch (worker start-up left out: spawned workers import torch and
-    Lance, forked ones do not), with the first batch's latency alongside."""
-    r = clock.result()
+    Lance, forked ones do not), with the first batch's latency alongside; ``expected`` clips in all."""
+    r = clock.result(expected)
     assert clock.first is not None
     r["seconds"] = clock.ends[-1] - clock.first
     r["rows"] = clock.rows - 4

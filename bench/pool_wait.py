@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.measured import expect_count  # noqa: E402
 
 HOLDER = textwrap.dedent("""
     import sys, time
@@ -92,7 +95,12 @@ def measure(mode: str, executor: str, seconds: float, env: dict[str, str], tmp: 
                 time.sleep(0.1)
         start = cpu_seconds(p.pid)
         time.sleep(seconds)
-        return cpu_seconds(p.pid) - start
+        used = cpu_seconds(p.pid) - start
+        # what was measured is one run waiting the whole time: still running, still blocked
+        with dg.DagsterInstance.get() as inst:
+            still = p.poll() is None and blocked(inst.event_log_storage.get_concurrency_info("bench_pool"))
+        expect_count(f"{mode} {executor} waiters still waiting after {seconds:g} s", int(still), 1)
+        return used
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()

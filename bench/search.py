@@ -31,6 +31,7 @@ import pyarrow as pa  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.measured import NotMeasured, expect_count  # noqa: E402
 from mmfs_assets.store.search import NPROBES, REFINE_FACTOR, Query, nearest  # noqa: E402
 from mmfs_assets.table.indices import ensure_scalar_indices, ensure_search_indices  # noqa: E402
 from mmfs_loader import schema as S  # noqa: E402
@@ -119,6 +120,8 @@ def run(rows: int, root: Path, n_queries: int, reuse: bool = False) -> dict:
         res["vector_and_fts_index_s"] = round(time.perf_counter() - t0, 1)
         res["indices"] = rep.created
     ds = lance.dataset(uri)
+    expect_count(f"rows of {uri}", ds.count_rows(), rows)
+    expect_count(f"vectors of {uri}", len(allv), rows)
     qs = vectors(np.random.default_rng(7), centers, n_queries)
     truth = exact_top(allv, qs, 10)
     ids = np.array([f"{i:012x}" for i in range(rows)])
@@ -126,19 +129,26 @@ def run(rows: int, root: Path, n_queries: int, reuse: bool = False) -> dict:
     for nprobes, refine in ((16, 10), (64, 10), (16, 50), (NPROBES, REFINE_FACTOR), (64, 50), (64, 100)):
         q = Query(k=10, nprobes=nprobes, refine_factor=refine)
         med, p95, hits = timed(lambda i, q=q: nearest(ds, "clip_embedding", qs[i], q), n_queries)
+        expect_count(f"IVF_PQ queries answered with 10 hits (nprobes={nprobes}, refine={refine})",
+                     sum(len(h) == 10 for h in hits), n_queries)
         recall = np.mean([len({h["id"] for h in hs} & set(ids[truth[i]])) / 10 for i, hs in enumerate(hits)])
         res["vector"].append({"nprobes": nprobes, "refine_factor": refine, "default": (nprobes, refine) == (NPROBES, REFINE_FACTOR),
                               "recall_at_10": round(float(recall), 4), "median_ms": round(med, 2),
                               "p95_ms": round(p95, 2)})
     reps = max(5, n_queries // 10)
     med, p95, hits = timed(lambda i: nearest(ds, "clip_embedding", qs[i], Query(k=10), exact=True), reps)
+    expect_count("exact queries answered with 10 hits", sum(len(h) == 10 for h in hits), reps)
     recall = np.mean([len({h["id"] for h in hs} & set(ids[truth[i]])) / 10 for i, hs in enumerate(hits)])
     res["exact"] = {"recall_at_10": round(float(recall), 4), "median_ms": round(med, 2), "p95_ms": round(p95, 2)}
     words = [WORDS[i] for i in np.random.default_rng(3).integers(0, len(WORDS), reps)]
-    med_fts, _, _ = timed(lambda i: ds.to_table(columns=[S.ID, "caption", "_score"], full_text_query=words[i], limit=10,
-                                                disable_scoring_autoprojection=True), reps)
+    med_fts, _, fts = timed(lambda i: ds.to_table(columns=[S.ID, "caption", "_score"], full_text_query=words[i], limit=10,
+                                                  disable_scoring_autoprojection=True), reps)
     # without the index every caption is read to find (and rank) the matches
-    med_like, _, _ = timed(lambda i: ds.to_table(columns=[S.ID], filter=f"caption LIKE '%{words[i]}%'"), reps)
+    med_like, _, like = timed(lambda i: ds.to_table(columns=[S.ID], filter=f"caption LIKE '%{words[i]}%'"), reps)
+    expect_count("caption queries answered", len(fts) + len(like), 2 * reps)
+    if not any(t.num_rows for t in fts) or not any(t.num_rows for t in like):
+        raise NotMeasured(f"caption queries: no query found its word (full text: {sum(t.num_rows for t in fts)} rows, "
+                          f"LIKE: {sum(t.num_rows for t in like)} rows)")
     res["caption"] = {"fts_median_ms": round(med_fts, 2), "like_scan_median_ms": round(med_like, 2)}
     drops = [f"d{i:05d}" for i in np.random.default_rng(4).integers(0, rows // ROWS_PER_DROP, reps)]
 
@@ -153,6 +163,8 @@ def run(rows: int, root: Path, n_queries: int, reuse: bool = False) -> dict:
         with_ix, _, n1 = timed(lambda i, fn=fn: fn(i, True), reps)
         without, _, n2 = timed(lambda i, fn=fn: fn(i, False), reps)
         assert n1 == n2, (name, n1, n2)
+        want = ROWS_PER_DROP if name == "drop" else 1
+        expect_count(f"{name} lookups that found their {want} row(s)", sum(n == want for n in n1), reps)
         res["lookups"][name] = {"indexed_median_ms": round(with_ix, 2), "scan_median_ms": round(without, 2),
                                 "rows": n1[0]}
     return res

@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measured import expect_count  # noqa: E402
 from tests.moto_server import moto_s3  # noqa: E402
 
 
@@ -73,6 +74,7 @@ def measure(n: int, per_drop: int, repeat: int) -> tuple:
         with dg.DagsterInstance.ephemeral() as instance:
             first = timed(lambda: tick(instance, None), repeat)
             r = tick(instance, None)
+            expect_count(f"drops the first tick found ({n} objects)", len(r.run_requests), len(drops))
             instance.add_dynamic_partitions("drops", drops)
             steady_cursor = tick(instance, r.cursor).cursor
             steady = timed(lambda: tick(instance, steady_cursor), repeat)
@@ -85,6 +87,7 @@ def measure(n: int, per_drop: int, repeat: int) -> tuple:
             new = timed(lambda: tick(instance, steady_cursor), repeat)
             assert [q.partition_key for q in tick(instance, steady_cursor).run_requests] == ["2027-new"]
         naive = timed(list_everything, repeat)
+        expect_count("drops found by listing every object", len(list_everything()), len(drops) + 1)
         return len(keys) + 2, len(drops), first, steady, new, full, naive
 
 

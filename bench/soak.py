@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measured import expect_count  # noqa: E402
 from tests.s3_pipeline import ASSETS, FEATURES, KEY_ID, SECRET, TABLE_URI, files_holding, s3_pipeline  # noqa: E402
 
 LATEST = """query($key: [String!]!) { assetNodeOrError(assetKey: {path: $key}) { ... on AssetNode {
@@ -97,6 +98,7 @@ def main() -> None:
           f"p95 {latency[int(0.95 * (len(latency) - 1))]:.0f}s, max {latency[-1]:.0f}s")
     print(f"  rows without a value or error in a group: {len(missing)}; producers per group: "
           f"{ {g: len(v) for g, v in producers.items()} }; secrets found: {len(leaks)}")
+    expect_count("rows in the table (drops x videos)", len(t), len(names) * args.videos)
     ok = (by_status == {"SUCCESS": len(runs)} and not missing and all(len(v) == 1 for v in producers.values())
           and not leaks and len({r["drop_id"] for r in t}) == len(names))
     print("  PASSED" if ok else "  FAILED")

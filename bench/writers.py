@@ -20,8 +20,11 @@ from pathlib import Path
 os.environ.setdefault("LANCE_LOG", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.load_writers import run_rounds, setup  # noqa: E402
+from bench.measured import expect_count  # noqa: E402
+from tests.load_writers import round_jobs, run_rounds, setup  # noqa: E402
 from tests.moto_server import moto_s3  # noqa: E402
+
+ROWS = 16  # rows per partition: what each column fill of a round rewrites
 
 
 def measure(where: str, make_uri, options, writers: list[int], rounds: int) -> None:
@@ -30,8 +33,11 @@ def measure(where: str, make_uri, options, writers: list[int], rounds: int) -> N
     base = None
     for w in writers:
         uri = make_uri(w)
-        setup(uri, options)
+        setup(uri, options, rows_per_partition=ROWS)
         t = run_rounds(uri, options, rounds, w)
+        jobs = [j for r in range(rounds) for j in round_jobs(uri, options, r, w)]
+        expect_count(f"commits of {w} writers", t["commits"], len(jobs))
+        expect_count(f"rows committed by {w} writers", t["rows"], sum(j.rows if j.kind == "append" else ROWS for j in jobs))
         cps = t["commits"] / t["seconds"]
         base = base or cps
         print(f"{w:>7} {t['commits']:>7} {t['retries'] / t['commits']:>14.2f} {t['max_retries']:>4} {cps:>9.1f} "

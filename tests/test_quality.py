@@ -141,7 +141,7 @@ def test_checks_are_recorded_per_partition(env, fixture_dir, tmp_path, monkeypat
 
 def test_drop_stats_plots_and_tables(table, env, tmp_path, monkeypatch):
     from mmfs_assets.assets import ALL_ASSETS
-    from mmfs_assets.quality.drop_stats import compute, plot_png
+    from mmfs_assets.quality.drop_stats import compute, errors_per_group, plot_png
     from mmfs_assets.resources import build_resources
 
     st = compute(lance.dataset(table), "B")
@@ -160,3 +160,9 @@ def test_drop_stats_plots_and_tables(table, env, tmp_path, monkeypatch):
         md = r.asset_materializations_for_node("drop_stats")[0].metadata
     assert md["plots"].value.startswith("![statistics of drop B](data:image/png;base64,")
     assert "| hevc | 1 |" in md["summary"].value and md["rows"].value == st.rows
+    # rows with an error, never the per-group counts summed (a video that fails to decode errs in every group,
+    # so their sum read "rows=20, errors=54" in the demo)
+    assert "errors" not in md and st.rows_with_errors == s["rows_with_errors"] == 9
+    assert md["rows_with_errors"].value == 9 <= md["rows"].value
+    assert md["errors_per_group"].value == errors_per_group(st) == " / ".join(f"{g} {n}" for g, n in st.errors.items())
+    assert f"| any group | 9 of {st.rows} rows |" in md["summary"].value

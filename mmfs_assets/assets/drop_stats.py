@@ -3,7 +3,7 @@
 import dagster as dg
 
 from mmfs_assets.partitions import drops_partitions
-from mmfs_assets.quality.drop_stats import compute, markdown_image, plot_png, summary_markdown
+from mmfs_assets.quality.drop_stats import compute, errors_per_group, markdown_image, plot_png, summary_markdown
 from mmfs_assets.resources import LanceTableResource
 
 
@@ -29,7 +29,9 @@ def drop_stats_asset(feature_names: list[str]) -> dg.AssetsDefinition:
             "decodable": s["decoded"],
             "gb": s["gb"],
             "median_duration_s": s["duration_s"]["median"] if s["duration_s"] else -1,
-            "errors": sum(st.errors.values()),
+            # rows, not errors: a video that fails to decode has an error in every column group (errors_per_group)
+            "rows_with_errors": st.rows_with_errors,
+            "errors_per_group": errors_per_group(st),
             "plots": dg.MetadataValue.md(markdown_image(plot_png(st), f"statistics of drop {st.drop_id}")),
             "summary": dg.MetadataValue.md(summary_markdown(st)),
             "stats": dg.MetadataValue.json(s),

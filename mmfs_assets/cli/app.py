@@ -24,16 +24,33 @@ console = Console(stderr=True)
 out = Console()
 
 
+def package_version() -> str:
+    """The installed mmfs distribution's version (``pyproject.toml``'s, as pip installed it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mmfs")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mmfs {package_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks (also MMFS_DEBUG=1)")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
 ) -> None:
     """MMFS: a multimodal feature store for video training data (Dagster + Lance).
 
     Errors print one message and a hint; exit code 2: the request cannot work as given, 1: it failed.
     """
     errors.set_debug(debug)
-
 
 
 @app.command()

@@ -16,6 +16,27 @@ from mmfs_assets.settings import Settings
 
 DEMO_720P = samples.Spec("demo_1280x720_30fps_1s.mp4", 1280, 720, 30, 1.0, gop=15, options={"preset": "ultrafast"})
 DEMO_QUERY = "SELECT COUNT(1) AS videos_720p_or_more FROM videos WHERE height*width >= 1280*720"
+#: the metadata the demo shows per asset, in this order (``rows_with_errors``/``errors_per_group``: drop_stats;
+#: ``errors``: a fill's rows with an error in its own group)
+SUMMARY_KEYS = ("lance_version", "new_rows", "skipped_already_in_table", "rows", "errors", "rows_with_errors",
+                "errors_per_group", "throughput_mb_s", "videos_per_s", "decoder", "decode_amplification",
+                "seconds_decode_wait", "seconds_compute", "seconds_write")
+
+
+def asset_line(asset: str, md: dict) -> str:
+    """One asset's line of the demo's summary: its main numbers as ``key=value``."""
+    from mmfs_assets.cli.render import plain
+
+    return f"[green]✓[/green] {asset}: " + ", ".join(f"{k}={plain(md[k])}" for k in SUMMARY_KEYS if k in md)
+
+
+def try_lines(example_id: str, drop_id: str) -> list[str]:
+    """What to try next, one command per line (a ``|`` between them would read as a shell pipe)."""
+    return ["try:",
+            f"  mmfs search --like {example_id} -k 3",
+            "  mmfs search --caption WORD",
+            f"  mmfs snapshot show {drop_id}-snapshot",
+            "  mmfs lineage"]
 
 
 def next_drop_id(taken, prefix: str = "demo") -> str:
@@ -67,7 +88,7 @@ def make_demo_drop(settings: Settings, n_good: int, with_bad: bool = True) -> tu
 
 def run_demo(console: Console, n_good: int, ephemeral: bool = False) -> None:
     from mmfs_assets.cli.progress_bars import rich_progress
-    from mmfs_assets.cli.render import Format, plain, print_arrow, print_status
+    from mmfs_assets.cli.render import Format, print_arrow, print_status
     from mmfs_assets.cli.run import dagster_instance, materialize_drop, profile_line, result_summary, step_failures
     from mmfs_loader.query import sql
     from mmfs_loader.sql import equals, literal
@@ -90,10 +111,7 @@ def run_demo(console: Console, n_good: int, ephemeral: bool = False) -> None:
         failed = "; ".join(f"{step}: {msg}" for step, msg in step_failures(result))
         raise CliError(f"the pipeline failed for drop {drop_id}: {failed}")
     for asset, md in result_summary(result):
-        keys = [k for k in ("lance_version", "new_rows", "skipped_already_in_table", "rows", "errors",
-                            "throughput_mb_s", "videos_per_s", "decoder", "decode_amplification", "seconds_decode_wait", "seconds_compute",
-                            "seconds_write") if k in md]
-        console.print(f"[green]✓[/green] {asset}: " + ", ".join(f"{k}={plain(md[k])}" for k in keys), highlight=False)
+        console.print(asset_line(asset, md), highlight=False)
         if asset == "videos":
             parts = [f"{md.get('new_rows', 0)} new to the table"]
             if md.get("skipped_already_in_table"):
@@ -134,7 +152,6 @@ def run_demo(console: Console, n_good: int, ephemeral: bool = False) -> None:
     console.print(f"indices built: {', '.join(idx.created) or 'none new'} (vector search is exact below "
                   f"{VECTOR_MIN_ROWS:,} vectors, IVF_PQ above)", highlight=False)
     if first.num_rows:
-        console.print(f"try: mmfs search --like {first['id'][0].as_py()} -k 3 | mmfs search --caption WORD | "
-                      f"mmfs snapshot show {drop_id}-snapshot | mmfs lineage", highlight=False)
+        console.print("\n".join(try_lines(first["id"][0].as_py(), drop_id)), highlight=False)
     console.print(f"[bold green]done[/bold green]: drop {drop_id} is in {settings.table_uri} at version {ds.version}. "
                   "Start the UI with `make ui`.")
