@@ -2,23 +2,25 @@
 
 ``MMFS_UI_HOST``/``MMFS_UI_PORT`` change the address, ``MMFS_WORKSPACE`` the workspace file.
 
-Ctrl-C (or SIGTERM) is a clean stop: `dagster dev` shuts its webserver and daemon down and the launcher exits
-0, so `make ui` ends without ``Aborted!`` or make's ``Error 1``. `dagster dev` runs in this process (Dagster's
-own CLI, called with Click's ``standalone_mode=False``): an interrupt that reaches it while it is still starting,
-or a second Ctrl-C while it shuts down, ends here as a stop rather than as Click's ``Aborted!`` and exit code 1.
-SIGINT and SIGTERM get their usual handlers back first: a `dagster dev` started in the background of a shell
-otherwise ignores both and cannot be stopped cleanly.
+Ctrl-C (or SIGTERM) is a clean stop: `dagster dev` (Dagster's public ``dagster`` command, a child process in
+this process group, so a terminal's Ctrl-C reaches both) shuts its webserver and daemon down, and the launcher
+waits for it and exits 0, so `make ui` ends without make's ``Error 1`` even when a second Ctrl-C during the
+shutdown makes `dagster dev` itself print ``Aborted!`` and exit 1. Other exit codes (a usage error: 2) pass through.
+SIGINT and SIGTERM get handlers back first: a `dagster dev` started in the background of a shell otherwise
+ignores both and cannot be stopped cleanly.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-#: how long a stopped launcher waits for the webserver and daemon processes to end (they got the same signal)
+#: how long a stopped launcher waits for `dagster dev` to end (it got the same signal)
 CHILDREN_GRACE_S = 15.0
 
 
@@ -29,41 +31,46 @@ def dev_args(root: Path) -> list[str]:
     return ["dev", "-w", str(workspace), "-h", host, "-p", port]
 
 
-def run_dagster(args: list[str]) -> int:
-    """Dagster's CLI with ``args`` in this process; its exit code, 0 when it was stopped by Ctrl-C or SIGTERM."""
-    import click
-
-    try:
-        from dagster._cli import ENV_PREFIX, cli
-    except ImportError as e:
-        raise SystemExit("error: dagster is not installed: run `make ui` (it installs the pipeline extra)") from e
-    try:
-        cli.main(args=args, prog_name="dagster", auto_envvar_prefix=ENV_PREFIX, standalone_mode=False)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        return stopped()
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    return 0
+def dagster_command() -> list[str]:
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
+    if dagster is None:
+        raise SystemExit("error: dagster is not installed: run `make ui` (it installs the pipeline extra)")
+    return [dagster]
 
 
-def stopped() -> int:
-    """After an interrupt: wait (briefly) for the child processes, which got the signal too; exit code 0."""
-    deadline = time.monotonic() + CHILDREN_GRACE_S
+def run_dagster(args: list[str], command: list[str] | None = None) -> int:
+    """``dagster *args`` in a child process; its exit code, or 0 when the user stopped it (Ctrl-C, SIGTERM)."""
+    proc = subprocess.Popen([*(command or dagster_command()), *args])
     try:
-        while time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break  # none left
-            if pid == 0:
-                time.sleep(0.1)
+        return proc.wait()
     except KeyboardInterrupt:
-        pass  # one more Ctrl-C: stop waiting
+        return stopped(proc)
+
+
+def stopped(proc: subprocess.Popen | None = None) -> int:
+    """After an interrupt: wait for `dagster dev` (it got the signal too and shuts its services down), at most
+    ``CHILDREN_GRACE_S``, then stop it; exit code 0."""
+    if proc is not None:
+        deadline = time.monotonic() + CHILDREN_GRACE_S
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except KeyboardInterrupt:
+                pass  # one more Ctrl-C: dagster dev has it too; keep waiting for it
+            except subprocess.TimeoutExpired:
+                break
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     print("mmfs ui: stopped", file=sys.stderr)
     return 0
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C (a SIGTERM to the group reached dagster dev too)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # dagster dev maps it to the SIGINT handler
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         from mmfs_assets.instance.home import InstanceError, init_home
 
