@@ -3,6 +3,10 @@
 One conversion per column and block (not per cell): a ``fixed_size_list<float32, D>`` column becomes
 one ``[B, D]`` tensor view of the Arrow buffer, numeric columns one ``[B]`` tensor. Depth columns
 (``depth_png``/``depth_min``/``depth_max``) are decoded together into float32 ``depth`` ``[K, H, W]``.
+
+In a batch, ``depth`` is always a list with one entry per sample: a float32 tensor ``[K, H, W]`` at that
+video's resolution (or None where no depth is stored), never stacked, so a batch of equal resolutions and a
+batch of mixed ones have the same type (``torch.stack(batch["depth"])`` where the job knows they match).
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ import torch
 from mmfs_loader import depth as D
 
 DEPTH_PARTS = (D.PNG, D.MIN, D.MAX)
+DEPTH = "depth"
+# Keys whose batch value is always a per-sample list: their shapes vary with the video (depth maps keep
+# each video's resolution), and a type that changes with the batch's mix of resolutions is no type at all.
+LIST_KEYS = frozenset({DEPTH})
 
 
 def _fixed_matrix(col: pa.ChunkedArray) -> np.ndarray | None:
@@ -97,7 +105,7 @@ def columns_of_block(t: pa.Table) -> dict[str, Any]:
             out[name] = col.to_pylist()
     if depth:
         rows = t.select(list(DEPTH_PARTS)).to_pylist()
-        out["depth"] = [None if r[D.PNG] is None else torch.from_numpy(D.decode_depth(r)) for r in rows]
+        out[DEPTH] = [None if r[D.PNG] is None else torch.from_numpy(D.decode_depth(r)) for r in rows]
     return out
 
 
@@ -121,19 +129,24 @@ def stack_or_list(values: Sequence[Any]) -> Any:
 
 
 def batch_of_block(cols: dict[str, Any]) -> dict[str, Any]:
-    """A collated batch from :func:`columns_of_block`: lists of equal-shape tensors are stacked."""
-    return {k: v if isinstance(v, torch.Tensor) else stack_or_list(v) for k, v in cols.items()}
+    """A collated batch from :func:`columns_of_block`: lists of equal-shape tensors are stacked, except
+    ``depth``, always a list of float32 ``[K, H, W]`` tensors (or None), one per sample."""
+    return {k: v if isinstance(v, torch.Tensor) else list(v) if k in LIST_KEYS else stack_or_list(v)
+            for k, v in cols.items()}
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Collate per-row samples: numbers -> a tensor, equal-shape tensors -> stacked, the rest -> lists
-    (None and str stay lists, where ``default_collate`` would fail)."""
+    (None and str stay lists, where ``default_collate`` would fail). ``depth`` is always a list of float32
+    ``[K, H, W]`` tensors (or None), one per sample, whatever the resolutions in the batch."""
     if not samples:
         return {}
     out: dict[str, Any] = {}
     for k in samples[0]:
         vals = [s[k] for s in samples]
-        if all(isinstance(v, bool) for v in vals):
+        if k in LIST_KEYS:
+            out[k] = vals
+        elif all(isinstance(v, bool) for v in vals):
             out[k] = torch.tensor(vals, dtype=torch.bool)
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
             out[k] = torch.tensor(vals)

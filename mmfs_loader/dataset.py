@@ -91,8 +91,9 @@ class FeatureDataset(IterableDataset):
     ``world_size`` (from torch.distributed when initialised), ``uneven="pad"`` (repeat a few samples) or
     ``"drop"`` so every rank yields the same count.
 
-    How it comes out: ``batch_size`` (yield collated batches instead of samples), ``transform`` (applied
-    to each sample or batch), ``reading`` (:class:`Reading`: fetch size, decode threads, cache).
+    How it comes out: ``batch_size`` (yield collated batches instead of samples: numbers ``[B]`` and vectors
+    ``[B, D]`` as tensors; ``depth`` always a list of float32 ``[K, H, W]`` tensors, one per sample at its
+    video's resolution, whatever the batch's mix of resolutions), ``transform`` (applied to each sample or batch), ``reading`` (:class:`Reading`: fetch size, decode threads, cache).
 
     ``len(dataset)`` is what one pass over this rank yields: batches with ``batch_size``, else samples;
     :attr:`samples_per_rank` counts samples either way. The flat keywords of earlier releases

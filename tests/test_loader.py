@@ -227,3 +227,37 @@ def test_cached_and_take_reads_agree(uri, batch):
         for x, y in zip(a, b):
             assert x["id"] == y["id"] and torch.equal(torch.as_tensor(x["height"]), torch.as_tensor(y["height"]))
             assert torch.equal(x["clip_embedding"], y["clip_embedding"])
+
+
+def test_depth_is_one_type_in_every_batch(tmp_path):
+    """Issue 25.7: ``depth`` was a stacked tensor in a batch of one resolution and a list in a mixed one.
+    Now it is a list of float32 ``[K, H, W]`` tensors in every batch, from the dataset and from collate."""
+    import lance
+    import pyarrow as pa
+
+    from mmfs_loader import depth as D
+    from mmfs_loader import schema as S
+    from tests.loader_util import rows
+
+    sizes = [(70, 98), (70, 98), (70, 98), (40, 56), (40, 56), (40, 56)]  # batches of 2: one, mixed, one
+    t = rows(0, len(sizes))
+    enc = [[D.encode_frame(np.random.default_rng(i * 4 + k).random((h, w), np.float32)) for k in range(4)]
+           for i, (h, w) in enumerate(sizes)]
+    group = S.ColumnGroup("depth", (pa.field(D.PNG, pa.list_(pa.binary())), pa.field(D.MIN, pa.list_(pa.float32())),
+                                    pa.field(D.MAX, pa.list_(pa.float32())), pa.field(D.TIMESTAMPS, pa.list_(pa.float64()))))
+    values = [[[e[0] for e in r] for r in enc], [[e[1] for e in r] for r in enc], [[e[2] for e in r] for r in enc],
+              [[k * 1.0 for k in range(4)]] * len(sizes), ["depth:1|model=tiny"] * len(sizes), [None] * len(sizes)]
+    for f, v in zip(group.fields, values, strict=True):
+        t = t.append_column(f, pa.array(v, f.type))
+    u = str(tmp_path / "d.lance")
+    lance.write_dataset(t, u, enable_stable_row_ids=True)
+
+    def check(batches):
+        assert len(batches) == 3
+        for b, want in zip(batches, [sizes[0:2], sizes[2:4], sizes[4:6]], strict=True):
+            assert type(b["depth"]) is list, type(b["depth"])
+            assert [tuple(d.shape) for d in b["depth"]] == [(4, *s) for s in want]
+            assert all(d.dtype == torch.float32 for d in b["depth"])
+
+    check(list(FeatureDataset(u, columns=["depth"], batch_size=2)))
+    check(list(FeatureDataset(u, columns=["depth"]).dataloader(batch_size=2, num_workers=0)))
