@@ -6,6 +6,7 @@ import json
 import re
 
 import lance
+import pyarrow as pa
 from typer.testing import CliRunner
 
 from mmfs_assets.cli.app import app
@@ -249,3 +250,33 @@ def test_mistakes_say_what_to_type(env, tmp_path, monkeypatch):
     assert "unexpected" not in r.output and "width" not in r.output
     _one_error(_run("search", "--caption", "dog", "--where", "height >"), 2, "bad filter 'height >'")
     assert _run("search", "--like", "id-000", "--where", "height > 100").exit_code == 0
+
+
+def test_tiny_profile_values_are_called_out(env, tmp_path, monkeypatch):
+    """Issue 25.6: `mmfs search` printed confident distances and `snapshot create --require clip_embedding`
+    tagged random-init values without a word. Both now say the values come from the tiny profile, and say
+    nothing for values of real models."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    (tmp_path / "dh").mkdir()
+    from tests.conftest import demo_like_table
+
+    note = "values come from MMFS_MODEL_PROFILE=tiny (random-init test models)"
+    lance.write_dataset(demo_like_table(3), env.table_uri)
+    r = _run("search", "--like", "id-000")
+    assert r.exit_code == 0 and f"clip_embedding {note}" in r.output and "distances mean nothing" in r.output, r.output
+    r = _run("search", "--like", "id-000", "--format", "json")
+    assert r.exit_code == 0 and note in r.output and len(json.loads(r.stdout)) == 2, r.output  # stdout stays JSON
+    r = _run("snapshot", "create", "tiny-snap", "--require", "clip_embedding")
+    assert r.exit_code == 0 and "tagged version" in r.stdout and note in r.output, r.output
+    assert "caption, clip_embedding, depth" in r.output and "--require checks that values exist" in r.output
+
+    t = demo_like_table(3)
+    for name in t.column_names:  # the same table filled by real models: no note
+        if name.endswith("_producer"):
+            t = t.set_column(t.column_names.index(name), name,
+                             pa.array([v.replace("|profile=tiny", "") for v in t[name].to_pylist()]))
+    lance.write_dataset(t, env.table_uri, mode="overwrite")
+    r = _run("search", "--like", "id-000")
+    assert r.exit_code == 0 and note not in r.output, r.output
+    r = _run("snapshot", "create", "real-snap", "--require", "clip_embedding")
+    assert r.exit_code == 0 and note not in r.output, r.output
