@@ -159,6 +159,14 @@ fill({uri!r}, "P", f, tiny(f, Path({models!r})), decode_workers=2, decode_timeou
 """
 
 
+def _cmdline(pid: int) -> str:
+    """The process's command line; "" for one that ended meanwhile (a short-lived child of the fill's process)."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def test_killed_fill_leaves_no_worker_behind(poison_table, model_dir):
     """SIGKILL the process running a fill while its workers decode (one hangs): they all exit."""
     code = CHILD.format(root=str(Path(__file__).resolve().parents[1]), uri=poison_table, models=str(model_dir))
@@ -167,8 +175,7 @@ def test_killed_fill_leaves_no_worker_behind(poison_table, model_dir):
         deadline = time.monotonic() + 120
         workers: set[int] = set()
         while time.monotonic() < deadline and len(workers) < 2:
-            workers = {p for p in _children(proc.pid) if "mmfs" in (Path("/proc") / str(p) / "cmdline").read_text(errors="replace")
-                       or "spawn" in (Path("/proc") / str(p) / "cmdline").read_text(errors="replace")}
+            workers = {p for p in _children(proc.pid) if "mmfs" in _cmdline(p) or "spawn" in _cmdline(p)}
             time.sleep(0.2)
         assert len(workers) >= 2, "the fill did not start its workers"
         time.sleep(1.0)
