@@ -35,12 +35,13 @@ from mmfs_assets.ingest.ingest_drop import ingest_drop  # noqa: E402
 from mmfs_loader import schema as S  # noqa: E402
 
 
-def make_drop(root: Path, n: int, mb: int) -> Path:
-    """``n`` unique files of about ``mb`` MB: a real 720p H.264 clip padded with random bytes."""
+def make_drop(root: Path, n: int, mb: int, spec: samples.Spec | None = None) -> Path:
+    """``n`` unique files of about ``mb`` MB: a real H.264 clip (``spec``, default 720p 4 s with a 1 s GOP)
+    padded with random bytes (at least 8: identical files would be one row)."""
     drop = root / "drop"
     drop.mkdir(parents=True)
-    clip = samples.write_video(root / "clip.mp4", samples.Spec("clip.mp4", 1280, 720, 30, 4.0, gop=30,
-                                                               options={"preset": "ultrafast"}))
+    spec = spec or samples.Spec("clip.mp4", 1280, 720, 30, 4.0, gop=30, options={"preset": "ultrafast"})
+    clip = samples.write_video(root / "clip.mp4", spec)
     base = clip.read_bytes()
     rng = np.random.default_rng(0)
     pad = max(8, mb * (1 << 20) - len(base))  # at least a few random bytes: identical files would be one row

@@ -34,11 +34,12 @@ os.environ.setdefault("LANCE_LOG", "error")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.ingest_metadata import make_drop  # noqa: E402
 from bench.measured import expect_count  # noqa: E402
 from mmfs_assets import samples  # noqa: E402
 from mmfs_assets.engine.engines import fill_partitions  # noqa: E402
+from mmfs_assets.engine.fill_options import FillOptions, ModelSettings  # noqa: E402
 from mmfs_assets.engine.ray_cluster import ray_session  # noqa: E402
-from mmfs_assets.engine.ray_replica import FillOptions, ModelSettings  # noqa: E402
 from mmfs_assets.features import discover  # noqa: E402
 from mmfs_assets.features.models import load_model, model_context  # noqa: E402
 from mmfs_assets.ingest.describe import describe_partition  # noqa: E402
@@ -50,13 +51,7 @@ FEATURE = {f.name: f for f in discover()}["clip_embedding"]
 
 
 def make_table(root: Path, videos: int, fragment_rows: int) -> str:
-    drop = root / "drop"
-    drop.mkdir(parents=True)
-    clip = samples.write_video(root / "clip.mp4", samples.Spec("clip.mp4", 1280, 720, 30, 8.0, gop=240,
-                                                               options={"preset": "ultrafast"}))
-    base = clip.read_bytes()
-    for i in range(videos):  # unique content: the same clip with its index appended (ignored by demuxers)
-        (drop / f"v{i:05d}.mp4").write_bytes(base + i.to_bytes(8, "little"))
+    drop = make_drop(root, videos, 0, samples.Spec("clip.mp4", 1280, 720, 30, 8.0, gop=240, options={"preset": "ultrafast"}))
     uri = str(root / "base.lance")
     ingest_drop(drop, "bench", uri, properties={}, fragment_rows=fragment_rows)
     describe_partition(uri, "bench", properties={})

@@ -18,7 +18,7 @@ import pytest
 
 from mmfs_assets import samples
 from mmfs_assets.engine.engines import fill_partitions
-from mmfs_assets.engine.ray_replica import FillOptions, ModelSettings
+from mmfs_assets.engine.fill_options import FillOptions, ModelSettings
 from mmfs_assets.features import discover
 from mmfs_assets.settings import Settings
 from mmfs_loader import leases
@@ -235,7 +235,7 @@ def test_single_run_backfill_of_four_partitions_records_four_materializations(lo
 SECRET_CHILD = """
 import sys
 from mmfs_assets.engine.engines import fill_partitions
-from mmfs_assets.engine.ray_replica import FillOptions, ModelSettings
+from mmfs_assets.engine.fill_options import FillOptions, ModelSettings
 from mmfs_assets.features import discover
 from mmfs_assets.settings import Settings
 
@@ -301,7 +301,7 @@ sys.meta_path.insert(0, NoRay())
 import mmfs_assets.definitions  # the code location loads without Ray
 from mmfs_assets.engine.engines import choose_engine, fill_partitions
 from mmfs_assets.engine.ray_cluster import RayUnavailableError
-from mmfs_assets.engine.ray_replica import FillOptions, ModelSettings
+from mmfs_assets.engine.fill_options import FillOptions, ModelSettings
 from mmfs_assets.features import discover
 from mmfs_assets.settings import Settings
 

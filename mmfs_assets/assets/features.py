@@ -8,8 +8,8 @@ from mmfs_assets.assets.video_metadata import video_metadata
 from mmfs_assets.assets.videos import run_properties
 from mmfs_assets.engine.decoders import DecoderUnavailableError
 from mmfs_assets.engine.engines import choose_engine, fill_partitions
+from mmfs_assets.engine.fill_options import FillOptions, ModelSettings
 from mmfs_assets.engine.ray_cluster import RayUnavailableError
-from mmfs_assets.engine.ray_replica import FillOptions, ModelSettings
 from mmfs_assets.engine.shard_reports import FleetFill
 from mmfs_assets.features.models import ModelUnavailableError, load_model, model_context
 from mmfs_assets.features.spec import Feature

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Sequence
 
-from mmfs_assets.engine.ray_replica import FillOptions, ModelSettings
+from mmfs_assets.engine.fill_options import FillOptions, ModelSettings
 from mmfs_assets.engine.report import FillIncomplete
 from mmfs_assets.engine.shard_reports import FleetFill
 from mmfs_assets.features.spec import Feature, LoadedModel

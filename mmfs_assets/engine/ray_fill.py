@@ -25,8 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from mmfs_assets.engine.fill_options import FillOptions, ModelSettings
 from mmfs_assets.engine.ray_cluster import RayUnavailableError, Replicas, plan_replicas, ray_session
-from mmfs_assets.engine.ray_replica import FillOptions, ModelSettings, ReplicaSpec, ShardOutcome, ShardReplica, secret_digest
+from mmfs_assets.engine.ray_replica import ReplicaSpec, ShardOutcome, ShardReplica, secret_digest
 from mmfs_assets.engine.report import FillReport
 from mmfs_assets.engine.shard_reports import FleetFill, merge_reports
 from mmfs_assets.engine.shards import Shard, group_files, plan_shards
@@ -249,8 +250,6 @@ class _Driver:
             secs = self.finished_at.get(d, time.perf_counter()) - self.started_at.get(d, t0)
             rep = merge_reports(self.feature.name, d, out.producer, parts, engine="ray", replicas=out.replicas,
                                 seconds_total=secs, shard_retries=self.retries[d], shards=self.shard_count[d])
-            if not parts:
-                rep.rows_in_partition = 0
             out.reports[d] = rep
             if self.failed[d]:
                 out.problems[d] = "; ".join(self.failed[d][:3]) + (f" (and {len(self.failed[d]) - 3} more)"

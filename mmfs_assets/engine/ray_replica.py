@@ -20,10 +20,11 @@ import json
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mmfs_assets.engine.decoders import default_workers
-from mmfs_assets.engine.fill import DECODE_TIMEOUT_S, decode_pool, fill_feature
+from mmfs_assets.engine.fill import decode_pool, fill_feature
+from mmfs_assets.engine.fill_options import FillOptions, ModelSettings
 from mmfs_assets.engine.pool import WorkerPool
 from mmfs_assets.engine.report import FillIncomplete, FillReport
 from mmfs_assets.engine.shards import Shard
@@ -37,28 +38,6 @@ def secret_digest(options: Mapping[str, str] | None) -> str:
     """sha256 of the secret storage options (what the driver sends instead of them): "" when there are none."""
     _, secret = split_storage_options(dict(options or {}))
     return hashlib.sha256(json.dumps(secret, sort_keys=True).encode()).hexdigest() if secret else ""
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """What picks and places the model, as the step resolved it (``ModelsResource``)."""
-
-    profile: str
-    model_dir: str
-    device: str
-    feature_env: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FillOptions:
-    """What every shard of one fill shares (``fill_feature``'s keyword arguments)."""
-
-    properties: dict[str, str]
-    chunk_rows: int = 256
-    decode_workers: int | None = None
-    decoder: str = "cpu"
-    decode_timeout: float | None = DECODE_TIMEOUT_S
-    force: bool = False
 
 
 @dataclass(frozen=True)
