@@ -10,7 +10,9 @@ that are known from the code and the settings alone:
 - the model profile (``|profile=tiny`` marks values from the random-init test models): tiny values are
   stale once the profile is ``pretrained``; pretrained values are never stale under ``tiny``, because a
   tiny fill does not overwrite them (:func:`mmfs_assets.engine.fill.fill_feature`),
-- the sampling mode (``MMFS_<F>_SAMPLING``) and the frame count (``MMFS_<F>_FRAMES``, when set),
+- the sampling mode (``MMFS_<F>_SAMPLING``) and the frame count (``MMFS_<F>_FRAMES``, when set); under
+  ``auto`` a row may hold ``exact`` or ``keyframe`` values, but ``keyframe`` ones whose frames repeat are
+  stale (:mod:`mmfs_assets.engine.sampling`: ``auto`` samples those videos ``exact``),
 - for the metadata group: its code version, ``MMFS_MAX_CORRUPT_FRAMES`` and the frame limits
   (``MMFS_MAX_FRAME_SIDE``, ``MMFS_MAX_FRAME_PIXELS``, ``MMFS_MAX_ASPECT_RATIO``).
 
@@ -28,8 +30,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmfs_assets.engine.sampling import AUTO
 from mmfs_assets.features.spec import Feature
 from mmfs_loader.status import DropStatus
+from mmfs_loader.video import SAMPLING_MODES
 
 if TYPE_CHECKING:
     from mmfs_assets.ingest.probe import FrameLimits
@@ -104,6 +108,8 @@ def why_stale(producer: str, exp: Expectation) -> str | None:
         return f"code version {head.split(':', 1)[-1]} -> {exp.prefix.split(':', 1)[1]}"
     for name, want in exp.fields:
         have = fields.get(name)
+        if name == "sampling" and want == AUTO and have in SAMPLING_MODES:
+            continue  # which of the two a row needs is decided per row (stale_features)
         if have != want and not (name == "profile" and want is None and have is None):
             if name == "profile":
                 if have is None:  # pretrained values under MMFS_MODEL_PROFILE=tiny: kept, see mmfs_assets.engine.plan.rows_to_fill
@@ -115,6 +121,10 @@ def why_stale(producer: str, exp: Expectation) -> str | None:
         if have_frames != str(exp.frames):
             return f"frames {have_frames or '-'} -> {exp.frames}"
     return None
+
+
+def _auto(exp: Expectation) -> bool:
+    return ("sampling", AUTO) in exp.fields
 
 
 def stale_features(drops: list[DropStatus], exps: list[Expectation]) -> list[Stale]:
@@ -129,6 +139,8 @@ def stale_features(drops: list[DropStatus], exps: list[Expectation]) -> list[Sta
             for producer, n in gs.producers.items():
                 if (cause := why_stale(producer, exp)) is not None:
                     causes[cause] += n
+                elif _auto(exp) and "|sampling=keyframe" in producer and gs.repeated.get(producer):
+                    causes["sampling keyframe -> exact (too few keyframes)"] += gs.repeated[producer]
             out += [Stale(d.drop_id, exp.asset, n, cause) for cause, n in sorted(causes.items())]
     return out
 

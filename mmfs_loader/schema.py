@@ -121,3 +121,10 @@ def group_of(schema: pa.Schema, column: str) -> str | None:
     """The column group a column belongs to, or None for ingest columns."""
     g = (schema.field(column).metadata or {}).get(GROUP_KEY)
     return g.decode() if g else None
+
+
+def producer_model(producer: str) -> str:
+    """A producer without its ``|sampling=...`` field: what made the values (code version, model, weights,
+    frames, profile), whichever frames of the video each row was sampled at. A feature filled with
+    ``sampling=auto`` records ``keyframe`` on some rows and ``exact`` on others: one model, not a mix."""
+    return "|".join(p for p in producer.split("|") if not p.startswith("sampling="))

@@ -10,7 +10,9 @@ error columns, never the values.
 The guard: for every column group a dataset reads, count the producers among the selected rows, the
 rows with no value (not computed yet) and the rows whose value is an error. A training set that mixes
 two models' embeddings, or silently skips rows, is a bug that shows up weeks later as a worse model, so
-by default such a selection is refused with the counts and the options to override.
+by default such a selection is refused with the counts and the options to override. Producers that differ
+only in their ``sampling`` field (``sampling=auto`` picks keyframes or exact frames per video) are one
+model, not a mix (:func:`mmfs_loader.schema.producer_model`).
 """
 
 from __future__ import annotations
@@ -136,12 +138,13 @@ def check(
                 f"{g}: {c.missing} selected rows have no value yet and {c.errors} have an error "
                 f"(see {g}_error); producers {c.producers}"
             )
-        if len(c.producers) > 1 and not allow_mixed_producers:
-            problems.append(f"{g}: the selected rows mix {len(c.producers)} producers: {c.producers}")
+        models = {S.producer_model(p) for p in c.producers}  # rows sampled at other frames: one model
+        if len(models) > 1 and not allow_mixed_producers:
+            problems.append(f"{g}: the selected rows mix {len(models)} producers: {c.producers}")
         want = (expected or {}).get(g)
         if want is not None:
             want_set = {want} if isinstance(want, str) else set(want)
-            if set(c.producers) - want_set:
+            if models - {S.producer_model(p) for p in want_set}:
                 problems.append(f"{g}: producers {c.producers} are not the expected {sorted(want_set)}")
     if problems:
         raise ProvenanceError(

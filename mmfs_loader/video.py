@@ -81,6 +81,13 @@ class VideoPlan:
         return (np.arange(count) + 0.5) * (self.duration_s / count)
 
 
+def nearest_keyframes(keyframe_times: Sequence[float] | np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Index of the keyframe nearest each of ``times`` (ties to the earlier): what ``keyframe`` sampling
+    decodes. Two targets on one index are a repeated frame."""
+    kts = np.asarray(keyframe_times, dtype=np.float64)
+    return np.abs(kts[None, :] - np.asarray(times, dtype=np.float64)[:, None]).argmin(axis=1)
+
+
 # The metadata columns a plan is built from (``keyframe_times`` only where the table has it).
 PLAN_COLUMNS = ("duration_s", "fps", "keyframe_interval", "rotation", "is_vfr", "keyframe_times")
 REQUIRED_PLAN_COLUMNS = PLAN_COLUMNS[:5]
@@ -375,7 +382,7 @@ class _Sampler:
         disagrees (the keyframe decoded there is another, or none) is this row's :class:`DecodeError`,
         never a stand-in frame."""
         kts = np.asarray(self.plan.keyframe_times, dtype=np.float64)
-        idx = np.abs(kts[None, :] - times[:, None]).argmin(axis=1)  # argmin takes the earlier on a tie
+        idx = nearest_keyframes(kts, times)
         frames: list[np.ndarray] = []
         stamps: list[float] = []
         taken: int | None = None

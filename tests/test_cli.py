@@ -10,6 +10,7 @@ import pyarrow as pa
 from typer.testing import CliRunner
 
 from mmfs_assets.cli.app import app
+from mmfs_loader.schema import producer_model
 from tests.conftest import make_drop
 
 runner = CliRunner()
@@ -35,8 +36,10 @@ def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
     assert report["success"] and report["partition"] == "cli-1"
     meta, clip = report["assets"]["video_metadata"], report["assets"]["clip_embedding"]
     assert meta["decoder"] == "cpu" and meta["videos_per_s"] > 0 and meta["frames_decoded"] > 0
-    assert clip["sampling"] == "keyframe" and clip["decoder"] == "cpu" and clip["decode_workers"] >= 1
-    assert clip["frames_taken"] == 3 * 8 and 0 < clip["decode_amplification"] <= 1.2
+    assert clip["sampling"] == "auto" and clip["decoder"] == "cpu" and clip["decode_workers"] >= 1
+    assert clip["rows_sampled_keyframe"] + clip["rows_sampled_exact"] == 3  # the videos decoded, each in its mode
+    # the fixture videos have fewer keyframes than 8: auto samples them exact, no frame repeats
+    assert clip["frames_taken"] == 3 * 8 and clip["decode_amplification"] > 0 and clip["rows_with_repeated_frames"] == 0
     assert {"seconds_decode_wait", "seconds_compute", "seconds_write"} <= set(clip)
     assert "gpu_busy_percent" not in clip  # no GPU here
     assert report["assets"]["depth"]["sampling"] == "exact"
@@ -71,7 +74,8 @@ def test_materialize_sql_status(env, fixture_dir, tmp_path, monkeypatch):
     assert set(groups) == {"metadata", "clip_embedding", "depth", "caption", "quality", "dup_group"}
     for name, g in groups.items():  # every feature ran: 3 good videos filled, 2 broken ones errored
         assert (g["filled"], g["errored"], g["missing"]) == (3, 2, 0), name
-        assert sum(g["producers"].values()) == 5 and len(g["producers"]) == 1, name
+        assert sum(g["producers"].values()) == 5, name  # one model (the sampling may differ per row: auto)
+        assert len({producer_model(p) for p in g["producers"]}) == 1, name
     for name in ("clip_embedding", "depth", "caption"):  # values of the test models say so in their producer
         assert "|profile=tiny" in next(iter(groups[name]["producers"])), name
     r = _run("status")
@@ -269,6 +273,14 @@ def test_tiny_profile_values_are_called_out(env, tmp_path, monkeypatch):
     r = _run("snapshot", "create", "tiny-snap", "--require", "clip_embedding")
     assert r.exit_code == 0 and "tagged version" in r.stdout and note in r.output, r.output
     assert "caption, clip_embedding, depth" in r.output and "--require checks that values exist" in r.output
+    r = _run("snapshot", "show", "tiny-snap")
+    assert r.exit_code == 0 and note in r.output, r.output
+    r = _run("sql", "SELECT id, caption FROM videos")
+    assert r.exit_code == 0 and f"caption {note}" in r.output and "clip_embedding" not in r.output, r.output
+    r = _run("sql", "SELECT id, width FROM videos")  # no model-made values in the result: no note
+    assert r.exit_code == 0 and note not in r.output, r.output
+    r = _run("status")
+    assert r.exit_code == 0 and note in r.output and "test values" in r.output, r.output
 
     t = demo_like_table(3)
     for name in t.column_names:  # the same table filled by real models: no note
@@ -280,3 +292,6 @@ def test_tiny_profile_values_are_called_out(env, tmp_path, monkeypatch):
     assert r.exit_code == 0 and note not in r.output, r.output
     r = _run("snapshot", "create", "real-snap", "--require", "clip_embedding")
     assert r.exit_code == 0 and note not in r.output, r.output
+    for cmd in (("snapshot", "show", "real-snap"), ("sql", "SELECT id, caption FROM videos"), ("status",)):
+        r = _run(*cmd)
+        assert r.exit_code == 0 and note not in r.output, (cmd, r.output)

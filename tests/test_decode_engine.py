@@ -223,13 +223,13 @@ def gop_table(tmp_path_factory, gop_videos) -> str:
 
 
 def test_fill_reports_amplification_and_mode_recomputes(gop_table, tmp_path, model_dir):
-    """Keyframe mode (CLIP's default) decodes ~1 frame per frame; switching to exact is a new producer."""
+    """Keyframe mode decodes ~1 frame per frame; switching to exact is a new producer."""
     import shutil
 
     uri = str(tmp_path / "t.lance")
     shutil.copytree(gop_table, uri)
     clip = FEATURES["clip_embedding"]
-    key = tiny(clip, model_dir)
+    key = tiny(clip, model_dir, MMFS_CLIP_SAMPLING="keyframe")
     assert key.sampling == "keyframe" and "sampling=keyframe" in key.producer
     rep = fill(uri, "G", clip, key, decode_workers=2)
     assert rep.rows_computed == 2 and rep.decoder == "cpu" and rep.decode_workers == 2

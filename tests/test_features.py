@@ -14,6 +14,7 @@ import pytest
 from mmfs_assets import samples
 from mmfs_assets.engine.batches import ModelRunner
 from mmfs_assets.engine.preprocess import Preprocess
+from mmfs_assets.engine.sampling import row_producer
 from mmfs_assets.engine.values import values_table
 from mmfs_assets.features import discover
 from mmfs_assets.features.catalog.clip_embedding import clip_feature
@@ -89,7 +90,8 @@ def test_feature_fill(name, table, model_dir, fixture_dir):
     assert rep.rows_computed == n_good and rep.rows_errored == n_bad
     assert rep.commits == -(-len(a_rows) // 4)  # chunks of at most 4 rows, one commit each
     for r in a_rows:
-        assert r[g.producer_column] == model.producer  # provenance on every row, errors included
+        # provenance on every row, errors included (under sampling=auto, with the mode the row got)
+        assert r[g.producer_column] in {row_producer(model.producer, m) for m in ("keyframe", "exact")}
         if r[S.FILE_NAME].startswith("bad/") or r[S.FILE_NAME] in samples.BAD_FILES:
             assert r[g.error_column] and "metadata error" in r[g.error_column]
             assert all(r[c] is None for c in g.value_columns)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from mmfs_assets.assets import FEATURES, current_checks
 from mmfs_assets.assets.current_checks import staleness_sensor
+from mmfs_assets.engine.fill import fill_feature
 from mmfs_assets.resources import build_resources
 from mmfs_assets.settings import Settings
 from mmfs_assets.staleness import expectations, why_stale
@@ -76,8 +79,21 @@ def test_staleness_sensor_reports_current_checks(env, fixture_dir, instance, mon
     assert checks["video_metadata_current"].passed
 
     assert materialize_drop("st-1", ["quality"], instance, Settings.from_env()).success  # recomputed
-    r4 = tick(r3.cursor)  # the table moved, the expectations did not: scanned again after a while, not per commit
-    assert isinstance(r4, dg.SkipReason) and "being written" in r4.skip_message
+    # a materialization gets its check evaluated after it (the UI shows "not evaluated" until then)
+    r4 = tick(r3.cursor)  # (staleness changed too: every check is evaluated again)
+    assert "quality_current" in {e.check_name for e in r4.asset_events} and all(e.passed for e in r4.asset_events)
+    assert materialize_drop("st-1", ["quality"], instance, Settings.from_env(), force=True).success
+    r4 = tick(r4.cursor)  # nothing else changed: only the materialized asset's check
+    assert [(e.check_name, e.passed) for e in r4.asset_events] == [("quality_current", True)]
+    # the table moved (a fill outside Dagster), nothing was materialized: scanned again after a while, not per commit
+    from mmfs_assets.features.models import load_model, model_context
+
+    quality = next(f for f in FEATURES if f.name == "quality")
+    ctx = model_context(quality, profile="tiny", model_dir=os.environ["MMFS_MODEL_DIR"], device="cpu",
+                        env={"MMFS_QUALITY_SAMPLING": "keyframe"})
+    fill_feature(env.table_uri, "st-1", quality, load_model(quality, ctx), properties={"mmfs.test": "1"}, force=True)
+    r5 = tick(r4.cursor)
+    assert isinstance(r5, dg.SkipReason) and "being written" in r5.skip_message
     monkeypatch.setattr(current_checks, "RESCAN_WHILE_WRITING_S", 0)
-    r5 = tick(r3.cursor)
-    assert all(e.passed for e in r5.asset_events)
+    r6 = tick(r4.cursor)
+    assert isinstance(r6, dg.SensorResult) and not r6.asset_events and "unchanged" in r6.skip_reason.skip_message

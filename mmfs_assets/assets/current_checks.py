@@ -5,7 +5,9 @@ overview and the partition list show nothing. These checks put it where people l
 ``<asset>_current`` check on the asset, with the stale partitions, row counts and causes in its metadata
 (:mod:`mmfs_assets.staleness` decides what is stale). The ``staleness_sensor`` evaluates every check
 when the code's expectations change (within a minute) or the table changed (at most every 5 minutes while
-fills keep committing); each check can also be run from the UI (*Execute*).
+fills keep committing), and an asset's check after each of its materializations (within a minute: the UI
+shows a check with no result newer than the asset's latest materialization as "not evaluated"); each
+check can also be run from the UI (*Execute*).
 """
 
 from __future__ import annotations
@@ -90,6 +92,16 @@ def current_check(asset: str, features: list[Feature]) -> dg.AssetChecksDefiniti
     return _check
 
 
+def _latest_materializations(instance: dg.DagsterInstance, assets: list[str]) -> dict[str, float]:
+    """When each asset (any partition) was last materialized, 0.0 for never: the UI shows a check as "not
+    evaluated" until it has a result newer than the asset's latest materialization."""
+    out = {}
+    for a in assets:
+        event = instance.get_latest_materialization_event(dg.AssetKey(a))
+        out[a] = event.timestamp if event is not None else 0.0
+    return out
+
+
 def current_checks(features: list[Feature]) -> list[dg.AssetChecksDefinition]:
     return [current_check(a, features) for a in [METADATA_ASSET, *(f.name for f in features)]]
 
@@ -119,7 +131,10 @@ def staleness_sensor(features: list[Feature]) -> dg.SensorDefinition:
             return dg.SkipReason(f"the table cannot be opened: {str(e).splitlines()[0][:300]}")
         expected = hashlib.sha256(json.dumps([assets, [repr(e) for e in exps]]).encode()).hexdigest()[:16]
         last = json.loads(context.cursor) if context.cursor else {}
-        if last.get("expected") == expected:
+        materialized = _latest_materializations(context.instance, assets)
+        seen = last.get("materialized", {})
+        newer = [a for a in assets if materialized[a] > seen.get(a, 0.0)]  # each needs a result after it
+        if last.get("expected") == expected and not newer:
             if last.get("version") == version:
                 return dg.SkipReason(f"table version {version} and the expected producers are unchanged")
             wait = last.get("scanned_at", 0) + RESCAN_WHILE_WRITING_S - time.time()
@@ -127,9 +142,11 @@ def staleness_sensor(features: list[Feature]) -> dg.SensorDefinition:
                 return dg.SkipReason(f"the table is being written (version {version}); next scan in {wait:.0f} s")
         at, stale = _table_stale(lance_table, exps)
         result = hashlib.sha256(json.dumps([assets, [s.record() for s in stale]]).encode()).hexdigest()[:16]
-        cursor = json.dumps({"expected": expected, "version": at, "result": result, "scanned_at": time.time()})
-        if last.get("result") == result:
+        cursor = json.dumps({"expected": expected, "version": at, "result": result, "scanned_at": time.time(),
+                             "materialized": materialized})
+        report = assets if last.get("result") != result or last.get("expected") != expected else newer
+        if not report:
             return dg.SensorResult(skip_reason=f"staleness unchanged at table version {at}", cursor=cursor)
-        return dg.SensorResult(asset_events=[evaluation(a, stale, at) for a in assets], cursor=cursor)
+        return dg.SensorResult(asset_events=[evaluation(a, stale, at) for a in report], cursor=cursor)
 
     return _sensor

@@ -100,11 +100,11 @@ def _warn(context: dg.AssetExecutionContext, feature: Feature, fill: FleetFill) 
             "MMFS_MODEL_PROFILE=tiny and leaves them as they are (set MMFS_MODEL_PROFILE=pretrained, or "
             "force the run to overwrite them with test values)"
         )
-    if repeated and "|sampling=keyframe" in fill.producer:
-        context.log.warning(
-            f"{feature.name}: {repeated} videos have fewer keyframes than the frames asked for, so their frames "
-            f"repeat (keyframe sampling); {feature.sampling_env}=exact samples the frames at the slice centres instead"
-        )
+    if repeated:
+        why = (f"fewer keyframes than frames asked for (keyframe sampling; {feature.sampling_env}=auto samples those "
+               "videos at the slice centres)" if "|sampling=keyframe" in fill.producer
+               else "fewer frames than the frames asked for")
+        context.log.warning(f"{feature.name}: {repeated} videos have {why}, so their frames repeat")
 
 
 def feature_assets(features: list[Feature]) -> list[dg.AssetsDefinition]:

@@ -37,6 +37,9 @@ def _partition_metadata(rep: FillReport, summary: GroupSummary) -> dict[str, Any
         "errors": len(summary.errored),
         "nulls_without_error": summary.nulls_without_error,
         **rep.metrics(),
+        "quarantined_by_metadata": summary.quarantined_by_metadata,
+        # the partition's rows whose frames repeat, whichever run filled them (the run's own count is in the log)
+        "rows_with_repeated_frames": summary.rows_with_repeated_frames,
         "commits": rep.commits,
         "commit_retries": rep.commit_retries,
     }
@@ -63,7 +66,8 @@ def fill_result(feature: Feature, ds: lance.LanceDataset, fill: FleetFill, keys:
     complete = dg.AssetCheckResult(
         check_name=check, passed=not_current == 0 and nulls == 0, severity=dg.AssetCheckSeverity.ERROR,
         metadata={"rows_not_current": not_current, "nulls_without_error": nulls,
-                  "rows_in_quarantine": sum(len(x.errored) for x in summaries)},
+                  "rows_in_quarantine": sum(len(x.errored) for x in summaries),
+                  "rows_quarantined_by_metadata": sum(x.quarantined_by_metadata for x in summaries)},
     )
     if len(keys) == 1:
         meta, summary, q = per[keys[0]]
@@ -81,8 +85,8 @@ def fill_result(feature: Feature, ds: lance.LanceDataset, fill: FleetFill, keys:
     )
     reports = {k: meta for k, (meta, _, _) in per.items()}
     totals = {name: sum(int(m.get(name) or 0) for m in reports.values())
-              for name in ("rows", "rows_computed", "rows_already_current", "errors", "nulls_without_error",
-                           "commits", "shard_retries", "shards")}
+              for name in ("rows", "rows_computed", "rows_already_current", "errors", "quarantined_by_metadata",
+                           "rows_with_repeated_frames", "nulls_without_error", "commits", "shard_retries", "shards")}
     first = fill.reports[keys[0]]
     digest = hashlib.sha256("|".join(f"{k}:{per[k][1].data_version}" for k in keys).encode()).hexdigest()[:16]
     result = dg.MaterializeResult(

@@ -164,6 +164,7 @@ def sql_cmd(
 ) -> None:
     """Run read-only SQL over the table (exposed as `videos`), at the latest version or a pinned one."""
     from mmfs_assets.cli.render import print_arrow
+    from mmfs_assets.cli.tiny_notes import print_note, sql_note
     from mmfs_assets.settings import Settings
     from mmfs_loader.query import sql
 
@@ -171,6 +172,8 @@ def sql_cmd(
     t = sql(s.table_uri, query, version=version, tag=tag, storage_options=s.storage_options or None,
             allow_external_access=unsafe_allow_files)
     print_arrow(t, fmt, out)
+    if t.num_rows:
+        print_note(console, sql_note(s.table_ref, t.column_names, version, tag))
 
 
 @app.command()
@@ -189,6 +192,7 @@ def status(
         print_status,
         status_records,
     )
+    from mmfs_assets.cli.tiny_notes import print_note, tiny_groups, tiny_note
     from mmfs_assets.settings import Settings
     from mmfs_assets.staleness import refused_drops, settings_expectations, stale_features
     from mmfs_loader import leases
@@ -226,6 +230,8 @@ def status(
         return
     print_status(drops, fmt, out)
     print_stale(stale, out)
+    tiny = tiny_groups({g: gs.producers for d in drops for g, gs in d.groups.items() if gs.producers})
+    print_note(console, tiny_note(tiny, "the values counted here are test values, not features to train on"))
     for h in held:  # fills running (anywhere) and training jobs reading: what maintenance keeps and rollback waits for
         out.print(("running fill: " if h.fill else "reading: ") + h.describe(), highlight=False)
     print_health(s.table_uri, health, console)

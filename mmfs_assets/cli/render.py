@@ -181,7 +181,8 @@ def status_records(status: list[DropStatus]) -> list[dict]:
             "drop_id": s.drop_id,
             "rows": s.rows,
             "groups": {
-                g: {"filled": gs.filled, "errored": gs.errored, "missing": gs.missing, "producers": gs.producers}
+                g: {"filled": gs.filled, "errored": gs.errored, "missing": gs.missing, "producers": gs.producers,
+                    "rows_with_repeated_frames": gs.rows_with_repeated_frames}
                 for g, gs in s.groups.items()
             },
         }
@@ -195,10 +196,10 @@ def print_status(status: list[DropStatus], fmt: Format, console: Console) -> Non
         return
     # one line per (drop, column group): stays readable however many features the table has; the long
     # producer strings are listed once below the table and referenced by number
-    table = Table("drop", "group", "filled", "errored", "missing", "producer")
+    table = Table("drop", "group", "filled", "errored", "missing", "repeats", "producer")
     for col in table.columns:
         col.overflow = "fold"  # a long drop name wraps, it is never cut
-    for col in table.columns[2:5]:
+    for col in table.columns[2:6]:
         col.justify = "right"
     numbers: dict[str, int] = {}
     for s in status:
@@ -214,12 +215,18 @@ def print_status(status: list[DropStatus], fmt: Format, console: Console) -> Non
                 f"[green]{gs.filled}[/green]",
                 f"[red]{gs.errored}[/red]" if gs.errored else "0",
                 f"[yellow]{gs.missing}[/yellow]" if gs.missing else "0",
+                f"[yellow]{gs.rows_with_repeated_frames}[/yellow]" if gs.rows_with_repeated_frames else "0",
                 "\n".join(refs) or "-",
                 end_section=i == len(s.groups) - 1,
             )
         if not s.groups:
-            table.add_row(s.drop_id, "-", "", "", "", "", end_section=True)
+            table.add_row(s.drop_id, "-", "", "", "", "", "", end_section=True)
     console.print(table)
+    repeats = sum(gs.rows_with_repeated_frames for s in status for gs in s.groups.values())
+    if repeats:
+        console.print(f"repeats: {repeats} filled rows took the same frame more than once (a video with fewer frames "
+                      "than the feature asks for, or keyframe sampling of a video with fewer keyframes; "
+                      "MMFS_<F>_SAMPLING=auto samples those at the slice centres)", highlight=False)
     if numbers:
         console.print("producers:", highlight=False)
         for p, k in numbers.items():

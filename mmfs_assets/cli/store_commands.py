@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
 from datetime import timedelta
 from typing import Annotated, Optional
 
@@ -14,30 +13,13 @@ from rich.table import Table
 
 from mmfs_assets.cli.errors import CliError, CliUsageError
 from mmfs_assets.cli.render import Format
+from mmfs_assets.cli.tiny_notes import print_note, search_note, tiny_groups, tiny_note
 
 out = Console()
 console = Console(stderr=True)
 snapshot_app = typer.Typer(help="Snapshots: tagged table versions with a manifest, what training jobs pin.",
                            no_args_is_help=True)
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table or json")]
-
-
-TINY_MARK = "|profile=tiny"  # in the producer of every value the tiny (random-init test) models made
-
-
-def tiny_note(groups: Iterable[str], meaning: str) -> str | None:
-    """One line saying that ``groups``' values come from the tiny profile (None when none do): commands that
-    read or tag model-made values print it (on stderr), so random-init values never pass for real ones."""
-    names = sorted(set(groups))
-    if not names:
-        return None
-    return (f"note: {', '.join(names)} values come from MMFS_MODEL_PROFILE=tiny (random-init test models): "
-            f"{meaning}; fill with MMFS_MODEL_PROFILE=pretrained for real values")
-
-
-def _note(line: str | None) -> None:
-    if line:
-        console.print(f"[yellow]{line}[/yellow]", highlight=False, soft_wrap=True)
 
 
 def _settings():
@@ -108,9 +90,9 @@ def snapshot_create(
     except snapshots.SnapshotRefused as e:
         raise CliUsageError(str(e).split(": ", 1)[0] + ":\n  - " + "\n  - ".join(e.problems),
                        "fill the missing rows (`mmfs materialize -p DROP -s FEATURE`), or snapshot without --require") from e
-    tiny = [g for g, gm in m.groups.items() if any(TINY_MARK in p for p in gm.producers)]
-    _note(tiny_note(tiny, "this snapshot's values of them mean nothing for training"
-                    + (" (--require checks that values exist, not that they are real)" if require else "")))
+    tiny = tiny_groups({g: gm.producers for g, gm in m.groups.items()})
+    print_note(console, tiny_note(tiny, "this snapshot's values of them mean nothing for training"
+                                  + (" (--require checks that values exist, not that they are real)" if require else "")))
     if fmt is Format.json:
         _json(m.record())
         return
@@ -123,7 +105,10 @@ def snapshot_show(name: Annotated[str, typer.Argument()], fmt: FormatOpt = Forma
     from mmfs_assets.store import snapshots
 
     _no_csv(fmt, "snapshot show")
-    print_manifest(snapshots.show(_settings().table_ref, name), fmt)
+    m = snapshots.show(_settings().table_ref, name)
+    print_manifest(m, fmt)
+    print_note(console, tiny_note(tiny_groups({g: gm.producers for g, gm in m.groups.items()}),
+                                  "this snapshot's values of them mean nothing for training"))
 
 
 @snapshot_app.command("list")
@@ -346,30 +331,11 @@ def search(
     else:
         hits = S.by_text(table, text or "", q, settings_encoder(settings), column=column, version=version, tag=tag)
     if hits:
-        _note(_search_tiny_note(table, "caption" if caption is not None else column, caption is not None,
-                                where, version, tag))
+        print_note(console, search_note(table, "caption" if caption is not None else column, caption is not None,
+                                        where, version, tag))
     import pyarrow as pa
 
     print_arrow(pa.Table.from_pylist(hits) if hits else pa.table({"id": pa.array([], pa.string())}), fmt, out)
-
-
-def _search_tiny_note(table, column: str | None, by_caption: bool, where: str | None, version: int | None,
-                      tag: str | None) -> str | None:
-    """The tiny-profile note for a search's column (a bounded read of its producers, as the search does)."""
-    from mmfs_assets.store import search as S
-    from mmfs_loader import schema as LS
-
-    ds = table.open(version=version, tag=tag)
-    try:
-        col = "caption" if by_caption else S.pick_column(ds, column)
-        producer = S.producer_of(ds, col, where)
-    except S.SearchError:
-        return None
-    if TINY_MARK not in producer:
-        return None
-    group = LS.group_of(ds.schema, col) or col
-    return tiny_note([group], "captions are placeholder text and scores mean nothing" if by_caption
-                     else "these distances mean nothing")
 
 
 def maintain(

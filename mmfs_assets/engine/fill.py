@@ -37,6 +37,7 @@ from mmfs_assets.engine.gpu_busy import GpuBusy
 from mmfs_assets.engine.plan import rows_to_fill
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
 from mmfs_assets.engine.report import FillReport, check_complete
+from mmfs_assets.engine.sampling import row_producer
 from mmfs_assets.engine.shm import SharedFrames
 from mmfs_assets.engine.values import Result, values_table
 from mmfs_assets.features.spec import Clip, Feature, LoadedModel
@@ -113,7 +114,7 @@ def fill_feature(
         rep.rows_in_partition = rep.rows_waiting_for_metadata = ds.count_rows(filter=where)
         rep.seconds_total = time.perf_counter() - t_start
         return rep
-    rows, todo = rows_to_fill(ds, feature, model, where, rep, force, fragments)
+    rows, todo, modes = rows_to_fill(ds, feature, model, where, rep, force, fragments)
     if not len(todo):
         rep.seconds_total = time.perf_counter() - t_start
         return rep
@@ -133,7 +134,7 @@ def fill_feature(
         own = pool is None
         if own:
             pool = decode_pool(table, ds.version, feature, workers, window, decode_timeout, storage_retry_s)
-        undone = _run(table, ds, feature, model, rep, chunks, order, meta, rowids, window, where, properties,
+        undone = _run(table, ds, feature, model, rep, chunks, order, meta, modes, rowids, window, where, properties,
                       pool, own, choice, decode_task, storage_retry_s, progress)
     rep.seconds_total = time.perf_counter() - t_start
     check_complete(rep, undone)
@@ -155,8 +156,8 @@ def decode_pool(table: TableRef, version: int, feature: Feature, workers: int, w
     )
 
 
-def _run(table, ds, feature, model, rep, chunks, order, meta, rowids, window, where, properties, pool, own, choice,
-         decode_task, storage_retry_s, progress):
+def _run(table, ds, feature, model, rep, chunks, order, meta, modes, rowids, window, where, properties, pool, own,
+         choice, decode_task, storage_retry_s, progress):
     """Decode, compute and commit ``chunks``; the rollback that undid any of its commits, if one did.
     ``own``: the pool was started for this fill (closed at the end; else only its leftover results go)."""
     decode_timeout = pool.timeout
@@ -170,7 +171,7 @@ def _run(table, ds, feature, model, rep, chunks, order, meta, rowids, window, wh
             nvdec = NvdecLane(ds)
         source = FrameSource(pool, nvdec, decode_timeout, decode_task)
         with GpuBusy(model.device) as busy:
-            _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids, window, where,
+            _loop(table, feature, model, rep, pool, source, chunks, order, meta, modes, rowids, window, where,
                   properties, committer, progress, storage_retry_s)
         rep.gpu_busy_percent = busy.percent
         rep.nvdec_rows, rep.nvdec_fallbacks = source.nvdec_rows, source.nvdec_fallbacks
@@ -185,7 +186,7 @@ def _run(table, ds, feature, model, rep, chunks, order, meta, rowids, window, wh
             nvdec.close()
 
 
-def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids, window, where,
+def _loop(table, feature, model, rep, pool, source, chunks, order, meta, modes, rowids, window, where,
           properties, committer, progress, storage_retry_s) -> None:
     g = feature.group
     container = model.input == "container"
@@ -210,7 +211,9 @@ def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids,
             else:
                 plan = VideoPlan.from_row({c: meta[c][i] for c in meta})
                 times = [float(t) for t in plan.targets(model.frames.count)]
-                handles.append((i, source.submit(rowid, plan, times, model.frames.short_side, model.sampling)))
+                handles.append((i, source.submit(rowid, plan, times, model.frames.short_side, modes[i])))
+                rep.rows_sampled_keyframe += modes[i] == "keyframe"
+                rep.rows_sampled_exact += modes[i] == "exact"
             submitted += 1
 
     last_commit: Future | None = None
@@ -322,7 +325,8 @@ def _loop(table, feature, model, rep, pool, source, chunks, order, meta, rowids,
         ids = [int(rowids[i]) for i in chunk if int(rowids[i]) not in deferred]
         if not ids:
             continue
-        values = values_table(feature, model.producer, ids, results)
+        producers = {int(rowids[i]): row_producer(model.producer, modes[i]) for i in chunk}
+        values = values_table(feature, producers, ids, results)
         errors = sum(results[r][1] is not None for r in ids)
         rep.rows_errored += errors
         rep.rows_computed += len(ids) - errors

@@ -27,11 +27,14 @@ class FillReport:
     decoder_reason: str = ""
     decode_workers: int = 0
     worker_restarts: int = 0  # workers replaced after a crash or a hang (each is one row's error)
-    sampling: str = ""
+    sampling: str = ""  # the setting: "auto", "exact" or "keyframe" (each row's mode is in its producer)
+    rows_sampled_keyframe: int = 0  # rows decoded at keyframes (the rest of the decoded rows: exact)
+    rows_sampled_exact: int = 0
     frames_decoded: int = 0
     frames_taken: int = 0
     amplification_per_row: list[float] = field(default_factory=list, repr=False)
-    rows_with_repeated_frames: int = 0  # fewer distinct frames than asked (short video, or keyframes sparser than targets)
+    rows_with_repeated_frames: int = 0  # fewer distinct frames than asked (a video with fewer frames than asked,
+    # or, under "keyframe" sampling, fewer keyframes)
     nvdec_rows: int = 0
     nvdec_fallbacks: int = 0  # rows NVDEC refused, decoded by CPU workers instead
     seconds_decode: float = 0.0  # summed over decode workers
@@ -80,6 +83,8 @@ class FillReport:
             "decoder": self.decoder,
             "decode_workers": self.decode_workers,
             "sampling": self.sampling,
+            "rows_sampled_keyframe": self.rows_sampled_keyframe,
+            "rows_sampled_exact": self.rows_sampled_exact,
             "frames_decoded": self.frames_decoded,
             "frames_taken": self.frames_taken,
             "decode_amplification": self.amplification,

@@ -26,11 +26,14 @@ def column(values: list[Any], f: pa.Field) -> pa.Array:
     return pa.array(values, type=t)
 
 
-def values_table(feature: Feature, producer: str, rowids: list[int], results: dict[int, Result]) -> pa.Table:
+def values_table(feature: Feature, producer: str | dict[int, str], rowids: list[int],
+                 results: dict[int, Result]) -> pa.Table:
+    """``producer``: one for every row, or each row's (by row id: rows sampled in different modes)."""
     g = feature.group
     cols: dict[str, pa.Array] = {"_rowid": pa.array(rowids, pa.uint64())}
     for f in g.value_fields:
         cols[f.name] = column([(results[r][0] or {}).get(f.name) for r in rowids], f)
-    cols[g.producer_column] = pa.array([producer] * len(rowids), pa.string())
+    per_row = producer if isinstance(producer, dict) else dict.fromkeys(rowids, producer)
+    cols[g.producer_column] = pa.array([per_row[r] for r in rowids], pa.string())
     cols[g.error_column] = pa.array([results[r][1] for r in rowids], pa.string())
     return pa.table(cols)

@@ -31,6 +31,7 @@ from functools import partial
 from pathlib import Path
 
 from mmfs_assets.engine import batches
+from mmfs_assets.engine.sampling import SAMPLING_SETTINGS
 from mmfs_assets.features.spec import (
     Feature,
     FrameRequest,
@@ -40,7 +41,6 @@ from mmfs_assets.features.spec import (
     ModelUnavailableError,
     producer_string,
 )
-from mmfs_loader.video import SAMPLING_MODES
 
 PROFILES = ("pretrained", "tiny")
 _fingerprints: dict[tuple[str, int, int], str] = {}
@@ -142,8 +142,8 @@ def model_context(
         return v
 
     sampling = env.get(feature.sampling_env) or feature.default_sampling
-    if sampling not in SAMPLING_MODES:
-        raise ModelUnavailableError(f"{feature.sampling_env}={sampling!r}: choose one of {', '.join(SAMPLING_MODES)}")
+    if sampling not in SAMPLING_SETTINGS:
+        raise ModelUnavailableError(f"{feature.sampling_env}={sampling!r}: choose one of {', '.join(SAMPLING_SETTINGS)}")
     return ModelContext(
         spec=spec,
         sampling=sampling,

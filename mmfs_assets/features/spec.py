@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmfs_assets.engine.sampling import SAMPLING_SETTINGS
 from mmfs_loader.schema import ColumnGroup
-from mmfs_loader.video import SAMPLING_MODES
 
 if TYPE_CHECKING:
     from mmfs_assets.engine.preprocess import Preprocess
@@ -114,7 +114,7 @@ class LoadedModel:
     details: dict[str, str] = field(default_factory=dict)
     preprocess: Preprocess | None = None
     postprocess: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    sampling: str = "exact"  # "exact" or "keyframe" (mmfs_loader.video)
+    sampling: str = "exact"  # "auto", "exact" or "keyframe" (mmfs_assets.engine.sampling)
     input: str = "frames"  # "frames" (decoded clips) or "container" (the metadata probe reads the whole file)
     dtype: Any = None  # torch dtype of ``pixels`` (None: float32)
     producer: str = ""  # set by mmfs_assets.features.models.load_model
@@ -144,7 +144,7 @@ class Feature:
     """One feature column group and how to compute it.
 
     ``setting`` is the prefix of its environment variables: ``<setting>_MODEL`` (hub id or local dir),
-    ``<setting>_FRAMES``, ``<setting>_BATCH_SIZE`` and ``<setting>_SAMPLING`` (``exact`` or ``keyframe``,
+    ``<setting>_FRAMES``, ``<setting>_BATCH_SIZE`` and ``<setting>_SAMPLING`` (``auto``, ``exact`` or ``keyframe``,
     default ``default_sampling``). ``frames`` and ``batch_size`` are the defaults those settings override
     (``frames`` None: the model's ``max_frames``). ``load(ctx)`` returns a :class:`Model`.
     ``build_tiny(dir)`` writes a tiny random-init model in the same on-disk format as real weights, for
@@ -169,8 +169,8 @@ class Feature:
     normalized: bool = False  # vector values are L2-normalised: the quality check flags norms away from 1
 
     def __post_init__(self) -> None:
-        if self.default_sampling not in SAMPLING_MODES:
-            raise ValueError(f"feature {self.name!r}: default_sampling must be one of {SAMPLING_MODES}")
+        if self.default_sampling not in SAMPLING_SETTINGS:
+            raise ValueError(f"feature {self.name!r}: default_sampling must be one of {SAMPLING_SETTINGS}")
 
     @property
     def model_env(self) -> str:

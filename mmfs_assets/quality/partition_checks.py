@@ -1,7 +1,8 @@
 """Quality of one partition's column group, as numbers and a pass/fail: what the per-partition checks say.
 
-Read from the table after a fill, through the ``drop_id`` index: errors (decode failures, quarantined
-videos) and their share of the partition's rows, values missing without an error, and for embedding
+Read from the table after a fill, through the ``drop_id`` index: errors (decode failures, rows the group
+itself could not compute) and their share of the partition's rows (for a feature, rows ``video_metadata``
+quarantined are left out: that check reports them, and a damaged file must not fail every feature), values missing without an error, and for embedding
 columns the L2 norms (NaN or infinite values, zero vectors, and for L2-normalised features norms further
 than the tolerance from 1). Thresholds come from settings (``MMFS_CHECK_*``).
 """
@@ -13,9 +14,12 @@ from dataclasses import dataclass, field
 import lance
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mmfs_loader import schema as S
 from mmfs_loader.sql import equals
+
+M = S.METADATA
 
 
 @dataclass
@@ -46,8 +50,14 @@ def group_quality(ds: lance.LanceDataset, group: S.ColumnGroup, drop_id: str, *,
     """Errors, nulls without an error and (embeddings) norms of ``group`` in partition ``drop_id``."""
     vec_cols = _vector_columns(ds, group)
     first = group.value_columns[0]
-    cols = list(dict.fromkeys([first, group.producer_column, group.error_column, *vec_cols]))
+    upstream = M.error_column if group.name != M.name and M.error_column in ds.schema.names else None
+    cols = list(dict.fromkeys([first, group.producer_column, group.error_column, *vec_cols, *([upstream] if upstream else [])]))
     t = ds.to_table(columns=cols, filter=equals(S.DROP_ID, drop_id))
+    quarantined = 0
+    if upstream:  # the metadata step's quarantine is its own check's business, not this group's
+        keep = t[upstream].is_null()
+        quarantined = t.num_rows - int(pc.sum(keep).as_py() or 0)
+        t = t.filter(keep)
     rows = t.num_rows
     errors = rows - t[group.error_column].null_count
     missing = t[group.producer_column].null_count
@@ -58,6 +68,8 @@ def group_quality(ds: lance.LanceDataset, group: S.ColumnGroup, drop_id: str, *,
     rate = errors / rows if rows else 0.0
     md: dict = {"rows": rows, "errors": errors, "error_rate": round(rate, 4), "nulls_without_error": nulls,
                 "not_filled": missing, "max_error_rate": max_error_rate}
+    if upstream:
+        md["quarantined_by_metadata"] = quarantined
     problems = []
     if rate > max_error_rate:
         problems.append(f"{errors} of {rows} rows ({rate:.0%}) have errors (limit {max_error_rate:.0%})")
@@ -79,5 +91,6 @@ def group_quality(ds: lance.LanceDataset, group: S.ColumnGroup, drop_id: str, *,
             problems.append(f"{bad} {c} vectors have norms that are {what}")
     desc = "; ".join(problems) if problems else (
         f"{rows - errors - missing} rows filled, {errors} errors ({rate:.0%}), no empty values"
-        + (", norms within tolerance" if vec_cols else ""))
+        + (", norms within tolerance" if vec_cols else "")
+        + (f"; {quarantined} rows quarantined by video_metadata not counted" if quarantined else ""))
     return QualityOutcome(not problems, desc, md)

@@ -103,7 +103,7 @@ def problems(manifest: Manifest, required: list[str], drops_missing: dict[str, d
         if gm.missing:
             where = ", ".join(f"{d} ({n})" for d, n in sorted(drops_missing.get(feature, {}).items())[:10])
             out.append(f"{feature}: {gm.missing} rows without values, in drops {where}")
-        if len(gm.producers) > 1:
+        if len({S.producer_model(p) for p in gm.producers}) > 1:  # sampling alone is no mix (sampling=auto)
             mix = ", ".join(f"{p} ({n} rows)" for p, n in sorted(gm.producers.items(), key=lambda kv: -kv[1]))
             out.append(f"{feature}: {len(gm.producers)} producers: {mix}")
     return out

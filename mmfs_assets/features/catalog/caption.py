@@ -50,5 +50,5 @@ def _caption(net, clips, pixels, decode) -> dict[str, list]:
 FEATURE = Feature(
     "caption", GROUP, CODE_VERSION, "MMFS_CAPTION", "microsoft/git-base-vatex", _load,
     "One caption per video from GIT (MMFS_CAPTION_MODEL, default microsoft/git-base-vatex) over 6 sampled frames.",
-    batch_size=8, build_tiny=tiny.caption, default_sampling="keyframe",
+    batch_size=8, build_tiny=tiny.caption, default_sampling="auto",
 )

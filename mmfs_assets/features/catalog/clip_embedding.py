@@ -1,8 +1,9 @@
 """CLIP embeddings (open_clip): K sampled frames per video, pooled into one L2-normalised vector.
 
 Each frame is embedded and L2-normalised; the mean of the K vectors, normalised again, is the video's vector
-(``fixed_size_list<float32, D>``). Frames are sampled at keyframes by default (``MMFS_CLIP_SAMPLING=keyframe``:
-about one frame decoded per frame embedded; ``exact`` takes the slice centres). :func:`clip_feature` declares
+(``fixed_size_list<float32, D>``). Frames are sampled per video by default (``MMFS_CLIP_SAMPLING=auto``: keyframes,
+about one frame decoded per frame embedded, where the video has a distinct keyframe near every slice centre;
+the slice centres themselves, ``exact``, where it has not; see :mod:`mmfs_assets.engine.sampling`). :func:`clip_feature` declares
 another embedding model as its own column group beside this one (another name, setting and dimension).
 ``MMFS_CLIP_MODEL``: ``NAME:TAG`` (open_clip model and pretrained tag, e.g. the default ``ViT-B-32:laion2b_s34b_b79k``),
 ``hf-hub:ORG/REPO``, or a local directory holding ``open_clip_config.json`` and ``open_clip_model.safetensors``.
@@ -53,7 +54,7 @@ def clip_feature(name: str = "clip_embedding", setting: str = "MMFS_CLIP", defau
     return Feature(
         name, ColumnGroup(name, (vector, stamps)), CODE_VERSION, setting, default_model, partial(_load, name=name, dim=dim),
         f"open_clip image embedding ({setting}_MODEL, default {default_model}): {frames} frames pooled, a unit {dim}-d vector.",
-        frames=frames, batch_size=batch_size, build_tiny=partial(tiny.clip, dim), default_sampling="keyframe", normalized=True,
+        frames=frames, batch_size=batch_size, build_tiny=partial(tiny.clip, dim), default_sampling="auto", normalized=True,
     )
 
 
