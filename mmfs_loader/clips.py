@@ -51,6 +51,12 @@ class ClipSpec:
         if self.align not in ALIGNMENTS:
             raise ValueError(f"clip align must be one of {ALIGNMENTS}, got {self.align!r}")
 
+    @property
+    def fixed_shape(self) -> bool:
+        """Every clip is ``[frames, 3, size, size]`` (cropped to a size): clips stack into one batch tensor.
+        Otherwise each keeps its video's aspect ratio (or native size) and a batch holds a list of them."""
+        return bool(self.crop and self.size)
+
     @classmethod
     def parse(cls, clip: ClipSpec | Mapping[str, Any] | None) -> ClipSpec | None:
         if clip is None or isinstance(clip, ClipSpec):

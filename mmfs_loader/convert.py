@@ -7,6 +7,8 @@ one ``[B, D]`` tensor view of the Arrow buffer, numeric columns one ``[B]`` tens
 In a batch, ``depth`` is always a list with one entry per sample: a float32 tensor ``[K, H, W]`` at that
 video's resolution (or None where no depth is stored), never stacked, so a batch of equal resolutions and a
 batch of mixed ones have the same type (``torch.stack(batch["depth"])`` where the job knows they match).
+Clips' ``frames`` follow the clip spec, never the batch: a tensor ``[B, T, C, S, S]`` when clips are cropped
+to a size, a list of ``[T, C, H, W]`` tensors when they keep their shape (:func:`list_keys_for`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ DEPTH = "depth"
 # Keys whose batch value is always a per-sample list: their shapes vary with the video (depth maps keep
 # each video's resolution), and a type that changes with the batch's mix of resolutions is no type at all.
 LIST_KEYS = frozenset({DEPTH})
+FRAMES = "frames"
+
+
+def list_keys_for(clip: Any) -> frozenset[str]:
+    """The per-sample-list keys of a dataset with clip spec ``clip`` (a ``ClipSpec`` or None): clips that
+    keep their video's shape are a list too."""
+    return LIST_KEYS | {FRAMES} if clip is not None and not clip.fixed_shape else LIST_KEYS
 
 
 def _fixed_matrix(col: pa.ChunkedArray) -> np.ndarray | None:
@@ -128,23 +137,23 @@ def stack_or_list(values: Sequence[Any]) -> Any:
     return list(values)
 
 
-def batch_of_block(cols: dict[str, Any]) -> dict[str, Any]:
+def batch_of_block(cols: dict[str, Any], list_keys: frozenset[str] = LIST_KEYS) -> dict[str, Any]:
     """A collated batch from :func:`columns_of_block`: lists of equal-shape tensors are stacked, except
-    ``depth``, always a list of float32 ``[K, H, W]`` tensors (or None), one per sample."""
-    return {k: v if isinstance(v, torch.Tensor) else list(v) if k in LIST_KEYS else stack_or_list(v)
+    ``list_keys`` (``depth``: float32 ``[K, H, W]`` tensors or None; uncropped clips), one entry per sample."""
+    return {k: v if isinstance(v, torch.Tensor) else list(v) if k in list_keys else stack_or_list(v)
             for k, v in cols.items()}
 
 
-def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def collate(samples: Sequence[dict[str, Any]], list_keys: frozenset[str] = LIST_KEYS) -> dict[str, Any]:
     """Collate per-row samples: numbers -> a tensor, equal-shape tensors -> stacked, the rest -> lists
-    (None and str stay lists, where ``default_collate`` would fail). ``depth`` is always a list of float32
-    ``[K, H, W]`` tensors (or None), one per sample, whatever the resolutions in the batch."""
+    (None and str stay lists, where ``default_collate`` would fail). ``list_keys`` are always a list, one
+    entry per sample, whatever the shapes in the batch (``depth``; uncropped clips' ``frames``)."""
     if not samples:
         return {}
     out: dict[str, Any] = {}
     for k in samples[0]:
         vals = [s[k] for s in samples]
-        if k in LIST_KEYS:
+        if k in list_keys:
             out[k] = vals
         elif all(isinstance(v, bool) for v in vals):
             out[k] = torch.tensor(vals, dtype=torch.bool)

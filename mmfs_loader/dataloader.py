@@ -22,6 +22,7 @@ restart call ``dataset.load_state_dict(state)`` before iterating.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -75,7 +76,7 @@ class FeatureDataLoader(DataLoader):
             opts.setdefault("collate_fn", _as_is)
             super().__init__(dataset, batch_size=None, **opts)
         else:
-            opts.setdefault("collate_fn", collate)
+            opts.setdefault("collate_fn", partial(collate, list_keys=dataset.list_keys))
             super().__init__(dataset, batch_size=block, **opts)
         self.samples_per_batch = block
         self._handed_out = dataset.resume_position

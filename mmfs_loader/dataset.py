@@ -36,7 +36,7 @@ from mmfs_loader.cache import ColumnCache, row_bytes
 from mmfs_loader.clip_decoders import check_clip_decoder
 from mmfs_loader.clips import ClipSpec
 from mmfs_loader.columns import resolve_columns
-from mmfs_loader.convert import batch_of_block, rows_of_block
+from mmfs_loader.convert import batch_of_block, list_keys_for, rows_of_block
 from mmfs_loader.fetch import BlockReader, read_columns
 from mmfs_loader.node import key_of
 from mmfs_loader.node_selection import NodeSelection
@@ -142,6 +142,7 @@ class FeatureDataset(IterableDataset):
         self.uri, self.tag, self.version = uri, tag, int(table.version)
         self.storage_options = storage_options
         self.clip = ClipSpec.parse(clip)
+        self.list_keys = list_keys_for(self.clip)  # batch keys that are always per-sample lists
         self.columns, groups = resolve_columns(table.schema, columns, clip=self.clip is not None)
         self._types = {c: table.schema.field(c).type for c in self.columns}
         self.filter, self.seed = filter, int(seed)
@@ -389,7 +390,7 @@ class FeatureDataset(IterableDataset):
         for (b, e), cols in read_blocks(self._reader, self._sel, order, blocks, epoch, self.reading.fetch_size):
             # The position counts a sample as soon as it is handed out (before the yield returns).
             if self.batch_size:
-                batch = batch_of_block(cols)
+                batch = batch_of_block(cols, self.list_keys)
                 batch = self.transform(batch) if self.transform else batch
                 if counting:
                     self._position = e

@@ -147,3 +147,22 @@ def test_keyframe_aligned_clips_start_on_a_keyframe_and_decode_only_what_they_ke
     assert unaligned.to_dict() == {"frames": 6, "size": None, "stride": None, "crop": False}  # recipes keep their hash
     with pytest.raises(ValueError, match="align"):
         ClipSpec(align="nearest")
+
+
+def test_uncropped_clips_are_a_list_in_every_batch(inline):
+    """Issue 25.7: uncropped clips keep their video's shape, so ``frames`` was a stacked tensor in a batch of
+    one shape and a list in a mixed one. Now the clip spec decides the type, never the batch."""
+    same = "width = 128 AND height = 96"  # three 128x96 videos: one shape
+    for filt in (same, None):
+        ds = FeatureDataset(inline, columns=["file_name"], clip=dict(frames=2, size=48, crop=False), batch_size=3,
+                            filter=filt)
+        loader = FeatureDataset(inline, columns=["file_name"], clip=dict(frames=2, size=48, crop=False),
+                                filter=filt).dataloader(batch_size=3, num_workers=0)
+        for batches in (list(ds), list(loader)):
+            assert batches
+            for b in batches:
+                assert type(b["frames"]) is list and len(b["frames"]) == len(b["id"])
+                assert all(f.dtype == torch.uint8 and f.shape[:2] == (2, 3) and min(f.shape[2:]) == 48 for f in b["frames"])
+                assert b["frame_times"].shape == (len(b["id"]), 2)  # fixed shape: stacked
+    b = next(iter(FeatureDataset(inline, columns=["file_name"], clip=dict(frames=2, size=48), batch_size=3, filter=same)))
+    assert isinstance(b["frames"], torch.Tensor) and b["frames"].shape == (3, 2, 3, 48, 48)  # cropped: one tensor
