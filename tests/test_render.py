@@ -156,3 +156,23 @@ def test_cell_text():
     assert cell_text(b"\0" * 1500) == "<blob 1.5 KB>" and cell_text([b"\0", b"\0\0"]) == "[<blob 1 B>, <blob 2 B>]"
     long = "x" * (MAX_TEXT + 50)
     assert cell_text(long) == "x" * (MAX_TEXT - 1) + "…" and cell_text("y" * MAX_TEXT) == "y" * MAX_TEXT
+
+
+def test_status_lists_one_producer_per_model_whatever_the_sampling():
+    """Under sampling=auto a feature's rows carry ``sampling=keyframe`` or ``sampling=exact``: one model, one
+    producer line in `mmfs status` (``sampling=exact/keyframe``), with the rows of both counted."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from mmfs_assets.cli.render import Format, print_status
+    from mmfs_loader.status import DropStatus, GroupStatus
+
+    base = "caption:caption-v1|model=m|weights=w|frames=4x32|sampling={}|dtype=fp32"
+    gs = GroupStatus(filled=11, producers={base.format("exact"): 9, base.format("keyframe"): 2}, repeated={base.format("exact"): 1})
+    buf = StringIO()
+    print_status([DropStatus("d1", 11, {"caption": gs})], Format.table, Console(file=buf, width=200))
+    text = buf.getvalue()
+    assert "[1] caption-v1" in text and "[2]" not in text and "(9)" not in text
+    assert base.format("exact/keyframe") in text
+    assert "repeats: 1 filled rows took the same frame" in text

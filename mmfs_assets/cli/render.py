@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mmfs_loader.health import human_bytes
+from mmfs_loader.schema import producer_model
 from mmfs_loader.status import DropStatus
 
 
@@ -201,14 +202,20 @@ def print_status(status: list[DropStatus], fmt: Format, console: Console) -> Non
         col.overflow = "fold"  # a long drop name wraps, it is never cut
     for col in table.columns[2:6]:
         col.justify = "right"
-    numbers: dict[str, int] = {}
+    numbers: dict[str, int] = {}  # one number per model: producers that differ only in sampling share it
+    shown: dict[str, str] = {}
     for s in status:
         for i, (g, gs) in enumerate(sorted(s.groups.items())):
-            refs = []
+            per_model: dict[str, int] = {}
             for p, n in gs.producers.items():
-                k = numbers.setdefault(p, len(numbers) + 1)
-                version = p.split("|", 1)[0].split(":", 1)[-1].split("/", 1)[0]  # "clip-v1", "metadata-v3"
-                refs.append(f"\\[{k}] {version}" + (f" ({n})" if len(gs.producers) > 1 else ""))
+                m = producer_model(p)
+                per_model[m] = per_model.get(m, 0) + n
+                shown[m] = _merge_sampling(shown.get(m), p)
+            refs = []
+            for m, n in per_model.items():
+                k = numbers.setdefault(m, len(numbers) + 1)
+                version = m.split("|", 1)[0].split(":", 1)[-1].split("/", 1)[0]  # "clip-v1", "metadata-v3"
+                refs.append(f"\\[{k}] {version}" + (f" ({n})" if len(per_model) > 1 else ""))
             table.add_row(
                 s.drop_id if i == 0 else f"[dim]{s.rows} row{'' if s.rows == 1 else 's'}[/dim]" if i == 1 else "",
                 g,
@@ -229,8 +236,19 @@ def print_status(status: list[DropStatus], fmt: Format, console: Console) -> Non
                       "MMFS_<F>_SAMPLING=auto samples those at the slice centres)", highlight=False)
     if numbers:
         console.print("producers:", highlight=False)
-        for p, k in numbers.items():
-            console.print(f"  \\[{k}] {p}", highlight=False, soft_wrap=True)
+        for m, k in numbers.items():
+            console.print(f"  \\[{k}] {shown[m]}", highlight=False, soft_wrap=True)
+
+
+def _merge_sampling(seen: str | None, producer: str) -> str:
+    """``producer`` with the sampling modes of ``seen`` (the same model) joined, ``sampling=exact/keyframe``:
+    ``sampling=auto`` samples each video one way or the other."""
+    if seen is None:
+        return producer
+    prefix = "sampling="
+    modes = sorted({m for x in (seen, producer) for part in x.split("|") if part.startswith(prefix)
+                    for m in part[len(prefix):].split("/")})
+    return "|".join(prefix + "/".join(modes) if part.startswith(prefix) else part for part in producer.split("|"))
 
 
 def print_health(uri: str, health, console: Console) -> None:
