@@ -32,8 +32,8 @@ from bench.measured import expect_count  # noqa: E402
 from mmfs_assets.features.catalog.clip_embedding import FEATURE as CLIP  # noqa: E402
 from mmfs_assets.ingest.ingest_drop import ingest_drop  # noqa: E402
 from mmfs_assets.table import ensure_group_columns, replace_columns  # noqa: E402
-from mmfs_loader import schema as S  # noqa: E402
-from mmfs_loader.sql import equals  # noqa: E402
+from mmfs_loader.contract import schema as S  # noqa: E402
+from mmfs_loader.contract.sql import equals  # noqa: E402
 
 
 def files(p: Path) -> dict[str, tuple[int, int]]:

@@ -58,11 +58,11 @@ from mmfs_assets.features.models import load_model, model_context  # noqa: E402
 from mmfs_assets.features.spec import Clip  # noqa: E402
 from mmfs_assets.ingest.describe import describe_partition  # noqa: E402
 from mmfs_assets.ingest.ingest_drop import ingest_drop  # noqa: E402
-from mmfs_loader import schema as S  # noqa: E402
-from mmfs_loader.nvdec import nvdec_available  # noqa: E402
-from mmfs_loader.sql import equals  # noqa: E402
-from mmfs_loader.table import TableRef  # noqa: E402
-from mmfs_loader.video import VideoPlan, plan_columns  # noqa: E402
+from mmfs_loader.contract import schema as S  # noqa: E402
+from mmfs_loader.contract.sql import equals  # noqa: E402
+from mmfs_loader.contract.table import TableRef  # noqa: E402
+from mmfs_loader.decode.nvdec import nvdec_available  # noqa: E402
+from mmfs_loader.decode.video import VideoPlan, plan_columns  # noqa: E402
 
 GOPS = {"gop1s": 30, "gop10s": 300}
 MODES = ("exact", "keyframe")

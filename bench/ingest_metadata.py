@@ -32,7 +32,7 @@ from bench.measured import expect_count  # noqa: E402
 from mmfs_assets import samples  # noqa: E402
 from mmfs_assets.ingest.describe import describe_partition  # noqa: E402
 from mmfs_assets.ingest.ingest_drop import ingest_drop  # noqa: E402
-from mmfs_loader import schema as S  # noqa: E402
+from mmfs_loader.contract import schema as S  # noqa: E402
 
 
 def make_drop(root: Path, n: int, mb: int, spec: samples.Spec | None = None) -> Path:

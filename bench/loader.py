@@ -6,7 +6,7 @@ the contenders live in bench/loader_runs.py):
   mmfs global shuffle          FeatureDataset(shuffle=True): exact global shuffle; the node cache fills in
                                the background while the first batches are read by take
   ... 2 workers                the same through its DataLoader with 2 spawned workers (RSS per worker)
-  ... take only                cache_bytes=0: every block a take by row id
+  ... take only                Reading(cache_bytes=0): every block a take by row id
   mmfs windowed shuffle        Shuffle(window=1024, buffer=8192), no cache: buffers of neighbouring rows
   mmfs sequential              no shuffle
   lance torch                  lance.torch.data.LanceDataset, ShardedBatchSampler(randomize=True) (it can

@@ -88,7 +88,7 @@ def range_get_ms(opts, prefix: str) -> tuple[float, int]:
 def build_clips(drop: Path, uri: str, opts) -> None:
     from mmfs_assets.ingest.describe import describe_partition
     from mmfs_assets.ingest.ingest_drop import ingest_drop
-    from mmfs_loader.table import TableRef
+    from mmfs_loader.contract.table import TableRef
 
     ref = TableRef(uri, opts)
     ingest_drop(drop, "clips", ref, properties={}, video_storage="inline")

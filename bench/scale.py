@@ -45,7 +45,7 @@ from mmfs_assets.features.models import load_model, model_context  # noqa: E402
 from mmfs_assets.ingest.describe import describe_partition  # noqa: E402
 from mmfs_assets.ingest.ingest_drop import ingest_drop  # noqa: E402
 from mmfs_assets.settings import Settings  # noqa: E402
-from mmfs_loader.table import TableRef  # noqa: E402
+from mmfs_loader.contract.table import TableRef  # noqa: E402
 
 FEATURE = {f.name: f for f in discover()}["clip_embedding"]
 

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.measured import NotMeasured, expect_count  # noqa: E402
 from mmfs_assets.store.search import NPROBES, REFINE_FACTOR, Query, nearest  # noqa: E402
 from mmfs_assets.table.indices import ensure_scalar_indices, ensure_search_indices  # noqa: E402
-from mmfs_loader import schema as S  # noqa: E402
-from mmfs_loader.sql import equals  # noqa: E402
-from mmfs_loader.table import TableRef  # noqa: E402
+from mmfs_loader.contract import schema as S  # noqa: E402
+from mmfs_loader.contract.sql import equals  # noqa: E402
+from mmfs_loader.contract.table import TableRef  # noqa: E402
 
 DIM = 512
 CENTERS = 2000

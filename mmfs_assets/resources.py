@@ -21,7 +21,7 @@ import lance
 
 from mmfs_assets.ingest.drop_source import DropSource, drop_source
 from mmfs_assets.settings import ENV_NAMES, STORAGE_OPTIONS_ENV, Settings, split_storage_options
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.table import TableRef
 
 
 class StorageOptionsResource(dg.ConfigurableResource):
@@ -56,7 +56,7 @@ class LanceTableResource(StorageOptionsResource):
 
     @property
     def ref(self) -> TableRef:
-        """The table's :class:`~mmfs_loader.table.TableRef` (URI and every storage option, secrets included)."""
+        """The table's :class:`~mmfs_loader.contract.table.TableRef` (URI and every storage option, secrets included)."""
         return TableRef(self.uri, self.options)
 
     def open(self) -> lance.LanceDataset:

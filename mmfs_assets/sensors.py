@@ -13,7 +13,7 @@ from mmfs_assets.ingest.ledger import accounted
 from mmfs_assets.instance.liveness import free_dead_runs, wake_lost_claims
 from mmfs_assets.partitions import DROPS, drops_partitions
 from mmfs_assets.resources import DropFolderResource
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.table import TableRef
 
 SENSOR_INTERVAL_S = 15
 #: Ingested drops checked for files added later, per tick, in turn (listing a drop costs a walk of its folder or

@@ -130,8 +130,8 @@ class Settings(BaseModel):
 
     @property
     def table_ref(self):
-        """The table's :class:`~mmfs_loader.table.TableRef` (URI and storage options)."""
-        from mmfs_loader.table import TableRef
+        """The table's :class:`~mmfs_loader.contract.table.TableRef` (URI and storage options)."""
+        from mmfs_loader.contract.table import TableRef
 
         return TableRef(self.table_uri, self.storage_options or None)
 

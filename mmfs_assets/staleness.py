@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 
 from mmfs_assets.engine.sampling import AUTO
 from mmfs_assets.features.spec import Feature
-from mmfs_loader.status import DropStatus
-from mmfs_loader.video import SAMPLING_MODES
+from mmfs_loader.contract.status import DropStatus
+from mmfs_loader.decode.video import SAMPLING_MODES
 
 if TYPE_CHECKING:
     from mmfs_assets.ingest.probe import FrameLimits
@@ -76,7 +76,7 @@ def expectations(features: Iterable[Feature], profile: str, env: Mapping[str, st
     frame limits, default the settings' defaults)."""
     from mmfs_assets.ingest.describe import metadata_producer
     from mmfs_assets.ingest.probe import DEFAULT_LIMITS
-    from mmfs_loader import schema as S
+    from mmfs_loader.contract import schema as S
 
     # the probe's producer is known exactly: "mmfs.probe:<code version>/pyav-X/ffmpeg-Y|max_corrupt_frames=N|max_frame_side=..."
     head, probe_fields = _fields(metadata_producer(max_corrupt_frames, limits or DEFAULT_LIMITS))

@@ -17,19 +17,44 @@ torchdata's wrappers, ``isinstance`` checks), with two additions: ``state_dict()
 A DataLoader built by hand resumes the same way: give the dataset ``batch_size`` (and the DataLoader
 ``batch_size=None``), count the samples the loop consumed, save ``dataset.state_at(count)``, and on
 restart call ``dataset.load_state_dict(state)`` before iterating.
+
+Imports go one way: :mod:`mmfs_loader.dataset` imports this module (for ``FeatureDataset.dataloader()``),
+and this module knows the dataset only by the interface below (:class:`LoaderDataset`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
-from mmfs_loader.convert import collate
-from mmfs_loader.dataset import FeatureDataset
+from mmfs_loader.reads.convert import collate
+
+
+@runtime_checkable
+class LoaderDataset(Protocol):
+    """What the loader uses of its dataset (:class:`mmfs_loader.FeatureDataset` has all of it)."""
+
+    batch_size: int | None
+    list_keys: frozenset[str]
+
+    @property
+    def block_size(self) -> int: ...
+    @block_size.setter
+    def block_size(self, block: int) -> None: ...
+    @property
+    def resume_position(self) -> int: ...
+    @property
+    def samples_per_rank(self) -> int: ...
+    @property
+    def epoch(self) -> int: ...
+    def prepare(self) -> None: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def state_at(self, position: int) -> dict[str, Any]: ...
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
 def _size(batch: Any) -> int:
@@ -50,13 +75,13 @@ class FeatureDataLoader(DataLoader):
     """Iterate it like any DataLoader; ``state_dict``/``load_state_dict`` resume mid-epoch.
 
     With ``dataset.batch_size`` set, the dataset collates and this loader passes batches through;
-    otherwise it batches ``batch_size`` samples (default 1) with :func:`mmfs_loader.convert.collate`.
+    otherwise it batches ``batch_size`` samples (default 1) with :func:`mmfs_loader.reads.convert.collate`.
     Other keyword arguments go to ``torch.utils.data.DataLoader`` (``pin_memory``, ``prefetch_factor``,
     ``persistent_workers``...).
     """
 
-    def __init__(self, dataset: FeatureDataset, batch_size: int | None = None, num_workers: int = 0, **kwargs: Any):
-        if not isinstance(dataset, FeatureDataset):
+    def __init__(self, dataset: LoaderDataset, batch_size: int | None = None, num_workers: int = 0, **kwargs: Any):
+        if not (isinstance(dataset, IterableDataset) and isinstance(dataset, LoaderDataset)):
             raise TypeError(f"FeatureDataLoader reads a FeatureDataset, not {type(dataset).__name__}")
         if dataset.batch_size and batch_size and batch_size != dataset.batch_size:
             raise ValueError(f"the dataset already yields batches of {dataset.batch_size}; leave batch_size out")
@@ -82,9 +107,9 @@ class FeatureDataLoader(DataLoader):
         self._handed_out = dataset.resume_position
 
     @property
-    def feature_dataset(self) -> FeatureDataset:
+    def feature_dataset(self) -> LoaderDataset:
         ds = self.dataset
-        assert isinstance(ds, FeatureDataset)
+        assert isinstance(ds, LoaderDataset)
         return ds
 
     def __len__(self) -> int:
@@ -121,5 +146,3 @@ class FeatureDataLoader(DataLoader):
         self.feature_dataset.load_state_dict(state)
         self._handed_out = self.feature_dataset.resume_position
 
-
-ResumableLoader = FeatureDataLoader  # the name of earlier releases

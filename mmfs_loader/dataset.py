@@ -2,12 +2,12 @@
 
 Construction (in the launching process, once): resolve the version or tag, run the SQL filter (and the
 mixture's filters) into sorted row ids, count producers and refuse mixed or incomplete selections, and
-write the selection into the node directory (:mod:`mmfs_loader.node`).
+write the selection into the node directory (:mod:`mmfs_loader.reads.node`).
 Iteration (in every reader process): map the selection, get the epoch's order (a pure function of the
-recipe and the epoch, :mod:`mmfs_loader.ordering`; a global one is computed once per node and mapped),
+recipe and the epoch, :mod:`mmfs_loader.reads.ordering`; a global one is computed once per node and mapped),
 take this rank's and this worker's share from the resume position, and read it in blocks: from the
-node cache when the selection fits it (:mod:`mmfs_loader.cache`), by projected ``take`` until then
-or otherwise (:mod:`mmfs_loader.fetch`), one read ahead.
+node cache when the selection fits it (:mod:`mmfs_loader.reads.cache`), by projected ``take`` until then
+or otherwise (:mod:`mmfs_loader.reads.fetch`), one read ahead.
 
 Nothing big is pickled into DataLoader workers: they map the node's files.
 
@@ -29,21 +29,22 @@ import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mmfs_loader import leases
 from mmfs_loader import recipe as R
-from mmfs_loader.block_reads import read_blocks
-from mmfs_loader.cache import ColumnCache, row_bytes
-from mmfs_loader.clip_decoders import check_clip_decoder
-from mmfs_loader.clips import ClipSpec
-from mmfs_loader.columns import resolve_columns
-from mmfs_loader.convert import batch_of_block, list_keys_for, rows_of_block
-from mmfs_loader.fetch import BlockReader, read_columns
-from mmfs_loader.node import key_of
-from mmfs_loader.node_selection import NodeSelection
-from mmfs_loader.options import Guard, Part, Reading, Shuffle, merge_flat, parse_mixture
-from mmfs_loader.ordering import RankOrder, WindowedOrder, epoch_sequence, per_rank, worker_blocks
-from mmfs_loader.selection import GroupCounts, and_filters, check, select
-from mmfs_loader.table import TableRef, open_table
+from mmfs_loader.contract import leases
+from mmfs_loader.contract.table import TableRef, open_table
+from mmfs_loader.dataloader import FeatureDataLoader
+from mmfs_loader.decode.clip_decoders import check_clip_decoder
+from mmfs_loader.decode.clips import ClipSpec
+from mmfs_loader.options import Guard, Part, Reading, Shuffle, parse_mixture, refuse_flat
+from mmfs_loader.reads.block_reads import read_blocks
+from mmfs_loader.reads.cache import ColumnCache, row_bytes
+from mmfs_loader.reads.columns import resolve_columns
+from mmfs_loader.reads.convert import batch_of_block, list_keys_for, rows_of_block
+from mmfs_loader.reads.fetch import BlockReader, read_columns
+from mmfs_loader.reads.node import key_of
+from mmfs_loader.reads.node_selection import NodeSelection
+from mmfs_loader.reads.ordering import RankOrder, WindowedOrder, epoch_sequence, per_rank, worker_blocks
+from mmfs_loader.reads.selection import GroupCounts, and_filters, check, select
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,10 @@ class FeatureDataset(IterableDataset):
     video's resolution, whatever the batch's mix of resolutions), ``transform`` (applied to each sample or batch), ``reading`` (:class:`Reading`: fetch size, decode threads, cache).
 
     ``len(dataset)`` is what one pass over this rank yields: batches with ``batch_size``, else samples;
-    :attr:`samples_per_rank` counts samples either way. The flat keywords of earlier releases
-    (``include_quarantined``, ``allow_mixed_producers``, ``drop_incomplete``, ``producers``,
-    ``fetch_size``, ``decode_threads``, ``cache_bytes``) are still accepted.
+    :attr:`samples_per_rank` counts samples either way. The flat keywords of 0.1.0
+    (``include_quarantined``, ``allow_mixed_producers``, ``drop_incomplete``, ``producers``: now in
+    ``guard=Guard(...)``; ``fetch_size``, ``decode_threads``, ``cache_bytes``: now in ``reading=Reading(...)``)
+    fail with a ``TypeError`` that says so.
     """
 
     def __init__(
@@ -122,21 +124,13 @@ class FeatureDataset(IterableDataset):
         transform: Callable[[Any], Any] | None = None,
         reading: Reading | None = None,
         storage_options: dict[str, str] | None = None,
-        include_quarantined: bool | None = None,
-        allow_mixed_producers: bool | None = None,
-        drop_incomplete: bool | None = None,
-        producers: Mapping[str, str | Sequence[str]] | None = None,
-        fetch_size: int | None = None,
-        decode_threads: int | None = None,
-        cache_bytes: int | None = None,
+        **unknown: Any,
     ) -> None:
+        refuse_flat(unknown)  # the flat keywords of 0.1.0: a TypeError naming the group to use
         super().__init__()
         _check_args(batch_size=batch_size, samples_per_epoch=samples_per_epoch)
-        self.guard: Guard = merge_flat(guard, Guard, dict(
-            include_quarantined=include_quarantined, allow_mixed_producers=allow_mixed_producers,
-            drop_incomplete=drop_incomplete, producers=producers), "guard")
-        self.reading: Reading = merge_flat(reading, Reading, dict(
-            fetch_size=fetch_size, decode_threads=decode_threads, cache_bytes=cache_bytes), "reading")
+        self.guard: Guard = guard if guard is not None else Guard()
+        self.reading: Reading = reading if reading is not None else Reading()
         self.order: Shuffle | None = Shuffle.parse(shuffle)
         table = open_table(uri, version=version, tag=tag, storage_options=storage_options)
         self.uri, self.tag, self.version = uri, tag, int(table.version)
@@ -404,11 +398,9 @@ class FeatureDataset(IterableDataset):
         if counting and self._position >= len(order):
             self._shared[1] = 0  # a finished pass: the next iteration starts the epoch again
 
-    def dataloader(self, batch_size: int | None = None, num_workers: int = 0, **kwargs: Any):
+    def dataloader(self, batch_size: int | None = None, num_workers: int = 0, **kwargs: Any) -> FeatureDataLoader:
         """A resumable :class:`mmfs_loader.dataloader.FeatureDataLoader` (a ``torch.utils.data.DataLoader``
         with spawned workers, ``state_dict`` and ``load_state_dict``) over this dataset."""
-        from mmfs_loader.dataloader import FeatureDataLoader
-
         return FeatureDataLoader(self, batch_size=batch_size, num_workers=num_workers, **kwargs)
 
     # ---- recipe ------------------------------------------------------------------------------------
@@ -444,7 +436,7 @@ class FeatureDataset(IterableDataset):
     @classmethod
     def from_recipe(cls, recipe: Mapping[str, Any], **kwargs: Any) -> FeatureDataset:
         """Rebuild the dataset of ``recipe`` (``storage_options``, ``rank``, ``world_size``, ``transform``
-        and ``reading`` (or its flat keywords) may be given). Fails with ``VersionNotFoundError`` when the
+        and ``reading`` may be given). Fails with ``VersionNotFoundError`` when the
         version is gone and ``RecipeMismatchError`` when it no longer selects the same rows."""
         r = dict(recipe)
         R.check_format(r)

@@ -12,14 +12,15 @@ MosaicML's ``StreamingDataset(streams=[Stream(proportion=...)])``::
         batch_size=256,
     )
 
-The flat keywords of earlier releases (``include_quarantined=...``, ``fetch_size=...``, a mixture as
-``(filter, weight)`` pairs or a dict) are still accepted and mean the same thing.
+A mixture may also be given as ``(filter, weight)`` pairs or a dict. The flat keywords of 0.1.0
+(``include_quarantined=...``, ``fetch_size=...``) are gone: each fails with a ``TypeError`` that names
+its group (:func:`refuse_flat`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -44,7 +45,7 @@ class Shuffle:
     (:class:`Reading`) and slow (about 10 us per row) when it does not.
 
     ``window=W`` is the windowed shuffle for selections larger than memory
-    (:class:`mmfs_loader.ordering.WindowedOrder`): the selection, in storage order, is cut into windows
+    (:class:`mmfs_loader.reads.ordering.WindowedOrder`): the selection, in storage order, is cut into windows
     of ``W`` neighbouring rows and the windows are permuted; each rank's share is split into ``lanes``
     lanes, and each lane is read ``buffer`` rows at a time (a few runs of neighbouring rows: close to a
     sequential scan's speed) and shuffled within that buffer. Two rows can only meet in a batch when
@@ -82,7 +83,7 @@ class Shuffle:
 
 @dataclass(frozen=True)
 class Guard:
-    """What the provenance guard accepts (see :mod:`mmfs_loader.selection`).
+    """What the provenance guard accepts (see :mod:`mmfs_loader.reads.selection`).
 
     ``include_quarantined``: keep rows whose video metadata failed. ``allow_mixed_producers``: accept a
     group whose selected rows come from several producers. ``drop_incomplete``: leave out rows where a
@@ -110,12 +111,12 @@ class Reading:
     ``fetch_size``: rows per ``take`` (several blocks are read together, one group read ahead).
     ``decode_threads``: clip decoding threads per reading process. ``cache_bytes``: when the requested
     columns of the selection fit, one process per node fills a shared cache with them in the
-    background and every reader gathers from it (:mod:`mmfs_loader.cache`); 0 reads by ``take`` only.
+    background and every reader gathers from it (:mod:`mmfs_loader.reads.cache`); 0 reads by ``take`` only.
     ``cache_dir``: the node directory's root (default ``MMFS_LOADER_CACHE_DIR``, ``/dev/shm`` or the
     temp directory). ``decoder``: what decodes clips, ``"auto"``, ``"cpu"`` or ``"nvdec"``
-    (:mod:`mmfs_loader.clip_decoders`; the frames chosen are the same, the scaling filter differs).
+    (:mod:`mmfs_loader.decode.clip_decoders`; the frames chosen are the same, the scaling filter differs).
     ``hold_version``: rank 0 holds a lease on the pinned version while the dataset lives, so ``mmfs maintain``
-    keeps it even when its snapshot is deleted (:mod:`mmfs_loader.leases`; needs write access to the table's
+    keeps it even when its snapshot is deleted (:mod:`mmfs_loader.contract.leases`; needs write access to the table's
     storage, else a warning). Off: a version removed under the reader stops it with ``VersionGoneError``.
     """
 
@@ -145,13 +146,25 @@ def parse_mixture(mixture: Sequence[Part] | Sequence[tuple[str, float]] | Mappin
     return parts or None
 
 
-def merge_flat(group: Any, cls: type, flat: Mapping[str, Any], what: str) -> Any:
-    """``group`` (an instance of ``cls`` or None) with the flat keywords of earlier releases applied;
-    giving both is an error, so a value can never be silently ignored."""
-    given = {k: v for k, v in flat.items() if v is not None}
-    if not given:
-        return group if group is not None else cls()
-    if group is not None:
-        raise ValueError(f"give {what}={cls.__name__}(...) or the keywords {sorted(given)}, not both")
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in given.items() if k in known})
+# The flat keywords of 0.1.0 and the group each now lives in.
+FLAT_KEYWORDS = {
+    "include_quarantined": "guard",
+    "allow_mixed_producers": "guard",
+    "drop_incomplete": "guard",
+    "producers": "guard",
+    "fetch_size": "reading",
+    "decode_threads": "reading",
+    "cache_bytes": "reading",
+}
+
+
+def refuse_flat(unknown: Mapping[str, Any], where: str = "FeatureDataset") -> None:
+    """A ``TypeError`` for keywords ``where`` does not take: for a flat keyword of 0.1.0, naming its group."""
+    if not unknown:
+        return
+    name = sorted(unknown, key=lambda k: (k not in FLAT_KEYWORDS, k))[0]
+    group = FLAT_KEYWORDS.get(name)
+    if group is None:
+        raise TypeError(f"{where}() got an unexpected keyword argument {name!r}")
+    cls = {"guard": "Guard", "reading": "Reading"}[group]
+    raise TypeError(f"{where}({name}=...) is no longer accepted: give {group}={cls}({name}=...)")

@@ -72,7 +72,7 @@ def demo_like_table(n: int = 2) -> pa.Table:
 
     from PIL import Image
 
-    from mmfs_loader import schema as S
+    from mmfs_loader.contract import schema as S
 
     png = io.BytesIO()
     Image.new("I;16", (518, 924)).save(png, format="PNG")

@@ -16,7 +16,7 @@ from mmfs_assets.features.models import load_model, model_context
 from mmfs_assets.features.spec import Feature, LoadedModel, Model
 from mmfs_assets.ingest.describe import describe_partition
 from mmfs_assets.ingest.ingest_drop import ingest_drop
-from mmfs_loader.schema import ColumnGroup
+from mmfs_loader.contract.schema import ColumnGroup
 
 
 def build_table(uri: str, drops: dict[str, Path], fragment_rows: int = 4) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from lance.blob import blob_array
 
-from mmfs_loader import schema as S
+from mmfs_loader.contract import schema as S
 
 GROUPS = [S.ColumnGroup(f"load_g{i}", (pa.field(f"load_g{i}", pa.float64()),)) for i in range(3)]
 PARTITIONS = [f"p{i}" for i in range(4)]
@@ -37,7 +37,7 @@ class Job:
 
 
 def _ref(uri: str, options: dict | None):
-    from mmfs_loader.table import TableRef
+    from mmfs_loader.contract.table import TableRef
 
     return TableRef(uri, options)
 
@@ -76,7 +76,7 @@ def run_job(job: Job, barrier) -> dict:
 
     from mmfs_assets.table.append import append_rows
     from mmfs_assets.table.replace import ROWID, replace_columns
-    from mmfs_loader.sql import equals
+    from mmfs_loader.contract.sql import equals
 
     ref = _ref(job.uri, job.options)
     retries = []

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 from lance.blob import blob_array
 
-from mmfs_loader import schema as S
-from mmfs_loader.schema import ColumnGroup
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.schema import ColumnGroup
 
 DIM = 8
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 from typer.testing import CliRunner
 
 from mmfs_assets.cli.app import app
-from mmfs_loader.schema import producer_model
+from mmfs_loader.contract.schema import producer_model
 from tests.conftest import make_drop
 
 runner = CliRunner()

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mmfs_loader import FeatureDataset, Reading
-from mmfs_loader.clip_decoders import check_clip_decoder, fit_frames, use_nvdec
-from mmfs_loader.video import output_size
+from mmfs_loader.decode.clip_decoders import check_clip_decoder, fit_frames, use_nvdec
+from mmfs_loader.decode.video import output_size
 from tests.loader_util import make_table
 
 

@@ -9,7 +9,7 @@ import lance
 
 from mmfs_assets.ingest.describe import describe_partition
 from mmfs_assets.ingest.ingest_drop import ingest_drop
-from mmfs_loader import schema as S
+from mmfs_loader.contract import schema as S
 from tests.conftest import make_drop
 
 

@@ -17,7 +17,7 @@ from mmfs_assets import samples
 from mmfs_assets.ingest.describe import describe_partition
 from mmfs_assets.ingest.ingest_drop import ingest_drop
 from mmfs_assets.ingest.probe import probe_video
-from mmfs_loader import schema as S
+from mmfs_loader.contract import schema as S
 from tests.conftest import make_drop
 
 TRIALS = 12

@@ -18,8 +18,8 @@ from mmfs_assets.engine.decoders import DecoderUnavailableError, choose_decoder
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
 from mmfs_assets.features import discover
 from mmfs_assets.ingest.probe import probe_video
-from mmfs_loader import schema as S
-from mmfs_loader.video import VideoPlan, decode_frames
+from mmfs_loader.contract import schema as S
+from mmfs_loader.decode.video import VideoPlan, decode_frames
 from tests import poison
 from tests.features_util import build_table, fill, tiny
 
@@ -272,7 +272,7 @@ def test_broken_model_stops_the_fill_and_cleans_up(poison_table, model_dir):
 
 def test_nvdec_frame_indices():
     """NVDEC fetches frames by index: the same frames the CPU decoder takes at a constant rate."""
-    from mmfs_loader.nvdec import frame_indices
+    from mmfs_loader.decode.nvdec import frame_indices
 
     plan = VideoPlan(duration_s=8.0, fps=30.0, keyframe_interval=30.0, keyframe_times=tuple(float(i) for i in range(8)))
     idx, stamps = frame_indices(plan, list(plan.targets(8)), "exact")
@@ -284,7 +284,7 @@ def test_nvdec_frame_indices():
 
 @pytest.mark.parametrize("mode", ["exact", "keyframe"])
 def test_nvdec_indices_match_the_cpu_decoder(gop_videos, mode):
-    from mmfs_loader.nvdec import frame_indices
+    from mmfs_loader.decode.nvdec import frame_indices
 
     plan = VideoPlan.from_row(probe_video(str(gop_videos[30])).values)
     cpu = decode_frames(str(gop_videos[30]), plan, plan.targets(8), 32, mode=mode, threads=1)

@@ -16,7 +16,7 @@ from pathlib import Path
 import lance
 
 from mmfs_assets.ingest import ingest_drop as mod
-from mmfs_loader import schema as S
+from mmfs_loader.contract import schema as S
 from tests.conftest import make_drop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,9 +52,9 @@ def test_racing_ingests_leave_one_row_per_video(env, fixture_dir, monkeypatch):
     assert len(ids) == len(set(ids)) == 7
     assert t[S.DROP_ID].to_pylist().count("b") == 5  # the shared videos stay with the first committed drop
 
-    from mmfs_loader import FeatureDataset
+    from mmfs_loader import FeatureDataset, Guard
 
-    seen = [s["id"] for s in FeatureDataset(env.table_uri, columns=["file_name"], include_quarantined=True)]
+    seen = [s["id"] for s in FeatureDataset(env.table_uri, columns=["file_name"], guard=Guard(include_quarantined=True))]
     assert sorted(seen) == sorted(ids)
 
 

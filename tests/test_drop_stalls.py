@@ -28,8 +28,8 @@ from mmfs_assets.cli.app import app
 from mmfs_assets.definitions import defs
 from mmfs_assets.resources import DropFolderResource
 from mmfs_assets.sensors import drop_sensor
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals
 
 FUTURE = datetime(2031, 5, 1, 12, 0, tzinfo=UTC).timestamp()
 QUIET = 60.0

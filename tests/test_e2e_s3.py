@@ -13,7 +13,7 @@ import lance
 import pytest
 
 from mmfs_loader import FeatureDataset
-from mmfs_loader import schema as S
+from mmfs_loader.contract import schema as S
 from tests.dagster_server import ROOT
 from tests.s3_pipeline import FEATURES, KEY_ID, SECRET, TABLE_URI, files_holding, s3_pipeline
 

@@ -15,8 +15,8 @@ import lance
 from mmfs_assets.features import discover
 from mmfs_assets.ingest.describe import describe_partition
 from mmfs_assets.ingest.ingest_drop import ingest_drop
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals
 from tests.conftest import make_drop
 from tests.features_util import build_table, fill, fill_by_name, tiny
 

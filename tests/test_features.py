@@ -19,9 +19,9 @@ from mmfs_assets.engine.values import values_table
 from mmfs_assets.features import discover
 from mmfs_assets.features.catalog.clip_embedding import clip_feature
 from mmfs_assets.features.spec import Clip, Feature, FrameRequest, Model, ModelUnavailableError
-from mmfs_loader import schema as S
-from mmfs_loader.depth import decode_depth
-from mmfs_loader.sql import equals
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.depth import decode_depth
+from mmfs_loader.contract.sql import equals
 from tests.features_util import B_VIDEOS, TOY_GROUP, fill, snapshot, tiny, toy_feature, two_drop_table
 
 FEATURES = {f.name: f for f in discover()}

@@ -8,7 +8,7 @@ import pytest
 
 from mmfs_assets import samples
 from mmfs_assets.ingest.probe import probe_video
-from mmfs_loader.video import VideoPlan, decode_frames, output_size
+from mmfs_loader.decode.video import VideoPlan, decode_frames, output_size
 
 
 def _plan(path, keyframes: bool = True) -> VideoPlan:

@@ -22,9 +22,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mmfs_assets.cli.app import app
-from mmfs_loader import schema as S
-from mmfs_loader.health import check_table
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.health import check_table
+from mmfs_loader.contract.table import TableRef
 
 FS_MB = 40
 FREE_FOR_DROP = 20_000_000  # the drop needs 28 MB: four 7 MB videos, each a dedicated blob sidecar

@@ -37,8 +37,8 @@ from mmfs_assets.ingest.probe import FrameLimits, probe_video
 from mmfs_assets.resources import ProbeResource, build_resources
 from mmfs_assets.settings import Settings
 from mmfs_loader import FeatureDataset
-from mmfs_loader.clips import ClipSpec, decode_clip
-from mmfs_loader.video import MAX_SCALED_ASPECT, VideoPlan, decode_frames, output_size
+from mmfs_loader.decode.clips import ClipSpec, decode_clip
+from mmfs_loader.decode.video import MAX_SCALED_ASPECT, VideoPlan, decode_frames, output_size
 from tests.conftest import make_drop
 from tests.features_util import fill, tiny
 
@@ -229,7 +229,7 @@ def fill_and_read_child(uri: str, model_dir: str, watchdog_mb: float) -> None:
     out["rows"] = {r["file_name"]: {"depth_error": r["depth_error"], "clip_error": r["clip_embedding_error"],
                                     "depth_frames": len(r["depth_png"] or []), "clip": r["clip_embedding"] is not None}
                    for r in t.to_pylist()}
-    from mmfs_loader.depth import decode_depth
+    from mmfs_loader.contract.depth import decode_depth
 
     d = lance.dataset(uri).to_table(columns=["file_name", "depth_png", "depth_min", "depth_max", "depth_timestamps"]).to_pylist()
     out["depth_shapes"] = {r["file_name"]: list(decode_depth(r).shape) for r in d if r["depth_png"]}

@@ -22,7 +22,7 @@ import pytest
 from mmfs_assets.cli.run import MaterializeError, materialize_drop
 from mmfs_assets.ingest.drops import DropRefusedError
 from mmfs_assets.ingest.ingest_drop import ingest_drop
-from mmfs_loader import schema as S
+from mmfs_loader.contract import schema as S
 from tests.conftest import make_drop
 
 ROOT = Path(__file__).resolve().parent.parent

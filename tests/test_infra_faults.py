@@ -19,9 +19,9 @@ from mmfs_assets.engine.pool import TaskFailed, WorkerPool
 from mmfs_assets.engine.report import FillIncomplete
 from mmfs_assets.features import discover
 from mmfs_assets.store.maintain import maintain
-from mmfs_loader import leases
-from mmfs_loader import schema as S
-from mmfs_loader.table import TableRef, VersionNotFoundError, known_tags, open_table
+from mmfs_loader.contract import leases
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.table import TableRef, VersionNotFoundError, known_tags, open_table
 from tests import poison
 from tests.features_util import build_table, fill, tiny
 
@@ -216,7 +216,7 @@ def test_a_rollback_refuses_while_a_fill_runs_and_a_fill_knows_when_a_rollback_u
     fill holds its lease a rollback refuses; a restore that still lands between the fill's commits (the
     lease check raced) makes the fill fail, naming the rollback, instead of reporting rows computed."""
     from mmfs_assets.store import rollback as rb
-    from mmfs_loader.table import check_tag_name
+    from mmfs_loader.contract.table import check_tag_name
 
     feature = FEATURES["quality"]
     model = tiny(feature, model_dir)

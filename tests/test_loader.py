@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmfs_loader import FeatureDataset, ProvenanceError, RecipeMismatchError, VersionNotFoundError
-from mmfs_loader.ordering import epoch_sequence, mixture_counts, rank_sequence
+from mmfs_loader import FeatureDataset, Guard, ProvenanceError, Reading, RecipeMismatchError, VersionNotFoundError
+from mmfs_loader.reads.ordering import epoch_sequence, mixture_counts, rank_sequence
 from tests.loader_util import append, make_table
 
 COLS = ["clip_embedding", "height"]
@@ -45,7 +45,7 @@ def test_filter_selects_and_quarantine_is_excluded(uri):
     assert ds.quarantined == 0  # quarantined rows have null height, so the filter already excludes them
     all_ds = FeatureDataset(uri, tag="snap-1", columns=COLS)
     assert all_ds.quarantined == 6 and all_ds.num_rows == 294
-    with_q = FeatureDataset(uri, tag="snap-1", columns=["clip_embedding"], include_quarantined=True)
+    with_q = FeatureDataset(uri, tag="snap-1", columns=["clip_embedding"], guard=Guard(include_quarantined=True))
     assert with_q.num_rows == 300
 
 
@@ -144,7 +144,7 @@ def test_guard_refuses_mixed_producers_and_missing_values(uri):
     msg = str(e.value)
     assert "mix 2 producers" in msg and "294" in msg and ": 20" in msg
     assert "5 selected rows have no value" in msg and "allow_mixed_producers=True" in msg
-    ok = FeatureDataset(uri, columns=COLS, allow_mixed_producers=True, drop_incomplete=True)
+    ok = FeatureDataset(uri, columns=COLS, guard=Guard(allow_mixed_producers=True, drop_incomplete=True))
     assert ok.num_rows == 314 and ok.dropped_incomplete == 5
     narrowed = FeatureDataset(uri, columns=COLS, filter="clip_embedding_producer LIKE 'clip_embedding:1%'")
     assert narrowed.num_rows == 294
@@ -216,9 +216,9 @@ def test_ordering_functions():
 def test_cached_and_take_reads_agree(uri, batch):
     """The in-memory cache (default when the selection fits) and block takes give the same samples."""
     kw = dict(tag="snap-1", columns=COLS, shuffle=True, seed=9, batch_size=batch, mixture=[("height >= 720", 0.5), ("height < 720", 0.5)])
-    cached, taken = FeatureDataset(uri, **kw), FeatureDataset(uri, cache_bytes=0, **kw)
+    cached, taken = FeatureDataset(uri, **kw), FeatureDataset(uri, reading=Reading(cache_bytes=0), **kw)
     assert cached.uses_cache and not taken.uses_cache
-    assert not FeatureDataset(uri, cache_bytes=1000, **kw).uses_cache  # does not fit: takes
+    assert not FeatureDataset(uri, reading=Reading(cache_bytes=1000), **kw).uses_cache  # does not fit: takes
     for e in (0, 1):
         cached.set_epoch(e)
         taken.set_epoch(e)
@@ -235,8 +235,8 @@ def test_depth_is_one_type_in_every_batch(tmp_path):
     import lance
     import pyarrow as pa
 
-    from mmfs_loader import depth as D
-    from mmfs_loader import schema as S
+    from mmfs_loader.contract import depth as D
+    from mmfs_loader.contract import schema as S
     from tests.loader_util import rows
 
     sizes = [(70, 98), (70, 98), (70, 98), (40, 56), (40, 56), (40, 56)]  # batches of 2: one, mixed, one

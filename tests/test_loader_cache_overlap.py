@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from mmfs_loader import FeatureDataset, Reading
-from mmfs_loader.node import NodeDir
+from mmfs_loader.reads.node import NodeDir
 from tests.loader_util import make_table
 
 COLS = ["clip_embedding", "height"]
@@ -164,7 +164,7 @@ def test_readers_coming_and_going_at_once_never_lose_a_held_directory(tmp_path: 
 def test_a_killed_reader_blocks_nobody_and_leftover_lock_files_are_swept(tmp_path: Path):
     root = tmp_path / "node"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from mmfs_loader.node import NodeDir; nd = NodeDir(sys.argv[1], 'k').attach(); "
+        "import sys, time; from mmfs_loader.reads.node import NodeDir; nd = NodeDir(sys.argv[1], 'k').attach(); "
         "print('held', flush=True); time.sleep(600)"), str(root)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
@@ -190,7 +190,7 @@ def test_a_fill_cut_short_by_the_directory_being_released_does_not_warn(tmp_path
     (FileNotFoundError ...)" at the end of 3 of 6 short jobs)."""
     import pyarrow as pa
 
-    from mmfs_loader.cache import ColumnCache
+    from mmfs_loader.reads.cache import ColumnCache
 
     node = NodeDir(tmp_path, "k").attach(owner=True)
     schema = pa.schema([pa.field("height", pa.int32())])

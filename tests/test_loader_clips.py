@@ -12,7 +12,7 @@ import torch
 from mmfs_assets.features import discover
 from mmfs_assets.ingest.describe import describe_partition
 from mmfs_assets.ingest.ingest_drop import ingest_drop
-from mmfs_loader import FeatureDataset
+from mmfs_loader import FeatureDataset, Guard
 from tests.features_util import fill, tiny
 
 LONG = "h264 320x240 30fps 5s aac.mp4"
@@ -95,7 +95,7 @@ def test_depth_decodes_to_float_tensors(inline, tmp_path, model_dir):
     shutil.copytree(inline, uri)
     feature = {f.name: f for f in discover()}["depth"]
     fill(uri, "A", feature, tiny(feature, model_dir))
-    ds = FeatureDataset(uri, columns=["depth"], drop_incomplete=True)
+    ds = FeatureDataset(uri, columns=["depth"], guard=Guard(drop_incomplete=True))
     s = next(iter(ds))
     assert set(s) == {"id", "depth", "depth_timestamps"}
     assert s["depth"].dtype == torch.float32 and s["depth"].dim() == 3 and torch.isfinite(s["depth"]).all()
@@ -119,8 +119,8 @@ def test_unreadable_video_yields_zeros_and_clip_ok_false(tmp_path, fixture_dir):
 def test_keyframe_aligned_clips_start_on_a_keyframe_and_decode_only_what_they_keep(inline, fixture_dir):
     import lance
 
-    from mmfs_loader.clips import ClipSpec
-    from mmfs_loader.video import PLAN_COLUMNS, VideoPlan, decode_frames
+    from mmfs_loader.decode.clips import ClipSpec
+    from mmfs_loader.decode.video import PLAN_COLUMNS, VideoPlan, decode_frames
 
     spec = ClipSpec(frames=6, size=None, crop=False, align="keyframe")
     ds = FeatureDataset(inline, columns=["file_name"], clip=spec, seed=2)

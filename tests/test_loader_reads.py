@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import mmfs_loader.cache as cache_mod
+import mmfs_loader.reads.cache as cache_mod
 from mmfs_loader import FeatureDataLoader, FeatureDataset, Guard, Part, Reading, Shuffle
 from tests.loader_util import make_table
 
@@ -75,14 +76,42 @@ def test_a_hand_built_dataloader_resumes_with_state_at(uri, node_root):
     assert ids_of(DataLoader(fresh, batch_size=None)) == want[seen:]
 
 
-def test_typed_options_mean_what_the_flat_keywords_mean(uri, node_root):
-    flat = FeatureDataset(uri, version=1, columns=COLS, mixture=[("height >= 720", 0.6), ("height < 720", 0.4)],
-                          drop_incomplete=True, include_quarantined=True, fetch_size=64, cache_bytes=0)
+FLAT_0_1_0 = [
+    ("include_quarantined", True, "guard=Guard"),
+    ("allow_mixed_producers", True, "guard=Guard"),
+    ("drop_incomplete", True, "guard=Guard"),
+    ("producers", {"clip_embedding": "clip_embedding:1"}, "guard=Guard"),
+    ("fetch_size", 64, "reading=Reading"),
+    ("decode_threads", 2, "reading=Reading"),
+    ("cache_bytes", 0, "reading=Reading"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "group"), FLAT_0_1_0)
+def test_a_flat_keyword_of_0_1_0_fails_naming_its_group(uri, name, value, group):
+    with pytest.raises(TypeError, match=re.escape(f"FeatureDataset({name}=...) is no longer accepted: give {group}({name}=...)")):
+        FeatureDataset(uri, version=1, columns=COLS, **{name: value})
+    with pytest.raises(TypeError, match=re.escape(f"give {group}({name}=...)")):  # even beside the group itself
+        FeatureDataset(uri, version=1, columns=COLS, guard=Guard(), reading=Reading(), **{name: value})
+
+
+def test_unknown_keywords_and_removed_names_fail(uri):
+    import mmfs_loader
+
+    with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_option'"):
+        FeatureDataset(uri, version=1, columns=COLS, no_such_option=1)
+    with pytest.raises(AttributeError, match="ResumableLoader"):
+        mmfs_loader.ResumableLoader  # noqa: B018  (the 0.1.0 name of FeatureDataLoader)
+    with pytest.raises(TypeError, match="FeatureDataLoader reads a FeatureDataset, not list"):
+        FeatureDataLoader([{"id": "a"}])  # type: ignore[arg-type]
+
+
+def test_typed_options_and_a_mixture_as_pairs(uri, node_root):
+    pairs = FeatureDataset(uri, version=1, columns=COLS, mixture=[("height >= 720", 0.6), ("height < 720", 0.4)],
+                           guard=Guard(drop_incomplete=True, include_quarantined=True), reading=Reading(fetch_size=64, cache_bytes=0))
     typed = FeatureDataset(uri, version=1, columns=COLS, mixture=[Part("height >= 720", 0.6), Part("height < 720", 0.4)],
                            guard=Guard(drop_incomplete=True, include_quarantined=True), reading=Reading(fetch_size=64, cache_bytes=0))
-    assert flat.fingerprint == typed.fingerprint and ids_of(flat) == ids_of(typed)
-    with pytest.raises(ValueError, match="not both"):
-        FeatureDataset(uri, version=1, columns=COLS, guard=Guard(), drop_incomplete=True)
+    assert pairs.fingerprint == typed.fingerprint and ids_of(pairs) == ids_of(typed)
     for bad in (dict(window=0), dict(buffer=-1), dict(lanes=True)):
         with pytest.raises(ValueError, match="Shuffle"):
             Shuffle(**bad)
@@ -231,7 +260,7 @@ def test_epoch_orders_are_computed_once_per_node_and_old_ones_removed(uri, node_
 
 
 def test_directories_left_by_killed_jobs_are_swept_unless_held(node_root):
-    from mmfs_loader.node import NodeDir
+    from mmfs_loader.reads.node import NodeDir
 
     held = NodeDir(node_root, "held").attach()  # a live job's directory
     left = node_root / "left"  # a killed job's: nobody holds it
@@ -248,7 +277,7 @@ def test_node_files_are_mapped_from_many_threads_at_once(tmp_path):
     CPython 3.11 cannot do from two threads at once (it failed CI once): the loader parses headers itself."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mmfs_loader.node import map_npy
+    from mmfs_loader.reads.node import map_npy
 
     arrays = [np.arange(n, dtype=np.uint64) for n in (0, 1, 300)] + [np.zeros((7, 8), np.float32), np.array([b"v1", b"v22"])]
     paths = []

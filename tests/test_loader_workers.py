@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmfs_loader import FeatureDataset
+from mmfs_loader import FeatureDataset, Reading
 from tests.loader_util import make_table
 
 COLS = ["clip_embedding", "height"]
@@ -57,7 +57,7 @@ def test_worker_count_does_not_change_the_order(uri):
 @pytest.mark.parametrize(("before", "after"), [(2, 1), (0, 2)])
 def test_resume_with_another_worker_count(uri, before, after):
     want = loader_ids(dataset(uri, batch_size=10).dataloader())
-    ds = dataset(uri, batch_size=10, cache_bytes=0)  # block takes here; the cache elsewhere
+    ds = dataset(uri, batch_size=10, reading=Reading(cache_bytes=0))  # block takes here; the cache elsewhere
     loader = ds.dataloader(num_workers=before)
     got = []
     for k, b in enumerate(loader):

@@ -28,10 +28,10 @@ import pytest
 from mmfs_assets import samples
 from mmfs_assets.engine import tasks
 from mmfs_assets.ingest.probe import probe_video
-from mmfs_loader import schema as S
-from mmfs_loader.nvdec import nvdec_accepts
-from mmfs_loader.table import TableRef
-from mmfs_loader.video import PLAN_COLUMNS, DecodeError, VideoPlan, decode_frames
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.table import TableRef
+from mmfs_loader.decode.nvdec import nvdec_accepts
+from mmfs_loader.decode.video import PLAN_COLUMNS, DecodeError, VideoPlan, decode_frames
 from tests.features_util import build_table
 
 FPS, N = 25, 100

@@ -11,8 +11,8 @@ import pytest
 
 from mmfs_assets import samples
 from mmfs_assets.cli.run import materialize_drop
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals
 from tests.conftest import make_drop
 from tests.probes import independent
 

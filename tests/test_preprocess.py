@@ -13,7 +13,7 @@ from mmfs_assets.features import discover
 from mmfs_assets.features.catalog.depth import preprocess_of
 from mmfs_assets.features.models import ensure_tiny
 from mmfs_assets.ingest.probe import probe_video
-from mmfs_loader.video import VideoPlan, decode_frames
+from mmfs_loader.decode.video import VideoPlan, decode_frames
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -17,8 +17,8 @@ from mmfs_assets.quality.dup_groups import fill_dup_groups
 from mmfs_assets.quality.partition_checks import group_quality
 from mmfs_assets.table.replace import ROWID, replace_columns
 from mmfs_loader import FeatureDataset
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals
 from tests.conftest import make_drop
 from tests.features_util import fill, tiny, two_drop_table
 

@@ -21,9 +21,9 @@ from mmfs_assets.engine.engines import fill_partitions
 from mmfs_assets.engine.fill_options import FillOptions, ModelSettings
 from mmfs_assets.features import discover
 from mmfs_assets.settings import Settings
-from mmfs_loader import leases
-from mmfs_loader.schema import producer_model
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract import leases
+from mmfs_loader.contract.schema import producer_model
+from mmfs_loader.contract.table import TableRef
 from tests.features_util import build_table
 from tests.ray_features import killer
 

@@ -14,8 +14,9 @@ from mmfs_assets.ingest.describe import describe_partition
 from mmfs_assets.ingest.ingest_drop import ingest_drop
 from mmfs_assets.store import snapshots
 from mmfs_assets.store.maintain import maintain
-from mmfs_loader import FeatureDataset, Reading, VersionGoneError, leases
-from mmfs_loader.table import TableRef
+from mmfs_loader import FeatureDataset, Reading, VersionGoneError
+from mmfs_loader.contract import leases
+from mmfs_loader.contract.table import TableRef
 
 
 def _table(tmp_path) -> str:

@@ -69,7 +69,7 @@ def test_error_classes():
 
     from mmfs_assets.cli.errors import explain
     from mmfs_assets.instance.home import InstanceDamagedError, InstanceError
-    from mmfs_loader.table import check_tag_name
+    from mmfs_loader.contract.table import check_tag_name
 
     with pytest.raises(ValueError) as ours:
         check_tag_name("bad tag!")
@@ -166,7 +166,7 @@ def test_status_lists_one_producer_per_model_whatever_the_sampling():
     from rich.console import Console
 
     from mmfs_assets.cli.render import Format, print_status
-    from mmfs_loader.status import DropStatus, GroupStatus
+    from mmfs_loader.contract.status import DropStatus, GroupStatus
 
     base = "caption:caption-v1|model=m|weights=w|frames=4x32|sampling={}|dtype=fp32"
     gs = GroupStatus(filled=11, producers={base.format("exact"): 9, base.format("keyframe"): 2}, repeated={base.format("exact"): 1})

@@ -30,7 +30,7 @@ from mmfs_assets.store import snapshots
 from mmfs_assets.table.append import append_rows, open_or_create
 from mmfs_assets.table.columns import ensure_group_columns
 from mmfs_assets.table.replace import replace_columns
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.table import TableRef
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = {f.name: f for f in discover()}["quality"]

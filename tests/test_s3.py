@@ -7,9 +7,9 @@ import pytest
 
 from mmfs_assets.cli.run import materialize_drop
 from mmfs_assets.settings import Settings
-from mmfs_loader import schema as S
-from mmfs_loader.query import sql
-from mmfs_loader.sql import equals
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.query import sql
+from mmfs_loader.contract.sql import equals
 from tests.conftest import make_drop
 from tests.moto_server import moto_s3
 

@@ -20,7 +20,7 @@ from mmfs_assets.resources import DropFolderResource
 from mmfs_assets.sensors import drop_sensor
 from mmfs_assets.settings import Settings
 from mmfs_loader import FeatureDataset
-from mmfs_loader import schema as S
+from mmfs_loader.contract import schema as S
 from tests.moto_server import moto_s3
 
 ROOT = "s3://mmfs/incoming/"

@@ -15,8 +15,8 @@ from mmfs_assets.assets.group_summary import summarize_group
 from mmfs_assets.engine.sampling import keyframes_suffice, row_producer, row_sampling
 from mmfs_assets.features import discover
 from mmfs_assets.staleness import expectations, stale_features
-from mmfs_loader.status import table_status
-from mmfs_loader.video import VideoPlan
+from mmfs_loader.contract.status import table_status
+from mmfs_loader.decode.video import VideoPlan
 from tests.features_util import build_table, fill, tiny
 
 CLIP = {f.name: f for f in discover()}["clip_embedding"]

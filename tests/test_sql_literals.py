@@ -6,8 +6,8 @@ import lance
 import pyarrow as pa
 import pytest
 
-from mmfs_loader.query import connect
-from mmfs_loader.sql import equals, identifier, is_in, literal
+from mmfs_loader.contract.query import connect
+from mmfs_loader.contract.sql import equals, identifier, is_in, literal
 
 NASTY = ["it's", "a''b", "x' OR '1'='1", "back\\slash", "ünï «côdé»", 'dq"q', "semi;colon -- comment"]
 

@@ -22,9 +22,9 @@ from mmfs_assets.store.lineage import lineage
 from mmfs_assets.store.maintain import maintain
 from mmfs_assets.store.search import Query, SearchError, by_caption, by_text, like, nearest
 from mmfs_assets.table.indices import ensure_search_indices, index_status
-from mmfs_loader import FeatureDataset
-from mmfs_loader.sql import equals
-from mmfs_loader.table import TableRef
+from mmfs_loader import FeatureDataset, Guard
+from mmfs_loader.contract.sql import equals
+from mmfs_loader.contract.table import TableRef
 from tests.features_util import B_VIDEOS, fill, tiny, two_drop_table
 
 FEATURES = {f.name: f for f in discover()}
@@ -58,7 +58,7 @@ def _clip(table: str, key: str, model_dir: Path):
 
 
 def _samples(uri: str, **kw) -> dict[str, list[float]]:
-    ds = FeatureDataset(uri, columns=["clip_embedding"], allow_mixed_producers=True, drop_incomplete=True, **kw)
+    ds = FeatureDataset(uri, columns=["clip_embedding"], guard=Guard(allow_mixed_producers=True, drop_incomplete=True), **kw)
     return {r["id"]: np.asarray(r["clip_embedding"]).round(6).tolist() for r in ds}
 
 

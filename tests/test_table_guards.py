@@ -13,7 +13,7 @@ from mmfs_assets.cli.app import app
 from mmfs_assets.ingest.describe import describe_partition
 from mmfs_assets.ingest.ingest_drop import ingest_drop
 from mmfs_assets.table.append import TableLocationError
-from mmfs_loader.health import check_table, local_versions
+from mmfs_loader.contract.health import check_table, local_versions
 from tests.conftest import make_drop
 
 runner = CliRunner()
@@ -81,7 +81,7 @@ def test_sql_is_read_only_unless_opted_in(table, tmp_path):
 
 
 def test_a_damaged_latest_manifest_does_not_block_pinned_reads(table):
-    from mmfs_loader import FeatureDataset
+    from mmfs_loader import FeatureDataset, Guard
 
     latest = lance.dataset(table).version
     pinned = latest - 1
@@ -90,7 +90,7 @@ def test_a_damaged_latest_manifest_does_not_block_pinned_reads(table):
     r = _run("sql", "SELECT COUNT(1) AS n FROM videos", "--version", str(pinned), "--format", "json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == [{"n": expected}]
-    ds = FeatureDataset(table, version=pinned, columns=["width"], drop_incomplete=True)
+    ds = FeatureDataset(table, version=pinned, columns=["width"], guard=Guard(drop_incomplete=True))
     assert ds.version == pinned and len(list(ds)) == 3
     h = check_table(table)
     assert h.latest_version == latest and h.newest_readable == pinned and list(h.damaged) == [latest]
@@ -121,7 +121,7 @@ def test_table_uri_on_a_foreign_folder_is_refused(env, fixture_dir, tmp_path):
 
 
 def test_loader_arguments_get_clear_errors(table):
-    from mmfs_loader import FeatureDataset
+    from mmfs_loader import FeatureDataset, Guard
 
     for kw, msg in [
         (dict(version=-1), "version must be a positive integer"),
@@ -131,7 +131,7 @@ def test_loader_arguments_get_clear_errors(table):
         (dict(batch_size=-2), "batch_size must be a positive integer"),
     ]:
         with pytest.raises(ValueError, match=msg):
-            FeatureDataset(table, columns=["width"], drop_incomplete=True, **kw)
+            FeatureDataset(table, columns=["width"], guard=Guard(drop_incomplete=True), **kw)
     with pytest.raises(Exception, match="version 999 not found"):
         FeatureDataset(table, version=999, columns=["width"])
 
@@ -143,8 +143,8 @@ def test_a_commit_lance_gave_up_on_under_contention_is_retried(table, monkeypatc
     import pyarrow as pa
 
     from mmfs_assets.table.replace import replace_columns
-    from mmfs_loader import schema as S
-    from mmfs_loader.sql import equals
+    from mmfs_loader.contract import schema as S
+    from mmfs_loader.contract.sql import equals
 
     ds = lance.dataset(table)
     ids = ds.to_table(columns=[], with_row_id=True, filter=equals(S.DROP_ID, "g1"))["_rowid"]

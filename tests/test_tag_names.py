@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mmfs_assets.cli.app import app
 from mmfs_assets.store import snapshots
 from mmfs_assets.table.tags import create_tag
-from mmfs_loader.table import check_tag_name
+from mmfs_loader.contract.table import check_tag_name
 from tests.test_rollback_faults import mini_table
 
 runner = CliRunner()

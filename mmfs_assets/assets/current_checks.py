@@ -40,8 +40,8 @@ def _expectations(features: list[Feature], models: ModelsResource, probe: ProbeR
 
 def _table_stale(lance_table: LanceTableResource, exps: list[Expectation]) -> tuple[int | None, list[Stale]]:
     """(table version, stale entries); (None, []) while the table does not exist yet."""
-    from mmfs_loader.status import table_status
-    from mmfs_loader.table import TableNotFoundError
+    from mmfs_loader.contract.status import table_status
+    from mmfs_loader.contract.table import TableNotFoundError
 
     try:
         ds = lance_table.open()
@@ -121,7 +121,7 @@ def staleness_sensor(features: list[Feature]) -> dg.SensorDefinition:
     def _sensor(context: dg.SensorEvaluationContext, lance_table: LanceTableResource, models: ModelsResource,
                 probe: ProbeResource):
         exps = _expectations(features, models, probe)
-        from mmfs_loader.table import TableNotFoundError
+        from mmfs_loader.contract.table import TableNotFoundError
 
         try:
             version = lance_table.open().version

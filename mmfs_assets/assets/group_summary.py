@@ -10,9 +10,9 @@ import numpy as np
 
 from mmfs_assets.assets.digest import table_digest
 from mmfs_assets.engine.sampling import current_producers
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals, identifier
-from mmfs_loader.status import repeated_times
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals, identifier
+from mmfs_loader.contract.status import repeated_times
 
 M = S.METADATA
 

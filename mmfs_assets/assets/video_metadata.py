@@ -14,7 +14,7 @@ from mmfs_assets.progress import tracker
 from mmfs_assets.quality.partition_checks import group_quality
 from mmfs_assets.resources import LanceTableResource, ProbeResource
 from mmfs_assets.settings import Settings
-from mmfs_loader import schema as S
+from mmfs_loader.contract import schema as S
 
 G = S.METADATA
 

@@ -10,8 +10,8 @@ from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
 from mmfs_assets.resources import DropFolderResource, LanceTableResource
 from mmfs_assets.table.append import NoSpaceError
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals
 
 INGEST_CODE_VERSION = "ingest-v1"
 

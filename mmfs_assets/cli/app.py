@@ -166,7 +166,7 @@ def sql_cmd(
     from mmfs_assets.cli.render import print_arrow
     from mmfs_assets.cli.tiny_notes import print_note, sql_note
     from mmfs_assets.settings import Settings
-    from mmfs_loader.query import sql
+    from mmfs_loader.contract.query import sql
 
     s = Settings.from_env()
     t = sql(s.table_uri, query, version=version, tag=tag, storage_options=s.storage_options or None,
@@ -195,9 +195,9 @@ def status(
     from mmfs_assets.cli.tiny_notes import print_note, tiny_groups, tiny_note
     from mmfs_assets.settings import Settings
     from mmfs_assets.staleness import refused_drops, settings_expectations, stale_features
-    from mmfs_loader import leases
-    from mmfs_loader.health import check_table
-    from mmfs_loader.status import table_status
+    from mmfs_loader.contract import leases
+    from mmfs_loader.contract.health import check_table
+    from mmfs_loader.contract.status import table_status
 
     if fmt is Format.csv:
         raise CliUsageError("status supports --format table or json")

@@ -90,9 +90,9 @@ def run_demo(console: Console, n_good: int, ephemeral: bool = False) -> None:
     from mmfs_assets.cli.progress_bars import rich_progress
     from mmfs_assets.cli.render import Format, print_arrow, print_status
     from mmfs_assets.cli.run import dagster_instance, materialize_drop, profile_line, result_summary, step_failures
-    from mmfs_loader.query import sql
-    from mmfs_loader.sql import equals, literal
-    from mmfs_loader.status import table_status
+    from mmfs_loader.contract.query import sql
+    from mmfs_loader.contract.sql import equals, literal
+    from mmfs_loader.contract.status import table_status
 
     settings = Settings.from_env()
     console.rule("[bold]MMFS demo")

@@ -68,7 +68,7 @@ def explain(e: BaseException) -> CliError:
         return e
     from mmfs_assets.features.models import ModelUnavailableError
     from mmfs_assets.instance.home import InstanceDamagedError, InstanceError
-    from mmfs_loader.table import TableNotFoundError, VersionNotFoundError
+    from mmfs_loader.contract.table import TableNotFoundError, VersionNotFoundError
 
     if isinstance(e, TableNotFoundError):
         return CliUsageError(clean_message(e), "set MMFS_TABLE_URI to the table, or run `mmfs demo` to make one")
@@ -78,7 +78,7 @@ def explain(e: BaseException) -> CliError:
         return CliUsageError(clean_message(e))
     if isinstance(e, ModelUnavailableError):
         return CliError(str(e))
-    from mmfs_loader.query import ReadOnlyError
+    from mmfs_loader.contract.query import ReadOnlyError
 
     if isinstance(e, ReadOnlyError):
         return CliUsageError(clean_message(e), SQL_READ_ONLY_HINT)

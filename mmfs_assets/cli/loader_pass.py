@@ -9,14 +9,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mmfs_assets.settings import Settings
 from mmfs_assets.store import snapshots
-from mmfs_loader.sql import equals
+from mmfs_loader.contract.sql import equals
 
 COLUMNS = ["clip_embedding", "caption", "height"]
 CLIP = dict(frames=8, size=112)
 
 
 def loader_pass(console: Console, settings: Settings, drop_id: str) -> None:
-    from mmfs_loader import FeatureDataset, ProvenanceError
+    from mmfs_loader import FeatureDataset, Guard, ProvenanceError
 
     so = settings.storage_options or None
     tag = f"{drop_id}-snapshot"
@@ -29,7 +29,7 @@ def loader_pass(console: Console, settings: Settings, drop_id: str) -> None:
         ds = FeatureDataset(settings.table_uri, **kw)
     except ProvenanceError as e:
         console.print(f"[yellow]the provenance guard refused the drop:[/yellow] {e}\nreading the complete rows only")
-        ds = FeatureDataset(settings.table_uri, drop_incomplete=True, **kw)
+        ds = FeatureDataset(settings.table_uri, guard=Guard(drop_incomplete=True), **kw)
     console.print(
         f"FeatureDataset: {ds.num_rows} rows of {drop_id} (quarantined left out: {ds.quarantined}), "
         f"columns {ds.columns}, clips {CLIP}, producers:"

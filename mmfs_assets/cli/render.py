@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mmfs_loader.health import human_bytes
-from mmfs_loader.schema import producer_model
-from mmfs_loader.status import DropStatus
+from mmfs_loader.contract.health import human_bytes
+from mmfs_loader.contract.schema import producer_model
+from mmfs_loader.contract.status import DropStatus
 
 
 class Format(str, Enum):

@@ -77,7 +77,7 @@ def snapshot_create(
 ) -> None:
     """Check the required features, tag the version and store its manifest; refuses, listing what is missing."""
     from mmfs_assets.store import snapshots
-    from mmfs_loader.table import check_tag_name
+    from mmfs_loader.contract.table import check_tag_name
 
     _no_csv(fmt, "snapshot create")
     try:
@@ -417,7 +417,7 @@ def check_drops(settings, ds, asked: list[str], found) -> None:
     from mmfs_assets.ingest.drop_source import drop_source
     from mmfs_assets.ingest.drops import names_text
     from mmfs_assets.ingest.pending import drop_names
-    from mmfs_loader.status import drop_ids
+    from mmfs_loader.contract.status import drop_ids
 
     missing = [d for d in dict.fromkeys(asked) if d not in {st.drop_id for st in found}]
     if not missing:

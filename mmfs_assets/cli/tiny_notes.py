@@ -37,7 +37,7 @@ def search_note(table, column: str | None, by_caption: bool, where: str | None, 
                 tag: str | None) -> str | None:
     """The note for a search's column (a bounded read of its producers, as the search does)."""
     from mmfs_assets.store import search as S
-    from mmfs_loader import schema as LS
+    from mmfs_loader.contract import schema as LS
 
     ds = table.open(version=version, tag=tag)
     try:
@@ -55,8 +55,8 @@ def search_note(table, column: str | None, by_caption: bool, where: str | None, 
 def sql_note(table, result_columns: Iterable[str], version: int | None, tag: str | None) -> str | None:
     """The note for a query whose result has value columns of groups that tiny models filled (in the version
     read). Reads at most one row per such group: the first whose producer carries the tiny mark."""
-    from mmfs_loader import schema as LS
-    from mmfs_loader.sql import identifier, literal
+    from mmfs_loader.contract import schema as LS
+    from mmfs_loader.contract.sql import identifier, literal
 
     ds = table.open(version=version, tag=tag)
     shown = set(result_columns)

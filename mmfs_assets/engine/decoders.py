@@ -1,7 +1,7 @@
 """Which decoder a fill uses (``MMFS_DECODER=auto|cpu|nvdec``) and the source that hands out frames.
 
 - ``cpu``: spawned worker processes, one single-threaded FFmpeg decoder each (:mod:`.pool`).
-- ``nvdec``: the GPU's video decoder through PyNvVideoCodec (:mod:`mmfs_loader.nvdec`), frames stay on the device;
+- ``nvdec``: the GPU's video decoder through PyNvVideoCodec (:mod:`mmfs_loader.decode.nvdec`), frames stay on the device;
   CPU workers still take what NVDEC cannot (VFR timing, codecs it refuses).
 - ``auto``: NVDEC alongside the CPU workers when the model runs on CUDA and PyNvVideoCodec is installed
   (``pip install 'mmfs[gpu]'``), else CPU workers; the choice and its reason go to the run's log.
@@ -16,7 +16,7 @@ from typing import Any
 from mmfs_assets.engine import tasks
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
 from mmfs_assets.engine.shm import SharedFrames
-from mmfs_loader.nvdec import nvdec_available
+from mmfs_loader.decode.nvdec import nvdec_available
 
 DECODERS = ("auto", "cpu", "nvdec")
 

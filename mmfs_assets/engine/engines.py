@@ -20,7 +20,7 @@ from mmfs_assets.engine.report import FillIncomplete
 from mmfs_assets.engine.shard_reports import FleetFill
 from mmfs_assets.features.spec import Feature, LoadedModel
 from mmfs_assets.settings import Settings
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.table import TableRef
 
 ENGINES = ("local", "ray")
 

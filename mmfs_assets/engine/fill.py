@@ -46,11 +46,11 @@ from mmfs_assets.table import ensure_group_columns, replace_columns
 from mmfs_assets.table.chunks import fragment_chunks
 from mmfs_assets.table.restores import undone_by_restore
 from mmfs_assets.table.retry import retry_storage
-from mmfs_loader import schema as S
-from mmfs_loader.leases import VersionLease
-from mmfs_loader.sql import equals
-from mmfs_loader.table import TableRef
-from mmfs_loader.video import VideoPlan
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.leases import VersionLease
+from mmfs_loader.contract.sql import equals
+from mmfs_loader.contract.table import TableRef
+from mmfs_loader.decode.video import VideoPlan
 
 M = S.METADATA
 DECODE_TIMEOUT_S = 300.0  # one sampled decode; probes (whole video) get more per byte, see _probe_timeout
@@ -166,7 +166,7 @@ def _run(table, ds, feature, model, rep, chunks, order, meta, modes, rowids, win
     committer = ThreadPoolExecutor(1, thread_name_prefix=f"commit-{feature.name}")
     try:
         if choice.nvdec:
-            from mmfs_loader.nvdec import NvdecLane
+            from mmfs_loader.decode.nvdec import NvdecLane
 
             nvdec = NvdecLane(ds)
         source = FrameSource(pool, nvdec, decode_timeout, decode_task)

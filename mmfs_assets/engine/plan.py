@@ -14,8 +14,8 @@ import numpy as np
 from mmfs_assets.engine.report import FillReport
 from mmfs_assets.engine.sampling import current_producers, row_sampling
 from mmfs_assets.features.spec import Feature, LoadedModel
-from mmfs_loader import schema as S
-from mmfs_loader.video import VideoPlan, plan_columns
+from mmfs_loader.contract import schema as S
+from mmfs_loader.decode.video import VideoPlan, plan_columns
 
 M = S.METADATA
 

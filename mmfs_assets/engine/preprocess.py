@@ -10,11 +10,11 @@ The arithmetic follows the processors it replaces (open_clip's transform, transf
 against them.
 
 Every resize is bounded: no side of a model input is longer than
-:data:`~mmfs_loader.video.MAX_SCALED_ASPECT` (16) times the model's size, so one frame costs at most 16
+:data:`~mmfs_loader.decode.video.MAX_SCALED_ASPECT` (16) times the model's size, so one frame costs at most 16
 times the model's nominal input, whatever the video's shape (unbounded, a 573440x70 frame stayed
 573440x70 under DPT's rounding, and a native 16384x16 frame became 65536x64 for a 64 px CLIP). Frames
 more elongated than that are squashed along their long side, the way the decoders make them
-(:func:`mmfs_loader.video.output_size`); the metadata probe quarantines such videos by default
+(:func:`mmfs_loader.decode.video.output_size`); the metadata probe quarantines such videos by default
 (``MMFS_MAX_ASPECT_RATIO``), so this bounds what a raised limit, or a frame the probe never saw, can cost.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mmfs_loader.video import MAX_SCALED_ASPECT
+from mmfs_loader.decode.video import MAX_SCALED_ASPECT
 
 if TYPE_CHECKING:  # torch is imported where frames are processed, not when features are declared
     import torch
@@ -51,7 +51,7 @@ class Preprocess:
         return self.size
 
     def max_side(self) -> int:
-        """The longest side a resize may produce: :data:`~mmfs_loader.video.MAX_SCALED_ASPECT` x ``size``
+        """The longest side a resize may produce: :data:`~mmfs_loader.decode.video.MAX_SCALED_ASPECT` x ``size``
         (a multiple of ``multiple_of``). The per-row compute bound: one frame's model input is at most
         that many times the model's nominal ``size x size``, whatever the video's shape."""
         cap = MAX_SCALED_ASPECT * self.size

@@ -35,8 +35,8 @@ from mmfs_assets.features.models import ModelUnavailableError
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.settings import Settings, split_storage_options
 from mmfs_assets.table import ensure_group_columns
-from mmfs_loader.leases import VersionLease
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.leases import VersionLease
+from mmfs_loader.contract.table import TableRef
 
 POLL_S = 10.0  # a progress line at least this often while shards run
 REPLICA_START_S = 900.0  # a replica not ready (placed, model loaded) by then: the cluster cannot hold it

@@ -31,7 +31,7 @@ from mmfs_assets.engine.shards import Shard
 from mmfs_assets.features.models import load_model, model_context
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.settings import STORAGE_OPTIONS_ENV, Settings, split_storage_options
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.table import TableRef
 
 
 def secret_digest(options: Mapping[str, str] | None) -> str:

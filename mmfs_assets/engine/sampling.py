@@ -1,6 +1,6 @@
 """Which frames a fill samples for each row: the ``<SETTING>_SAMPLING`` setting resolved per video.
 
-``exact`` and ``keyframe`` apply to every row (:mod:`mmfs_loader.video`). ``auto`` (the default of the
+``exact`` and ``keyframe`` apply to every row (:mod:`mmfs_loader.decode.video`). ``auto`` (the default of the
 features that sample a few frames per video) chooses per row from its metadata: ``keyframe`` sampling
 (about one frame decoded per frame taken) where the video's keyframes give a distinct frame for every
 target, ``exact`` where they do not (most real clips have a keyframe every few seconds or a single one, so
@@ -10,7 +10,7 @@ got (``|sampling=keyframe`` or ``|sampling=exact``), never ``auto``.
 Under ``auto`` a row already filled with ``exact`` frames stays current (its frames are the ones on
 screen at the targets, the same or better than keyframes), and a ``keyframe`` row is current only when
 its keyframes were distinct: the fill (from the metadata) and :mod:`mmfs_assets.staleness` (from the
-stored timestamps, :func:`mmfs_loader.status.repeated_times`: they repeat exactly when the keyframes were too
+stored timestamps, :func:`mmfs_loader.contract.status.repeated_times`: they repeat exactly when the keyframes were too
 few) agree on that.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmfs_loader.video import SAMPLING_MODES, VideoPlan, nearest_keyframes
+from mmfs_loader.decode.video import SAMPLING_MODES, VideoPlan, nearest_keyframes
 
 AUTO = "auto"
 SAMPLING_SETTINGS = (AUTO, *SAMPLING_MODES)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals
+from mmfs_loader.contract.table import TableRef
 
 MAX_AUTO_FRAGMENTS = 16
 SHARDS_PER_REPLICA = 4

@@ -23,9 +23,9 @@ import lance
 
 from mmfs_assets.engine.shm import SharedFrames
 from mmfs_assets.table.retry import retry_storage, storage_pause
-from mmfs_loader import schema as S
-from mmfs_loader.table import TableRef, not_found
-from mmfs_loader.video import DecodeError, VideoPlan, decode_frames
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.table import TableRef, not_found
+from mmfs_loader.decode.video import DecodeError, VideoPlan, decode_frames
 
 if TYPE_CHECKING:
     from mmfs_assets.ingest.probe import FrameLimits

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmfs_assets.engine.sampling import SAMPLING_SETTINGS
-from mmfs_loader.schema import ColumnGroup
+from mmfs_loader.contract.schema import ColumnGroup
 
 if TYPE_CHECKING:
     from mmfs_assets.engine.preprocess import Preprocess
@@ -36,7 +36,7 @@ class ModelUnavailableError(RuntimeError):
 @dataclass(frozen=True)
 class FrameRequest:
     """Frames a model needs: ``count`` evenly spaced frames, resized so the shorter side is ``short_side``
-    (the longer side at most :data:`~mmfs_loader.video.MAX_SCALED_ASPECT` times that: frames more elongated
+    (the longer side at most :data:`~mmfs_loader.decode.video.MAX_SCALED_ASPECT` times that: frames more elongated
     are squashed, so one row's frames cost at most that multiple of ``short_side``^2 whatever its shape)."""
 
     count: int

@@ -17,8 +17,8 @@ from mmfs_assets.engine.fill import DECODE_TIMEOUT_S, fill_feature
 from mmfs_assets.engine.report import FillReport
 from mmfs_assets.features.spec import Feature, FrameRequest, LoadedModel, ModelContext
 from mmfs_assets.ingest.probe import DEFAULT_LIMITS, FrameLimits
-from mmfs_loader import schema as S
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.table import TableRef
 
 # v2: corrupt_frames, lost_frames, damage quarantine; v3: keyframe_times (and the frame limits, FrameLimits, whose
 # defaults are not in the producer: tables probed before them stay current; a changed limit re-probes)
@@ -31,7 +31,7 @@ def metadata_producer(max_corrupt_frames: int = 0, limits: FrameLimits = DEFAULT
 
     Default limits are left out so that every table probed before the limits existed stays current (re-probing
     decodes every video in full); videos beyond the limits in such tables still cost at most 16x a model's
-    nominal input (``mmfs_loader.video.MAX_SCALED_ASPECT``), and a forced metadata backfill quarantines them."""
+    nominal input (``mmfs_loader.decode.video.MAX_SCALED_ASPECT``), and a forced metadata backfill quarantines them."""
     default = DEFAULT_LIMITS.details()
     fields = "".join(f"|{k}={v}" for k, v in limits.details().items() if default[k] != v)
     return (f"mmfs.probe:{METADATA_CODE_VERSION}/pyav-{av.__version__}/ffmpeg-{av.ffmpeg_version_info}"

@@ -39,9 +39,9 @@ from mmfs_assets.table import append_rows, open_or_create
 from mmfs_assets.table.append import FRAGMENT_ROWS, space_guard
 from mmfs_assets.table.dedup import dedup_ids
 from mmfs_assets.table.indices import ensure_scalar_indices
-from mmfs_loader import schema as S
-from mmfs_loader.sql import is_in
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import is_in
+from mmfs_loader.contract.table import TableRef
 
 ID_LOOKUP_BATCH = 512  # above this many ids, one scan of the id column beats repeated IN lookups
 INLINE_MAX_BYTES = 2 << 30  # larger files are stored as pointers (setting MMFS_INLINE_MAX_BYTES)

@@ -24,9 +24,9 @@ import pyarrow as pa
 
 from mmfs_assets.ingest.drops import DropFile
 from mmfs_assets.store import side_tables
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals, is_in
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals, is_in
+from mmfs_loader.contract.table import TableRef
 
 LEDGER = "ingest_ledger"
 INGEST, FILE = "ingest", "file"

@@ -20,7 +20,7 @@ from mmfs_assets.ingest.drop_source import DropSource
 from mmfs_assets.ingest.drops import names_text, unsafe_reason
 from mmfs_assets.ingest.ledger import accounted
 from mmfs_assets.ingest.object_drops import ObjectDrops
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.table import TableRef
 
 WAITING, NOT_INGESTED, FILES_NOT_INGESTED = "waiting", "not ingested", "files not ingested"
 

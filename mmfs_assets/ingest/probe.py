@@ -3,7 +3,7 @@
 Headers lie (MKV/WebM carry no frame count, truncated files keep their full duration, a text file opens
 as an ``ansi`` "video"), so the probe decodes every frame of the first video stream: the frame count is
 the number of frames that decode, fps and VFR come from the decoded frames' presentation times
-(:class:`mmfs_loader.video.FrameClock`: their pts, except in MPEG-4 Part 2 AVI files with packed B-frames,
+(:class:`mmfs_loader.decode.video.FrameClock`: their pts, except in MPEG-4 Part 2 AVI files with packed B-frames,
 where the pts FFmpeg gives decoded frames are permuted), the keyframe interval and times from the decoded key flags, rotation from the display matrix on the first frame. Decoding without
 colour conversion is the cheap part of decoding; it is what makes the metadata trustworthy and what
 finds bit-flipped or truncated files.
@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
-from mmfs_loader.video import FrameClock
+from mmfs_loader.decode.video import FrameClock
 
 # Demuxers/codecs that open but are not video: text rendered as a "video", still images.
 NOT_VIDEO_FORMATS = {"tty", "image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif_pipe", "bmp_pipe", "svg_pipe"}

@@ -12,7 +12,7 @@ from lance.blob import BlobType
 
 from mmfs_assets.ingest.drops import DropFile
 from mmfs_assets.ingest.safe_open import ReadResult
-from mmfs_loader import schema as S
+from mmfs_loader.contract import schema as S
 
 
 @dataclass

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import lance
 import numpy as np
 
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals
 
 META_COLUMNS = ["width", "height", "duration_s", "fps", "codec", "metadata_error", S.SIZE_BYTES]
 

@@ -22,9 +22,9 @@ import pyarrow as pa
 from mmfs_assets.table.columns import ensure_group_columns
 from mmfs_assets.table.indices import VECTOR_METRIC
 from mmfs_assets.table.replace import ROWID, replace_columns
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals
+from mmfs_loader.contract.table import TableRef
 
 CODE_VERSION = "dup-v1"
 GROUP = S.ColumnGroup("dup_group", (pa.field("dup_group", pa.string()),))

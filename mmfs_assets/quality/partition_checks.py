@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals
 
 M = S.METADATA
 

@@ -17,9 +17,9 @@ import lance
 import pyarrow as pa
 
 from mmfs_assets.store import side_tables
-from mmfs_loader import schema as S
-from mmfs_loader.status import table_status
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.status import table_status
+from mmfs_loader.contract.table import TableRef
 
 SIDE = "lineage"
 INGEST_GROUP = "ingest"

@@ -8,7 +8,7 @@
    and rewriting gigabytes to merge a few rows is not worth it. A compaction that still races a writer
    loses its commit (Lance refuses it) and is retried at the next run; the writer never loses data.
 3. **Retention**: versions older than ``retention`` are removed, never a tagged one (a snapshot, or a version
-   a running fill or reader holds a lease on: :mod:`mmfs_loader.leases`) and never the latest; their
+   a running fill or reader holds a lease on: :mod:`mmfs_loader.contract.leases`) and never the latest; their
    commit records go to the lineage archive first. Leases whose holder died (expired) are removed first.
 4. **Orphans**: data files no version references (left by a writer killed between its file write and its
    commit) are deleted once older than ``orphan_grace`` and while no writer is active (a file younger than
@@ -32,9 +32,9 @@ from mmfs_assets.store.lineage import archive
 from mmfs_assets.table.append import FRAGMENT_ROWS
 from mmfs_assets.table.indices import IndexReport, ensure_scalar_indices, ensure_search_indices
 from mmfs_assets.table.retry import is_conflict
-from mmfs_loader import leases
-from mmfs_loader import schema as S
-from mmfs_loader.table import TableRef, known_tags
+from mmfs_loader.contract import leases
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.table import TableRef, known_tags
 
 BLOB_LIMIT = 256 << 20  # fragments with more inline video than this are never compacted
 ORPHAN_GRACE = timedelta(hours=1)
@@ -133,7 +133,7 @@ def remove_orphans(table: TableRef, rep: MaintenanceReport, grace: timedelta) ->
         return
     # Lance lists the files no version references, blob v2 sidecars included (``data/<stem>/<n>.blob``, kind
     # "data": the leftovers of a write that failed on a full disk, which can be most of the disk).
-    from mmfs_loader.health import referenced_data_files
+    from mmfs_loader.contract.health import referenced_data_files
 
     ds = table.dataset()
     live = referenced_data_files(ds)  # belt and braces: never a file (or sidecar) of the latest version

@@ -20,7 +20,7 @@ What :func:`execute` guarantees, and what it cannot:
 - the restore commit carries ``mmfs.op=rollback`` and ``mmfs.rollback_id``, so a rollback killed after its
   restore can be found again in the table's history.
 
-- it refuses (:class:`FillRunningError`) while a fill holds a version lease (:mod:`mmfs_loader.leases`):
+- it refuses (:class:`FillRunningError`) while a fill holds a version lease (:mod:`mmfs_loader.contract.leases`):
   every fill does, whichever Dagster instance (or none) runs it, so its commits are not raced in the first place.
 
 :mod:`mmfs_assets.store.rollback_journal` makes flagging survive a kill.
@@ -35,9 +35,9 @@ import lance
 
 from mmfs_assets.store.lineage import Commit
 from mmfs_assets.table.retry import retry_commit
-from mmfs_loader import leases
-from mmfs_loader.status import DropStatus, table_status
-from mmfs_loader.table import TableRef, known_tags
+from mmfs_loader.contract import leases
+from mmfs_loader.contract.status import DropStatus, table_status
+from mmfs_loader.contract.table import TableRef, known_tags
 
 METADATA_GROUP = "metadata"
 TAG_PREFIX, VERSION_PREFIX = "tag:", "version:"

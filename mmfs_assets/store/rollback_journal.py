@@ -24,7 +24,7 @@ from mmfs_assets.store.rollback import (
     account_for_races,
     commits,
 )
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.table import TableRef
 
 JOURNAL_DIR = "mmfs-rollbacks"  # under $DAGSTER_HOME
 _SCAN = 32  # versions read per step when looking for a rollback's restore commit

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from mmfs_assets.table.indices import VECTOR_METRIC, embedding_columns
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals
+from mmfs_loader.contract.table import TableRef
 
 NPROBES = 32
 REFINE_FACTOR = 50  # re-rank 50 x k PQ candidates exactly: PQ alone misses neighbours at 1M rows (bench/search.py)

@@ -12,7 +12,7 @@ import lance
 import pyarrow as pa
 
 from mmfs_assets.table.retry import retry_commit
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.table import TableRef
 
 
 def side_uri(table: TableRef, name: str) -> str:

@@ -18,10 +18,10 @@ import pyarrow as pa
 
 from mmfs_assets.store import side_tables
 from mmfs_assets.table.tags import create_tag
-from mmfs_loader import schema as S
-from mmfs_loader.sql import equals
-from mmfs_loader.status import table_status
-from mmfs_loader.table import TableRef, check_tag_name, known_tags, require_table
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import equals
+from mmfs_loader.contract.status import table_status
+from mmfs_loader.contract.table import TableRef, check_tag_name, known_tags, require_table
 
 SIDE = "snapshots"
 SIDE_SCHEMA = pa.schema([
@@ -137,7 +137,7 @@ def create(table: TableRef | str, name: str, *, version: int | None = None, requ
 
 
 def _tags(table: TableRef) -> dict[str, int]:
-    """The snapshots' tags (name -> version); :class:`~mmfs_loader.table.TableNotFoundError` when there is no
+    """The snapshots' tags (name -> version); :class:`~mmfs_loader.contract.table.TableNotFoundError` when there is no
     table (not an empty list: a wrong MMFS_TABLE_URI must not read as "no snapshots yet")."""
     require_table(table.uri, table.options)
     return known_tags(table.uri, table.options)
@@ -149,7 +149,7 @@ def show(table: TableRef | str, name: str) -> Manifest:
     check_tag_name(name)
     tags = _tags(table)
     if name not in tags:
-        from mmfs_loader.table import VersionNotFoundError
+        from mmfs_loader.contract.table import VersionNotFoundError
 
         raise VersionNotFoundError(f"no snapshot {name!r} in {table.uri}; known: {', '.join(sorted(tags)) or 'none'}")
     rows = side_tables.read(table, SIDE, equals("name", name))
@@ -189,7 +189,7 @@ def delete(table: TableRef | str, name: str) -> int:
     check_tag_name(name)
     tags = _tags(table)
     if name not in tags:
-        from mmfs_loader.table import VersionNotFoundError
+        from mmfs_loader.contract.table import VersionNotFoundError
 
         raise VersionNotFoundError(f"no snapshot {name!r} in {table.uri}; known: {', '.join(sorted(tags)) or 'none'}")
     table.dataset().tags.delete(name)

@@ -19,9 +19,9 @@ import lance
 import pyarrow as pa
 
 from mmfs_assets.table.retry import retry_commit
-from mmfs_loader.health import human_bytes
-from mmfs_loader.schema import INGEST_SCHEMA
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.health import human_bytes
+from mmfs_loader.contract.schema import INGEST_SCHEMA
+from mmfs_loader.contract.table import TableRef
 
 # Rows per fragment written by ingest; the feature fill's default chunk is the same, so one fill
 # commit covers whole fragments and writes each fragment's new column file exactly once.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import lance
 
 from mmfs_assets.table.retry import is_conflict, retry_commit
-from mmfs_loader.schema import ColumnGroup
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.schema import ColumnGroup
+from mmfs_loader.contract.table import TableRef
 
 # Adding columns conflicts with every concurrent fill and append: a few more tries than other commits.
 MAX_ATTEMPTS = 12

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmfs_assets.table.retry import retry_commit
-from mmfs_loader import schema as S
-from mmfs_loader.sql import is_in
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.sql import is_in
+from mmfs_loader.contract.table import TableRef
 
 LOOKUP_BATCH = 512  # above this many ids, one scan of the table's ids instead of an IN filter
 

@@ -22,8 +22,8 @@ import lance
 import pyarrow as pa
 
 from mmfs_assets.table.retry import retry_commit
-from mmfs_loader import schema as S
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.table import TableRef
 
 SCALAR_INDICES = {S.DROP_ID: "BITMAP", S.ID: "BTREE"}
 CAPTION_COLUMN = "caption"

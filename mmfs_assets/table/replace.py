@@ -25,7 +25,7 @@ from lance.file import LanceFileWriter
 from lance.fragment import DataFile
 
 from mmfs_assets.table.retry import MAX_ATTEMPTS, retry_commit
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.table import TableRef
 
 ROWID = "_rowid"
 _OFFSET_MASK = 0xFFFFFFFF

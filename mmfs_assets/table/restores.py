@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from mmfs_loader.table import TableRef
+from mmfs_loader.contract.table import TableRef
 
 
 @dataclass(frozen=True)

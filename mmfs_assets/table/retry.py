@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from lance.commit import CommitConflictError
 
-from mmfs_loader.table import not_found
+from mmfs_loader.contract.table import not_found
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 10

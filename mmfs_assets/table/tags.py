@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmfs_loader.table import TableRef, check_tag_name, known_tags
+from mmfs_loader.contract.table import TableRef, check_tag_name, known_tags
 
 
 class TagExistsError(ValueError):

@@ -17,7 +17,7 @@ from mmfs_assets.engine.preprocess import Preprocess
 from mmfs_assets.features import tiny
 from mmfs_assets.features.loaders import processor_size, transformers_model
 from mmfs_assets.features.spec import Feature, Model, ModelContext, ModelUnavailableError
-from mmfs_loader.schema import ColumnGroup
+from mmfs_loader.contract.schema import ColumnGroup
 
 CODE_VERSION = "caption-v1"
 MAX_NEW_TOKENS = 30

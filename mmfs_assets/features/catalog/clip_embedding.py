@@ -19,7 +19,7 @@ import pyarrow as pa
 from mmfs_assets.features import tiny
 from mmfs_assets.features.loaders import open_clip_model, open_clip_preprocess, open_clip_tokens
 from mmfs_assets.features.spec import Feature, Model, ModelContext, ModelUnavailableError
-from mmfs_loader.schema import ColumnGroup
+from mmfs_loader.contract.schema import ColumnGroup
 
 CODE_VERSION = "clip-v1"
 

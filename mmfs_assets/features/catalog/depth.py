@@ -2,7 +2,7 @@
 
 Each frame's relative depth is predicted at the model's working resolution (518 on the short side for
 the real model) and stored losslessly at 16 bits: one PNG per frame plus its value range and timestamp
-(see :mod:`mmfs_loader.depth`, whose :func:`~mmfs_loader.depth.decode_depth` reads it back). No side of
+(see :mod:`mmfs_loader.contract.depth`, whose :func:`~mmfs_loader.contract.depth.decode_depth` reads it back). No side of
 a map is longer than 16 times the model's size (the engine's bound on a model input,
 :meth:`mmfs_assets.engine.preprocess.Preprocess.max_side`): a video more elongated than 16:1, which the
 probe quarantines by default, gets maps of its frames squashed along the long side.
@@ -19,8 +19,8 @@ from mmfs_assets.engine.preprocess import Preprocess
 from mmfs_assets.features import tiny
 from mmfs_assets.features.loaders import processor_size, transformers_model
 from mmfs_assets.features.spec import Feature, Model, ModelContext, ModelUnavailableError
-from mmfs_loader import depth as D
-from mmfs_loader.schema import ColumnGroup
+from mmfs_loader.contract import depth as D
+from mmfs_loader.contract.schema import ColumnGroup
 
 CODE_VERSION = "depth-v1"
 GROUP = ColumnGroup("depth", (pa.field(D.PNG, pa.list_(pa.binary())), pa.field(D.MIN, pa.list_(pa.float32())),
@@ -60,5 +60,5 @@ def preprocess_of(proc) -> Preprocess:
 FEATURE = Feature(
     "depth", GROUP, CODE_VERSION, "MMFS_DEPTH", "depth-anything/Depth-Anything-V2-Small-hf", _load,
     "Depth Anything V2 (MMFS_DEPTH_MODEL) relative depth for 4 sampled frames per video, stored as 16-bit PNGs with each "
-    "frame's range and timestamp; mmfs_loader.depth.decode_depth reads them back.", frames=4, batch_size=4, build_tiny=tiny.depth,
+    "frame's range and timestamp; mmfs_loader.contract.depth.decode_depth reads them back.", frames=4, batch_size=4, build_tiny=tiny.depth,
 )

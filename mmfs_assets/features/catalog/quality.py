@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmfs_assets.features.spec import Clip, Feature, Model, ModelContext
-from mmfs_loader.schema import ColumnGroup
+from mmfs_loader.contract.schema import ColumnGroup
 
 GROUP = ColumnGroup("quality", (pa.field("sharpness", pa.float32()), pa.field("motion", pa.float32())))
 CODE_VERSION = "quality-v1"

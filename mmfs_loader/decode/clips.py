@@ -1,4 +1,5 @@
-"""Training clips: ``frames`` consecutive (or strided) frames at a position drawn from (seed, epoch, row).
+"""Training clips: ``frames`` consecutive (or strided) frames at a position drawn from (seed, epoch, row)
+(the draw: :func:`mmfs_loader.reads.ordering.clip_draw`).
 
 A clip of ``frames`` frames with ``stride`` source frames between them spans ``frames * stride / fps``
 seconds; its start is drawn uniformly from where the whole window fits (a video shorter than the window
@@ -10,8 +11,8 @@ fall back to the unaligned draw. Frames are resized so the short side is ``size`
 ``crop`` (the default), centre-cropped to ``size x size`` so clips of any aspect ratio collate.
 
 A clip's size is bounded whatever the video's shape: the long side is at most
-:data:`~mmfs_loader.video.MAX_SCALED_ASPECT` (16) times ``size`` (a more elongated frame is squashed
-along its long side, :func:`~mmfs_loader.video.output_size`), so a 16384x2 video makes a
+:data:`~mmfs_loader.decode.video.MAX_SCALED_ASPECT` (16) times ``size`` (a more elongated frame is squashed
+along its long side, :func:`~mmfs_loader.decode.video.output_size`), so a 16384x2 video makes a
 ``size x 16 size`` frame at most, never a ``size x 8192 size`` one. Such videos are quarantined by the
 metadata probe by default (``MMFS_MAX_ASPECT_RATIO``) and left out unless ``include_quarantined``;
 ``size=None`` decodes native frames, bounded only by the probe's ``MMFS_MAX_FRAME_PIXELS``.
@@ -25,8 +26,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from mmfs_loader.ordering import uniform
-from mmfs_loader.video import VideoPlan, decode_at
+from mmfs_loader.decode.video import VideoPlan, decode_at
 
 ALIGNMENTS = ("exact", "keyframe")
 
@@ -85,11 +85,6 @@ class ClipSpec:
             start = float(fits[min(len(fits) - 1, int(u * len(fits)))]) if len(fits) else float(kts[0])
         # Aim at the middle of each frame's display interval, so rounding never lands a frame early.
         return start + (np.arange(self.frames) + 0.5) * step
-
-
-def draw(seed: int, epoch: int, row_id: int) -> float:
-    """The clip position draw of a row in an epoch."""
-    return uniform(seed, epoch, 0xC11B, row_id)
 
 
 def decode_clip(src: str | BinaryIO, plan: VideoPlan, spec: ClipSpec, u: float) -> tuple[np.ndarray, np.ndarray]:

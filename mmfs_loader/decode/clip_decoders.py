@@ -2,7 +2,7 @@
 
 - ``cpu``: PyAV/FFmpeg in the reading process (a DataLoader worker, or the main process), frames
   scaled by FFmpeg; clips come out as CPU tensors.
-- ``nvdec``: the GPU's decoder through PyNvVideoCodec (:mod:`mmfs_loader.nvdec`); frames stay on the
+- ``nvdec``: the GPU's decoder through PyNvVideoCodec (:mod:`mmfs_loader.decode.nvdec`); frames stay on the
   GPU, are scaled and cropped there (:func:`fit_frames`), and clips come out as CUDA tensors. Videos
   NVDEC refuses (variable frame rate, a codec or size it does not take) are decoded on the CPU and
   moved to the GPU, so a batch is on one device. Fails at construction where NVDEC is not available.
@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import torch
 
-from mmfs_loader.nvdec import nvdec_available
-from mmfs_loader.video import output_size
+from mmfs_loader.decode.nvdec import nvdec_available
+from mmfs_loader.decode.video import output_size
 
 CLIP_DECODERS = ("auto", "cpu", "nvdec")
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from mmfs_loader.fetch import BlockReader
-from mmfs_loader.node_selection import NodeSelection
-from mmfs_loader.ordering import RankOrder, WindowedOrder
+from mmfs_loader.reads.fetch import BlockReader
+from mmfs_loader.reads.node_selection import NodeSelection
+from mmfs_loader.reads.ordering import RankOrder, WindowedOrder
 
 READ_AHEAD = 2  # block groups read at once ahead of the consumer (gathers release the GIL)
 BUFFERS_AHEAD = 2  # windowed-shuffle buffers loaded ahead

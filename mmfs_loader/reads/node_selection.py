@@ -1,7 +1,7 @@
 """A dataset's selection as every reading process of a node sees it: mapped from the node directory.
 
-The launching process computes the selection (:func:`mmfs_loader.selection.select`) and writes the
-row ids and their offsets into the node directory (:mod:`mmfs_loader.node`); a DataLoader worker gets
+The launching process computes the selection (:func:`mmfs_loader.reads.selection.select`) and writes the
+row ids and their offsets into the node directory (:mod:`mmfs_loader.reads.node`); a DataLoader worker gets
 this object pickled without the arrays and maps the files. Should the files be gone (removed under
 it), the selection is computed again: the pinned version gives the same rows.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mmfs_loader.node import NodeDir, default_root, key_of
+from mmfs_loader.reads.node import NodeDir, default_root, key_of
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import lance
 import pyarrow as pa
 import pyarrow.dataset as pds
 
-from mmfs_loader.schema import BLOB_COLUMNS
-from mmfs_loader.table import open_table
+from mmfs_loader.contract.schema import BLOB_COLUMNS
+from mmfs_loader.contract.table import open_table
 
 LOCKED_DOWN = {
     "enable_external_access": False,

@@ -59,6 +59,11 @@ def uniform(*parts: int) -> float:
     return float(stream_key(*parts) >> np.uint64(11)) / float(1 << 53)
 
 
+def clip_draw(seed: int, epoch: int, row_id: int) -> float:
+    """The clip position draw of a row in an epoch (``u`` of :meth:`mmfs_loader.decode.clips.ClipSpec.times`)."""
+    return uniform(seed, epoch, 0xC11B, row_id)
+
+
 def mixture_counts(weights: Sequence[float], total: int) -> np.ndarray:
     """Exact per-component counts summing to ``total``, proportional to ``weights`` (largest remainder)."""
     w = np.asarray(weights, dtype=np.float64)

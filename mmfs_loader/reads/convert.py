@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from mmfs_loader import depth as D
+from mmfs_loader.contract import depth as D
 
 DEPTH_PARTS = (D.PNG, D.MIN, D.MAX)
 DEPTH = "depth"

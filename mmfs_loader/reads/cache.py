@@ -3,7 +3,7 @@
 A random ``take`` costs 10-30 us per row here while a run of neighbouring rows costs about 1-2 us
 (bench/loader.py), so a globally shuffled epoch of small rows read by ``take`` runs at a fraction of a
 sequential read. When the requested columns of the selection fit ``cache_bytes``, one process of the
-node reads them once into the node directory (:mod:`mmfs_loader.node`), by offset in pieces of
+node reads them once into the node directory (:mod:`mmfs_loader.reads.node`), by offset in pieces of
 neighbouring rows, several at once, and every reader of the node gathers its blocks from the
 memory-mapped files: one copy in memory for all ranks and workers.
 
@@ -37,8 +37,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from mmfs_loader.convert import short_strings, strings_at
-from mmfs_loader.node import NodeDir, has_room, key_of, map_npy
+from mmfs_loader.reads.convert import short_strings, strings_at
+from mmfs_loader.reads.node import NodeDir, has_room, key_of, map_npy
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class ColumnCache:
     # ---- filling -------------------------------------------------------------------------------------
     def start_fill(self, reader: Any, offsets: np.ndarray) -> None:
         """Fill the cache in a background thread unless it is published or another process fills it.
-        ``reader``: a :class:`mmfs_loader.fetch.BlockReader`; ``offsets``: the selected rows' offsets in
+        ``reader``: a :class:`mmfs_loader.reads.fetch.BlockReader`; ``offsets``: the selected rows' offsets in
         the pinned version, in cache order."""
         if self.ready() or time.monotonic() < self._next_try or (self._filler is not None and self._filler.is_alive()):
             return

@@ -73,7 +73,7 @@ class TableRef:
     __str__ = __repr__
 
 
-#: Tags with this prefix are version leases of running fills and readers, not snapshots (mmfs_loader.leases).
+#: Tags with this prefix are version leases of running fills and readers, not snapshots (mmfs_loader.contract.leases).
 LEASE_PREFIX = "mmfs-lease-"
 
 
@@ -144,7 +144,7 @@ def known_tags(uri: str, storage_options: dict[str, str] | None = None, *, inclu
     """Tag name -> version, readable even when one stored tag has a name Lance cannot list.
 
     Version leases (tags named ``LEASE_PREFIX...``, held by running fills, see
-    ``mmfs_loader.leases``) are not snapshots: they are left out unless ``include_leases``."""
+    ``mmfs_loader.contract.leases``) are not snapshots: they are left out unless ``include_leases``."""
     out: dict[str, int] = {}
     try:
         ds = lance.dataset(uri, storage_options=storage_options)

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from mmfs_loader import schema as S
-from mmfs_loader.video import VideoPlan
+from mmfs_loader.contract import schema as S
+from mmfs_loader.decode.video import VideoPlan
 
 
 def nvdec_available() -> str | None:

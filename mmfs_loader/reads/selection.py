@@ -12,7 +12,7 @@ rows with no value (not computed yet) and the rows whose value is an error. A tr
 two models' embeddings, or silently skips rows, is a bug that shows up weeks later as a worse model, so
 by default such a selection is refused with the counts and the options to override. Producers that differ
 only in their ``sampling`` field (``sampling=auto`` picks keyframes or exact frames per video) are one
-model, not a mix (:func:`mmfs_loader.schema.producer_model`).
+model, not a mix (:func:`mmfs_loader.contract.schema.producer_model`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmfs_loader import schema as S
+from mmfs_loader.contract import schema as S
 
 M = S.METADATA
 SCAN_ROWS = 65536  # rows per batch of the selection scan
@@ -151,6 +151,6 @@ def check(
             "refusing this selection:\n  - "
             + "\n  - ".join(problems)
             + "\nRecompute the rows (mmfs materialize or a backfill), narrow the filter (e.g. on "
-            "`<group>_producer`), or override: drop_incomplete=True leaves out rows without a value, "
-            "allow_mixed_producers=True accepts several producers."
+            "`<group>_producer`), or override: guard=Guard(drop_incomplete=True) leaves out rows without a value, "
+            "guard=Guard(allow_mixed_producers=True) accepts several producers."
         )

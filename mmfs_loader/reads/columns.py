@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from mmfs_loader import schema as S
-from mmfs_loader.schema import group_of, groups_in_schema
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.schema import group_of, groups_in_schema
 
 
 def resolve_columns(schema: pa.Schema, wanted: Sequence[str] | None, *, clip: bool) -> tuple[list[str], list[str]]:

@@ -28,7 +28,7 @@ import time
 import weakref
 from dataclasses import dataclass
 
-from mmfs_loader.table import LEASE_PREFIX, TableRef, known_tags
+from mmfs_loader.contract.table import LEASE_PREFIX, TableRef, known_tags
 
 log = logging.getLogger(__name__)
 

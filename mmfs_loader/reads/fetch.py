@@ -6,7 +6,7 @@ de-duplicated and sorted before the ``take`` (a mixture can repeat rows; sorted 
 order), and the rows are put back in the requested order afterwards.
 
 When the dataset's selection fits its cache budget, blocks come from the node cache
-(:mod:`mmfs_loader.cache`) as soon as it is published, and by ``take`` until then: on local disk the first
+(:mod:`mmfs_loader.reads.cache`) as soon as it is published, and by ``take`` until then: on local disk the first
 batch never waits for the cache. On an object store (``BlockReader.remote``) the cache is filled first, in
 offset order, because random takes there cost a request per row.
 """
@@ -24,13 +24,14 @@ import pyarrow as pa
 import torch
 from torch.utils.data import get_worker_info
 
-from mmfs_loader import schema as S
-from mmfs_loader.cache import ColumnCache
-from mmfs_loader.clip_decoders import fit_frames, use_nvdec
-from mmfs_loader.clips import ClipSpec, decode_clip, draw
-from mmfs_loader.convert import DEPTH_PARTS, columns_of_block, number_array, short_strings, strings_at
-from mmfs_loader.table import VersionGoneError, not_found
-from mmfs_loader.video import PLAN_COLUMNS, VideoPlan, plan_columns
+from mmfs_loader.contract import schema as S
+from mmfs_loader.contract.table import VersionGoneError, not_found
+from mmfs_loader.decode.clip_decoders import fit_frames, use_nvdec
+from mmfs_loader.decode.clips import ClipSpec, decode_clip
+from mmfs_loader.decode.video import PLAN_COLUMNS, VideoPlan, plan_columns
+from mmfs_loader.reads.cache import ColumnCache
+from mmfs_loader.reads.convert import DEPTH_PARTS, columns_of_block, number_array, short_strings, strings_at
+from mmfs_loader.reads.ordering import clip_draw
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class BlockReader:
         if lane is not None:
             for k, plan in enumerate(plans):
                 if lane.accepts(plan):
-                    want = spec.times(plan, draw(self.seed, epoch, int(uniq[k])))
+                    want = spec.times(plan, clip_draw(self.seed, epoch, int(uniq[k])))
                     handles[k] = lane.submit(int(uniq[k]), plan, [float(t) for t in want], None, "exact")
         cpu = [k for k in range(len(uniq)) if k not in handles]
         for k, h in handles.items():
@@ -255,7 +256,7 @@ class BlockReader:
                 if blob is None:
                     raise ValueError("no video stored for this row")
                 with blob:
-                    return decode_clip(blob, plans[k], spec, draw(self.seed, epoch, row_id))
+                    return decode_clip(blob, plans[k], spec, clip_draw(self.seed, epoch, row_id))
             except VersionGoneError:
                 raise
             except Exception as e:  # noqa: BLE001 - one unreadable video must not stop the epoch (or DDP)
@@ -270,7 +271,7 @@ class BlockReader:
         if self._nv is None and not self._nv_decided:
             self._nv_decided = True
             if use_nvdec(self.decoder, in_worker=get_worker_info() is not None):
-                from mmfs_loader.nvdec import NvdecLane
+                from mmfs_loader.decode.nvdec import NvdecLane
 
                 self._nv = NvdecLane(self.table, threads=self.decode_threads)
                 log.info("clips decode with NVDEC in this process (decoder=%s)", self.decoder)
