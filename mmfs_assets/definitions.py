@@ -12,7 +12,6 @@ from mmfs_assets.assets.store_ops import maintenance_job, maintenance_schedule, 
 from mmfs_assets.engine.engines import choose_engine
 from mmfs_assets.executors import build_executor
 from mmfs_assets.features.spec import Feature
-from mmfs_assets.instance import dagster_patches  # noqa: F401 - fixes a busy wait on pool slots
 from mmfs_assets.resources import build_resources
 from mmfs_assets.sensors import dead_run_reaper, drop_sensor, features_automation
 from mmfs_assets.settings import Settings

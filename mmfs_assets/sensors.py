@@ -10,7 +10,7 @@ import dagster as dg
 from mmfs_assets.assets import videos
 from mmfs_assets.ingest.drops import DropRefusedError, Entry, ScanState, listing_signature, names_text
 from mmfs_assets.ingest.ledger import accounted
-from mmfs_assets.instance.liveness import free_dead_runs, wake_lost_claims
+from mmfs_assets.instance.liveness import free_dead_runs
 from mmfs_assets.partitions import DROPS, drops_partitions
 from mmfs_assets.resources import DropFolderResource
 from mmfs_loader.contract.table import TableRef
@@ -179,11 +179,10 @@ REAPER_INTERVAL_S = 30
     minimum_interval_seconds=REAPER_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Marks runs failed whose process is gone (e.g. a killed `mmfs materialize`) and frees the pool "
-        "slots they held, so the next ingest or GPU step does not wait forever."
+        "Marks runs failed whose process is gone (e.g. a killed `mmfs materialize`), so the run queue and "
+        "the next CLI run stop counting the pools they used."
     ),
 )
 def dead_run_reaper(context: dg.SensorEvaluationContext):
     freed = free_dead_runs(context.instance, log=context.log.warning)
-    wake_lost_claims(context.instance)  # a slot freed between a claim's check and its enqueue wakes nobody
-    return dg.SkipReason(f"freed the pool slots of dead runs {freed}" if freed else "no dead runs hold pool slots")
+    return dg.SkipReason(f"marked dead runs failed: {freed}" if freed else "no dead runs")

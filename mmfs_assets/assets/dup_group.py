@@ -4,7 +4,6 @@ import dagster as dg
 
 from mmfs_assets.assets.fill_config import fill_automation
 from mmfs_assets.assets.videos import run_properties
-from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.quality.dup_groups import CODE_VERSION, GROUP, fill_dup_groups
 from mmfs_assets.resources import LanceTableResource
@@ -34,7 +33,6 @@ CHECK = "dup_group_ratio"
 )
 def dup_group(context: dg.AssetExecutionContext, lance_table: LanceTableResource) -> dg.MaterializeResult:
     key = context.partition_key
-    tag_run_host(context.instance, context.run_id)
     s = Settings.from_env()
     rep = fill_dup_groups(lance_table.ref, key, column=SOURCE, distance=s.dup_distance,
                           properties=run_properties(context, "dup_group", CODE_VERSION))

@@ -1,5 +1,8 @@
 """The feature assets: one partitioned asset per declared feature, all made by :func:`feature_asset`."""
 
+import contextlib
+import sys
+
 import dagster as dg
 
 from mmfs_assets.assets.fill_config import FillConfig, backfill_policy, fill_automation, incomplete_failure
@@ -13,13 +16,11 @@ from mmfs_assets.engine.ray_cluster import RayUnavailableError
 from mmfs_assets.engine.shard_reports import FleetFill
 from mmfs_assets.features.models import ModelUnavailableError, load_model, model_context
 from mmfs_assets.features.spec import Feature
-from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
+from mmfs_assets.pools import GPU_POOL
 from mmfs_assets.progress import tracker
 from mmfs_assets.resources import LanceTableResource, ModelsResource
 from mmfs_assets.settings import Settings
-
-GPU_POOL = "gpu"
 
 
 def feature_asset(feature: Feature) -> dg.AssetsDefinition:
@@ -55,27 +56,28 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
     def _fill(context: dg.AssetExecutionContext, config: FillConfig, lance_table: LanceTableResource,
               models: ModelsResource) -> dg.MaterializeResult:
         keys = list(context.partition_keys)  # one drop, or a range of them in a single-run backfill
-        tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
         msettings = ModelSettings(models.model_profile, models.model_dir, models.device, dict(models.feature_env))
         model = None
         try:
-            if engine == "local":  # the model loads here (fails fast); the ray engine loads one per replica
-                model = load_model(feature, model_context(feature, profile=models.model_profile,
-                                                          model_dir=models.model_dir, device=models.device,
-                                                          env=models.feature_env))
-                context.log.info(f"{feature.name}: producer {model.producer} on {model.device}")
-            if models.model_profile == "tiny" and feature.build_tiny is not None:
-                context.log.warning(f"{feature.name}: MMFS_MODEL_PROFILE=tiny, random-init test models: the values "
-                                    "are meaningless (MMFS_MODEL_PROFILE=pretrained for real weights)")
-            fill = fill_partitions(
-                lance_table.ref, feature, keys, engine=engine, models=msettings, settings=settings, model=model,
-                options=FillOptions(
-                    run_properties(context, feature.name, feature.code_version, partition=False),
-                    chunk_rows=models.fill_chunk_rows, decode_workers=models.decode_workers or None,
-                    decoder=models.decoder, decode_timeout=models.decode_timeout_s, force=config.force,
-                ),
-                log=context.log.info, progress=lambda key: tracker(context.log.info, f"{feature.name} {key}"),
-            )
+            with _device(feature, engine, models.device, f"run {context.run_id} ({feature.name} {_keys(keys)})",
+                         lambda m: _say(context, m)):
+                if engine == "local":  # the model loads here (fails fast); the ray engine loads one per replica
+                    model = load_model(feature, model_context(feature, profile=models.model_profile,
+                                                              model_dir=models.model_dir, device=models.device,
+                                                              env=models.feature_env))
+                    context.log.info(f"{feature.name}: producer {model.producer} on {model.device}")
+                if models.model_profile == "tiny" and feature.build_tiny is not None:
+                    context.log.warning(f"{feature.name}: MMFS_MODEL_PROFILE=tiny, random-init test models: the "
+                                        "values are meaningless (MMFS_MODEL_PROFILE=pretrained for real weights)")
+                fill = fill_partitions(
+                    lance_table.ref, feature, keys, engine=engine, models=msettings, settings=settings, model=model,
+                    options=FillOptions(
+                        run_properties(context, feature.name, feature.code_version, partition=False),
+                        chunk_rows=models.fill_chunk_rows, decode_workers=models.decode_workers or None,
+                        decoder=models.decoder, decode_timeout=models.decode_timeout_s, force=config.force,
+                    ),
+                    log=context.log.info, progress=lambda key: tracker(context.log.info, f"{feature.name} {key}"),
+                )
         except (ModelUnavailableError, DecoderUnavailableError, RayUnavailableError) as e:
             # one message naming the setting, not the loader's traceback
             raise dg.Failure(description=str(e), allow_retries=False) from None
@@ -105,6 +107,27 @@ def _warn(context: dg.AssetExecutionContext, feature: Feature, fill: FleetFill) 
                "videos at the slice centres)" if "|sampling=keyframe" in fill.producer
                else "fewer frames than the frames asked for")
         context.log.warning(f"{feature.name}: {repeated} videos have {why}, so their frames repeat")
+
+
+def _say(context: dg.AssetExecutionContext, message: str) -> None:
+    """A warning in the run's log, and on stderr: a CLI run shows its step's waits as they happen."""
+    context.log.warning(message)
+    print(message, file=sys.stderr, flush=True)
+
+
+def _keys(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def _device(feature: Feature, engine: str, device: str, holder: str, log):
+    """The node-local lock of the device the model will use (:mod:`mmfs_assets.engine.device_lock`): local
+    fills of GPU features only (Ray places its replicas itself; a CPU-only feature needs no device)."""
+    if engine != "local" or not feature.uses_gpu:
+        return contextlib.nullcontext()
+    from mmfs_assets.engine.device_lock import device_lock
+    from mmfs_assets.features.models import resolve_device
+
+    return device_lock(resolve_device(device), holder, log)
 
 
 def feature_assets(features: list[Feature]) -> list[dg.AssetsDefinition]:

@@ -13,6 +13,7 @@ from typing import Optional
 
 import dagster as dg
 
+from mmfs_assets.pools import INGEST_POOL
 from mmfs_assets.resources import LanceTableResource
 
 MAINTENANCE_CRON = "0 3 * * *"
@@ -89,7 +90,7 @@ class MaintenanceConfig(dg.Config):
     retention_days: float = 7.0
 
 
-@dg.op(pool="lance_ingest", description="Optimise indices, compact small fragments, remove old versions and orphans.")
+@dg.op(pool=INGEST_POOL, description="Optimise indices, compact small fragments, remove old versions and orphans.")
 def maintain_table(context: dg.OpExecutionContext, config: MaintenanceConfig, lance_table: LanceTableResource) -> dg.Output:
     from mmfs_assets.instance.writers import active_writers
     from mmfs_assets.store.maintain import maintain

@@ -8,7 +8,6 @@ from mmfs_assets.assets.videos import run_properties, videos
 from mmfs_assets.engine.report import FillIncomplete
 from mmfs_assets.ingest.describe import METADATA_CODE_VERSION, describe_partition
 from mmfs_assets.ingest.probe import FrameLimits
-from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.progress import tracker
 from mmfs_assets.quality.partition_checks import group_quality
@@ -43,7 +42,6 @@ def video_metadata(
     context: dg.AssetExecutionContext, config: FillConfig, lance_table: LanceTableResource, probe: ProbeResource
 ) -> dg.MaterializeResult:
     key = context.partition_key
-    tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
     try:
         rep = describe_partition(
             lance_table.ref,

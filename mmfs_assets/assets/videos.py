@@ -5,8 +5,8 @@ import dagster as dg
 from mmfs_assets.assets.digest import table_digest
 from mmfs_assets.ingest.drops import DropRefusedError
 from mmfs_assets.ingest.ingest_drop import ingest_drop
-from mmfs_assets.instance.liveness import tag_run_host
 from mmfs_assets.partitions import drops_partitions
+from mmfs_assets.pools import INGEST_POOL
 from mmfs_assets.progress import tracker
 from mmfs_assets.resources import DropFolderResource, LanceTableResource
 from mmfs_assets.table.append import NoSpaceError
@@ -36,7 +36,7 @@ def run_properties(context: dg.AssetExecutionContext, asset: str, code_version: 
     group_name="ingest",
     code_version=INGEST_CODE_VERSION,
     kinds={"lance", "python"},
-    pool="lance_ingest",
+    pool=INGEST_POOL,
     description=(
         "Appends one row per new unique video of the drop (id = SHA-256 of the content) to the shared "
         "Lance table; videos already in the table, from any drop, are skipped."
@@ -46,7 +46,6 @@ def videos(
     context: dg.AssetExecutionContext, lance_table: LanceTableResource, drop_folder: DropFolderResource
 ) -> dg.MaterializeResult:
     key = context.partition_key
-    tag_run_host(context.instance, context.run_id)  # liveness checks know where this run lives
     try:
         drop = drop_folder.source().open(key)
     except DropRefusedError as e:

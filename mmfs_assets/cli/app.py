@@ -79,7 +79,15 @@ def materialize(
     from dagster import DagsterExecutionInterruptedError
 
     from mmfs_assets.cli.progress_bars import rich_progress
-    from mmfs_assets.cli.run import dagster_instance, materialize_drop, profile_line, result_summary, run_warnings, step_failures
+    from mmfs_assets.cli.run import (
+        dagster_instance,
+        interrupted,
+        materialize_drop,
+        profile_line,
+        result_summary,
+        run_warnings,
+        step_failures,
+    )
     from mmfs_assets.settings import Settings
 
     if fmt is Format.csv:
@@ -96,8 +104,11 @@ def materialize(
                                       notify=lambda msg: console.print(f"[yellow]{msg}[/yellow]", highlight=False),
                                       debug=errors.debug_enabled())
     except (KeyboardInterrupt, DagsterExecutionInterruptedError) as e:
-        console.print("[red]interrupted:[/red] the run was stopped and its pool slots released")
+        console.print("[red]interrupted:[/red] stopped before the run started; nothing was claimed")
         raise typer.Exit(130) from e
+    if interrupted(result):
+        console.print(f"[red]interrupted:[/red] run {result.run_id} was stopped; it holds no pool or device any more")
+        raise typer.Exit(130)
     for line in run_warnings(instance, result.run_id):
         console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
     summary = result_summary(result)

@@ -9,8 +9,9 @@ import dagster as dg
 
 from mmfs_assets.assets import ALL_ASSETS
 from mmfs_assets.ingest.drop_source import drop_source
-from mmfs_assets.instance.guard import guarded_materialize
-from mmfs_assets.instance.home import open_instance
+from mmfs_assets.instance.admission import admitted
+from mmfs_assets.instance.home import home_from_env, open_instance
+from mmfs_assets.instance.liveness import run_tags
 from mmfs_assets.partitions import DROPS
 from mmfs_assets.resources import build_resources
 from mmfs_assets.settings import Settings
@@ -50,8 +51,9 @@ def materialize_drop(
     ``force``: the selected feature assets (and ``video_metadata``) recompute every row of the drop,
     not only the rows whose producer is not the current one (their ``FillConfig.force``).
 
-    Slots held by dead runs are freed first; while a pool is busy ``notify`` hears what the run waits for,
-    and Ctrl-C stops it (see :mod:`mmfs_assets.instance.guard`).
+    The run starts once its pools are free (:mod:`mmfs_assets.instance.admission`: dead CLI runs are marked
+    failed first; while a pool is busy ``notify`` hears which run holds it, and Ctrl-C stops the wait with
+    nothing claimed). It runs in this process, recorded in ``instance`` with this host and pid as tags.
     """
     settings = settings or Settings.from_env()
     if reason := drop_source(settings.drop_dir, settings.storage_options).refusal(key):
@@ -66,18 +68,18 @@ def materialize_drop(
     run_config: dict = dict(DEBUG_LOGS if debug else QUIET_LOGS if quiet else {})
     if force:
         run_config["ops"] = {n: {"config": {"force": True}} for n in names if n in FORCEABLE}
-    return guarded_materialize(
-        ALL_ASSETS,
-        pools=pools,
-        notify=notify or (lambda msg: log.warning(msg)),
-        selection=names,
-        partition_key=key,
-        instance=instance,
-        resources=build_resources(settings),
-        run_config=run_config or None,
-        raise_on_error=False,
-        tags={"mmfs/launched_by": "cli"},
-    )
+    home = None if instance.is_ephemeral else home_from_env()
+    with admitted(instance, home, pools, notify or (lambda msg: log.warning(msg)), f"mmfs materialize {key}"):
+        return dg.materialize(
+            ALL_ASSETS,
+            selection=names,
+            partition_key=key,
+            instance=instance,
+            resources=build_resources(settings),
+            run_config=run_config or None,
+            raise_on_error=False,
+            tags={"mmfs/launched_by": "cli", **run_tags()},
+        )
 
 
 def result_summary(result: dg.ExecuteInProcessResult) -> list[tuple[str, dict]]:
@@ -102,6 +104,17 @@ def step_failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
                 message = err.message.strip().splitlines()[0] if err and err.message.strip() else "failed"
             out.append((ev.step_key or "run", message.strip()))
     return out
+
+
+def interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether a step stopped because the process was interrupted (Ctrl-C, SIGTERM): Dagster turns the
+    signal into an error raised inside the running step, and the run ends failed."""
+    for ev in result.all_events:
+        if ev.is_step_failure and ev.step_failure_data.error is not None:
+            err = ev.step_failure_data.error
+            if "DagsterExecutionInterruptedError" in (err.cls_name, err.cause.cls_name if err.cause else None):
+                return True
+    return False
 
 
 def run_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:

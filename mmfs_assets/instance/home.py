@@ -12,13 +12,17 @@ and ``mmfs home repair`` fixes a home broken before this existed (keeping its ru
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
-from contextlib import contextmanager
+import tempfile
 from pathlib import Path
 
 import dagster as dg
+
+from mmfs_assets.pools import POOLS
 
 LOCK_NAME = ".mmfs-init.lock"
 STORAGE_DBS = ("history/runs.db", "history/runs/index.db", "schedules/schedules.db")
@@ -48,7 +52,7 @@ def home_from_env() -> Path:
     return Path(raw)
 
 
-@contextmanager
+@contextlib.contextmanager
 def home_lock(home: Path):
     """An exclusive lock on the home, held while it is initialised or repaired."""
     home.mkdir(parents=True, exist_ok=True)
@@ -92,27 +96,43 @@ def _damage_message(home: Path, bad: dict[str, list[str]]) -> str:
     )
 
 
-def _revisions() -> list[str]:
-    """Dagster's schema revisions, newest first."""
-    from alembic.script import ScriptDirectory
-    from dagster._core.storage.runs.sqlite import sqlite_run_storage
-    from dagster._core.storage.sql import get_alembic_config
-
-    script = ScriptDirectory.from_config(get_alembic_config(sqlite_run_storage.__file__))
-    return [r.revision for r in script.walk_revisions()]
-
-
+@functools.cache
 def _head() -> str:
-    return _revisions()[0]
+    """The schema revision this Dagster stamps a new home with: read from a throwaway home it creates (no
+    private Dagster API: the revision history is Dagster's own business), once per Dagster version (cached
+    in the user's cache folder: building a home costs about a second)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mmfs" / f"dagster-{dg.__version__}-head"
+    try:
+        return cache.read_text().strip()
+    except OSError:
+        pass
+    head = _fresh_head()
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}")
+        tmp.write_text(head)
+        os.replace(tmp, cache)
+    return head
+
+
+def _fresh_head() -> str:
+    with tempfile.TemporaryDirectory(prefix="mmfs-head-") as d:
+        (Path(d) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        with dg.DagsterInstance.from_config(d):
+            pass
+        stamps = _stamps(Path(d) / STORAGE_DBS[0]) or []
+    if len(stamps) != 1:
+        raise InstanceError(f"cannot tell Dagster's schema revision (a new home is stamped {stamps})")
+    return stamps[0]
 
 
 def repair_home(home: Path) -> dict[str, list[str]]:
     """Keep one schema stamp per storage file (the current head when present); returns what was fixed."""
     with home_lock(home):
         bad = damage(home)
-        order = _revisions() if bad else []
+        head = _head() if bad else ""
         for rel, rows in bad.items():
-            keep = next((r for r in order if r in rows), rows[0])  # the newest stamp present
+            keep = head if head in rows else rows[0]  # an older stamp is migrated when the home is next opened
             con = sqlite3.connect(home / rel, timeout=30)
             with con:
                 con.execute(
@@ -154,6 +174,13 @@ def init_home(home: Path) -> None:
             stamps = [_stamps(home / rel) for rel in STORAGE_DBS]
             if any(s is not None and s != [_head()] for s in stamps):
                 instance.upgrade()
+            # the run queue skips a pool it has never seen on the pass that first meets it (two runs of a
+            # new pool could start together): give MMFS's pools their configured limit now
+            storage = instance.event_log_storage
+            known = storage.get_concurrency_keys()
+            for pool in POOLS:
+                if pool not in known:
+                    storage.initialize_concurrency_limit_to_default(pool)
 
 
 def open_instance(ephemeral: bool = False) -> dg.DagsterInstance:

@@ -1,15 +1,15 @@
-"""Runs whose process is gone: find them in the pools, free their slots, mark them failed.
+"""Runs whose process is gone: find them among the instance's active runs and mark them failed.
 
-A run killed with SIGKILL (or a machine that lost power) never writes its end: it stays STARTED and keeps
-the pool slots its steps claimed, and every later step of that pool waits forever. Dagster's run monitoring
-cannot tell for runs of the default run launcher (``supports_check_run_worker_health`` is False); its code
-server marks runs failed whose worker it saw die, and ``free_slots_after_run_end_seconds`` frees the slots
-of finished runs, but only while the daemon runs and only for runs the code server launched.
+A run killed with SIGKILL (or a machine that lost power) never writes its end: it stays STARTED, and with
+pools enforced at run granularity (``dagster.yaml``) the run queue counts it as holding its pools, so every
+later run of those pools would wait forever. For runs the daemon launched, Dagster's code server marks a
+run failed when its worker dies. Runs started by ``mmfs materialize`` in its own process are MMFS's to
+judge: the CLI tags them with its host and pid (:func:`run_tags`), and the CLI before each run and the
+``dead_run_reaper`` sensor mark such a run failed once its process is gone (same host only: a pid on
+another machine or in another container means nothing here) or the pid now belongs to a newer process.
 
-So MMFS checks itself, from the CLI before each run and from the ``dead_run_reaper`` sensor: for every run
-holding or waiting for a slot, the process that emitted its RUN_START must still exist (same host: the
-default SQLite storage lives on one machine; runs tagged with another ``mmfs/host``, and untagged runs on a
-shared storage such as Postgres, are left alone) and be older than the run (a recycled pid is not alive).
+Only public instance methods are used (run records, run tags, ``report_run_failed``); nothing here
+touches Dagster's pool slots, which run granularity no longer claims.
 """
 
 from __future__ import annotations
@@ -19,20 +19,11 @@ import socket
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster import DagsterEventType
-from dagster._core.storage.dagster_run import FINISHED_STATUSES
+from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
 
 HOST_TAG = "mmfs/host"
-
-
-@dataclass(frozen=True)
-class PoolUser:
-    run_id: str
-    step_key: str
-    state: str  # "claimed", "assigned" (slot given, not taken yet) or "waiting"
-    status: str | None  # the run's status, None if the run is unknown
-    pid: int | None
-    alive: bool
+PID_TAG = "mmfs/pid"
+ACTIVE = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 
 
 def this_host() -> str:
@@ -48,29 +39,9 @@ def this_host() -> str:
     return "/".join(parts)
 
 
-def tag_run_host(instance: dg.DagsterInstance, run_id: str) -> None:
-    """Tag a run with the machine its process runs on (called by MMFS's assets when a step starts), so
-    liveness checks elsewhere never judge a pid from another machine or container."""
-    run = instance.get_run_by_id(run_id)
-    if run is not None and HOST_TAG not in (run.tags or {}):
-        instance.add_run_tags(run_id, {HOST_TAG: this_host()})
-
-
-def wake_lost_claims(instance: dg.DagsterInstance, pools: list[str] | None = None) -> None:
-    """Hand free slots to waiting steps: Dagster's claim checks for a free slot and then enqueues, so a
-    slot freed in between is handed to nobody and the waiter sleeps forever (a lost wake-up)."""
-    storage = instance.event_log_storage
-    for pool in pools if pools is not None else sorted(storage.get_concurrency_keys()):
-        if storage.has_unassigned_slots(pool):
-            storage.assign_pending_steps([pool])
-
-
-def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The pid of the process that orchestrates the run (the one that emitted RUN_START)."""
-    recs = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_START, limit=1).records
-    if not recs or recs[0].event_log_entry.dagster_event is None:
-        return None
-    return recs[0].event_log_entry.dagster_event.pid
+def run_tags() -> dict[str, str]:
+    """The tags of a run this process executes itself (``mmfs materialize``): where it lives."""
+    return {HOST_TAG: this_host(), PID_TAG: str(os.getpid())}
 
 
 def _process_start(pid: int) -> float | None:
@@ -102,58 +73,50 @@ def pid_alive(pid: int | None, not_before: float | None = None) -> bool:
     return True
 
 
-def _local(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> bool:
-    """Whether the run's process would be on this machine: tagged with this host, or (untagged, e.g.
-    launched by the daemon) on an instance whose SQLite storage only processes of this machine use."""
-    host = (run.tags or {}).get(HOST_TAG) if run else None
-    if host is not None:
-        return host == this_host()
-    return "sqlite" in type(instance.run_storage).__name__.lower()
+def run_pid(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int | None:
+    """The pid of the process that executes the run: its ``mmfs/pid`` tag, else the process that emitted
+    its RUN_START (a run the daemon launched)."""
+    tag = (run.tags or {}).get(PID_TAG)
+    if tag and tag.isdigit():
+        return int(tag)
+    recs = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_START, limit=1).records
+    if not recs or recs[0].event_log_entry.dagster_event is None:
+        return None
+    return recs[0].event_log_entry.dagster_event.pid
 
 
-def pool_users(instance: dg.DagsterInstance, pool: str) -> list[PoolUser]:
-    """Every run holding, being assigned or waiting for a slot of ``pool``, with its liveness."""
-    info = instance.event_log_storage.get_concurrency_info(pool)
-    rows = [(s.run_id, s.step_key, "claimed") for s in info.claimed_slots]
-    claimed = {(r, s) for r, s, _ in rows}
-    rows += [
-        (p.run_id, p.step_key, "assigned" if p.assigned_timestamp else "waiting")
-        for p in info.pending_steps
-        if (p.run_id, p.step_key) not in claimed
-    ]
+@dataclass(frozen=True)
+class DeadRun:
+    run_id: str
+    pid: int
+    status: str
+
+
+def dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
+    """Active runs of processes this machine ran (``mmfs/host`` is this host, ``mmfs/pid`` set) that are gone."""
+    host = this_host()
     out = []
-    for run_id, step_key, state in rows:
-        rec = instance.get_run_record_by_id(run_id)
-        run = rec.dagster_run if rec else None
-        pid = run_pid(instance, run_id) if run else None
-        if run is None or run.status in FINISHED_STATUSES:
-            alive = False
-        elif not _local(instance, run):
-            alive = True  # another host's process: not ours to judge
-        elif pid is None:
-            alive = True  # not started yet (no RUN_START): the launcher's start timeout covers it
-        else:
-            alive = pid_alive(pid, rec.start_time if rec else None)
-        out.append(PoolUser(run_id, step_key, state, run.status.value if run else None, pid, alive))
+    for rec in instance.get_run_records(RunsFilter(statuses=ACTIVE, tags={HOST_TAG: host})):
+        run = rec.dagster_run
+        tag = (run.tags or {}).get(PID_TAG, "")
+        if not tag.isdigit():
+            continue
+        started = rec.start_time or rec.create_timestamp.timestamp()
+        if not pid_alive(int(tag), started):
+            out.append(DeadRun(run.run_id, int(tag), run.status.value))
     return out
 
 
-def free_dead_runs(instance: dg.DagsterInstance, pools: list[str] | None = None, log=None) -> list[str]:
-    """Free the slots of runs whose process is gone (marking unfinished ones failed); returns their ids."""
-    storage = instance.event_log_storage
-    pools = list(pools) if pools is not None else sorted(storage.get_concurrency_keys())
-    freed: list[str] = []
-    for pool in pools:
-        for u in pool_users(instance, pool):
-            if u.alive or u.run_id in freed:
-                continue
-            storage.free_concurrency_slots_for_run(u.run_id)
-            run = instance.get_run_by_id(u.run_id)
-            if run is not None and not run.is_finished:
-                instance.report_run_failed(
-                    run, f"MMFS: the run's process (pid {u.pid}) is gone; its pool slots were freed."
-                )
-            if log:
-                log(f"freed the {pool!r} pool slot of dead run {u.run_id} (pid {u.pid}, was {u.status})")
-            freed.append(u.run_id)
+def free_dead_runs(instance: dg.DagsterInstance, log=None) -> list[str]:
+    """Mark the runs of :func:`dead_runs` failed (the queue then stops counting their pools); their ids."""
+    freed = []
+    for d in dead_runs(instance):
+        run = instance.get_run_by_id(d.run_id)
+        if run is None or run.is_finished:
+            continue
+        instance.report_run_failed(run, f"MMFS: the run's process (pid {d.pid}) is gone; marked failed so its "
+                                        "pools are free again.")
+        if log:
+            log(f"marked dead run {d.run_id} failed (pid {d.pid} is gone, was {d.status}): its pools are free")
+        freed.append(d.run_id)
     return freed

@@ -2,7 +2,7 @@
 
 A writer is a run, not finished, whose process is alive, that materializes one of the table's writing
 assets (ingest, metadata, features), or a run whose assets are unknown (conservative). Runs of dead
-processes are marked failed first (:func:`~mmfs_assets.instance.liveness.free_dead_runs`), so a killed
+CLI processes are marked failed first (:func:`~mmfs_assets.instance.liveness.free_dead_runs`), so a killed
 fill does not block maintenance forever. Runs made with ``--ephemeral`` are in no instance and cannot be
 seen: the Lance commit protocol still keeps them correct (a compaction that races a fill loses its commit
 and is retried later; a fill that races a compaction retries its cheap file write).
@@ -11,11 +11,10 @@ and is retried later; a fill that races a compaction retries its cheap file writ
 from __future__ import annotations
 
 import dagster as dg
-from dagster import DagsterRunStatus, RunsFilter
+from dagster import RunsFilter
 
-from mmfs_assets.instance.liveness import free_dead_runs, pid_alive, run_pid
+from mmfs_assets.instance.liveness import ACTIVE, free_dead_runs, pid_alive, run_pid
 
-ACTIVE = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 NON_WRITING_ASSETS = {"search_indices", "drop_stats"}
 NON_WRITING_JOBS = {"snapshot_job", "maintenance_job", "mmfs_rollback"}  # mmfs_rollback: the flags of a rollback
 
@@ -48,7 +47,7 @@ def active_writers(instance: dg.DagsterInstance, *, exclude_run: str | None = No
         assets = _assets(instance, run)
         if run.run_id == exclude_run or not _writes(run, assets):
             continue
-        pid = run_pid(instance, run.run_id)
+        pid = run_pid(instance, run)
         if pid is not None and not pid_alive(pid, rec.start_time):
             continue
         part = (run.tags or {}).get("dagster/partition", "")

@@ -103,9 +103,12 @@ def problems(manifest: Manifest, required: list[str], drops_missing: dict[str, d
         if gm.missing:
             where = ", ".join(f"{d} ({n})" for d, n in sorted(drops_missing.get(feature, {}).items())[:10])
             out.append(f"{feature}: {gm.missing} rows without values, in drops {where}")
-        if len({S.producer_model(p) for p in gm.producers}) > 1:  # sampling alone is no mix (sampling=auto)
-            mix = ", ".join(f"{p} ({n} rows)" for p, n in sorted(gm.producers.items(), key=lambda kv: -kv[1]))
-            out.append(f"{feature}: {len(gm.producers)} producers: {mix}")
+        models: dict[str, int] = {}  # rows sampled at other frames are one model (sampling=auto)
+        for p, n in gm.producers.items():
+            models[S.producer_model(p)] = models.get(S.producer_model(p), 0) + n
+        if len(models) > 1:
+            mix = ", ".join(f"{p} ({n} rows)" for p, n in sorted(models.items(), key=lambda kv: -kv[1]))
+            out.append(f"{feature}: {len(models)} producers: {mix}")
     return out
 
 
