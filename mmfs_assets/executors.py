@@ -26,7 +26,7 @@ EXECUTORS = ("multiprocess", "celery", "k8s")
 GPU_NODE_SELECTOR = "nvidia.com/gpu.present=true"
 # settings a step pod needs, passed by name (values come from the launching environment or a Secret)
 PASSED_ENV = ("MMFS_TABLE_URI", "MMFS_DROP_DIR", "MMFS_VIDEO_STORAGE", "MMFS_MODEL_PROFILE", "MMFS_MODEL_DIR",
-              "MMFS_DEVICE", "MMFS_DECODER", "MMFS_FILL_CHUNK_ROWS", "MMFS_FRAGMENT_ROWS",
+              "MMFS_DEVICE", "MMFS_DECODER", "MMFS_FILL_CHUNK_ROWS", "MMFS_FRAGMENT_ROWS", "MMFS_LOCK_DIR",
               # the fill engine: a step pod must load the definitions with the engine its run chose
               "MMFS_FILL_ENGINE", "MMFS_RAY_ADDRESS", "MMFS_RAY_REPLICAS", "MMFS_RAY_CPUS_PER_REPLICA",
               "MMFS_RAY_RUNTIME_ENV", "MMFS_FILL_FRAGMENTS_PER_SHARD", "MMFS_SHARD_RETRIES", "MMFS_BACKFILL_POLICY")

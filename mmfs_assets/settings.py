@@ -19,6 +19,7 @@
 | ``MMFS_DECODER``       | ``auto``             | ``auto`` (NVDEC beside CPU workers when CUDA and PyNvVideoCodec are there), ``cpu``, ``nvdec`` |
 | ``MMFS_DECODE_WORKERS``| cores available      | decode worker processes per fill (one FFmpeg thread each) |
 | ``MMFS_DECODE_TIMEOUT_S``| ``300``            | a decode past this (a probe: plus 1 s per MB) kills its worker; the row gets an error |
+| ``MMFS_LOCK_DIR``      | ``/tmp/mmfs-locks-<uid>`` | node-local folder of the device locks (one model per device, :mod:`mmfs_assets.engine.device_lock`) |
 | ``MMFS_RECOMPUTE_ON_CODE_CHANGE`` | ``0``       | ``1``: the automation also recomputes every partition of a fill whose code version changed |
 | ``MMFS_CHECK_MAX_ERROR_RATE`` | ``0.25``     | a partition whose share of rows with a decode/feature error is above this fails its quality check |
 | ``MMFS_CHECK_MAX_DUP_RATIO`` | ``0.5``        | a partition whose share of near-duplicate rows is above this fails ``dup_groups_ratio`` (a warning) |
