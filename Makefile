@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(abspath dagster_home)
 # CI (CI=true) also runs the tests marked slow (real `dagster dev`, real browser).
 PYTEST_MARKS := $(if $(filter true 1,$(CI)),-m "slow or not slow",)
 
-.PHONY: venv demo test test-all lint ui bench soak clean
+.PHONY: venv demo test test-all test-newest-dagster lint ui bench soak clean
 
 # Each step says what it does first; the big install shows pip's own progress (it takes minutes the first time).
 $(STAMP): pyproject.toml
@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "== [2/3] upgrading pip in $(VENV) (seconds)"
 	$(BIN)/pip install -q --upgrade pip
-	@echo "== [3/3] installing mmfs and its pipeline, test and ray extras into $(VENV): Dagster, Lance, torch, Ray,"
+	@echo "== [3/3] installing mmfs and its pipeline, deploy, test and ray extras into $(VENV): Dagster, Lance, torch, Ray,"
 	@echo "   the model libraries (a few minutes the first time, seconds afterwards; pip lists what it installs)"
-	$(BIN)/pip install --progress-bar on -e '.[pipeline,test,ray]'
+	$(BIN)/pip install --progress-bar on -e '.[pipeline,deploy,test,ray]'
 	@touch $(STAMP)
 	@echo "== $(VENV) is ready: \`source $(VENV)/bin/activate\` puts mmfs, dagster, pytest and torchrun on your PATH"
 
@@ -34,6 +34,20 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The newest Dagster of the supported range (pyproject: dagster>=1.13,<1.14) in a venv of its own, without
+# the deploy integrations (their newest releases pin an older 1.13.x): the tests of everything MMFS does
+# with Dagster (instance, CLI runs and their pools, sensors, checks, `dagster dev` end to end). CI runs it.
+NEWEST := .venv-newest-dagster
+NEWEST_TESTS := tests/test_instance.py tests/test_e2e_dagster_dev.py tests/test_staleness.py tests/test_sensor.py \
+	tests/test_pipeline.py tests/test_cli.py tests/test_launch_ui.py tests/test_store_ops.py
+test-newest-dagster:
+	@echo "== a venv with the newest Dagster 1.13.x ($(NEWEST), minutes the first time)"
+	@test -x $(NEWEST)/bin/python || $(PYTHON) -m venv $(NEWEST)
+	$(NEWEST)/bin/pip install -q --upgrade pip
+	$(NEWEST)/bin/pip install --progress-bar on --upgrade --upgrade-strategy only-if-needed -e '.[pipeline,test]' 'dagster>=1.13,<1.14'
+	@$(NEWEST)/bin/python -c "import dagster, dagster_webserver; print('== testing with dagster', dagster.__version__, 'and dagster-webserver', dagster_webserver.__version__)"
+	$(NEWEST)/bin/pytest -m "slow or not slow" $(NEWEST_TESTS) $(PYTEST_ARGS)
+
 test-all: venv
 	$(BIN)/pytest -m "slow or not slow" $(PYTEST_ARGS)
 
@@ -43,7 +57,7 @@ ui: venv
 
 bench: venv
 	@echo "== installing the bench extra (webdataset, lancedb) into $(VENV)"
-	$(BIN)/pip install -e '.[pipeline,test,bench]'
+	$(BIN)/pip install -e '.[pipeline,deploy,test,bench]'
 	$(BIN)/python bench/ingest_metadata.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/gpu.py --videos 48

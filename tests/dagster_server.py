@@ -25,9 +25,11 @@ def free_port() -> int:
 
 
 class DagsterDev:
-    """`python -m mmfs_assets.launch_ui` in its own process group, stopped by its process id."""
+    """`python -m mmfs_assets.launch_ui` (or ``command`` + ``-h 127.0.0.1 -p PORT``, e.g. a team's own
+    `dagster dev -w their-workspace.yaml`) in its own process group, stopped by its process id."""
 
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path, command: list[str] | None = None, cwd: Path = ROOT):
+        self.command, self.cwd = command, cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, "MMFS_UI_PORT": str(self.port), "MMFS_UI_HOST": "127.0.0.1"}
@@ -36,9 +38,10 @@ class DagsterDev:
 
     def __enter__(self) -> DagsterDev:
         self.log = open(self.log_path, "wb")
+        cmd = ([*self.command, "-h", "127.0.0.1", "-p", str(self.port)] if self.command
+               else [sys.executable, "-m", "mmfs_assets.launch_ui"])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mmfs_assets.launch_ui"],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            cmd, cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.wait_loaded()
         return self
@@ -74,8 +77,9 @@ class DagsterDev:
                                 "locationOrLoadError { __typename ... on PythonError { message } } } } } }")
                 entries = data["workspaceOrError"]["locationEntries"]
                 if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                    err = entries[0]["locationOrLoadError"]
-                    assert err["__typename"] == "RepositoryLocation", err
+                    for e in entries:
+                        err = e["locationOrLoadError"]
+                        assert err["__typename"] == "RepositoryLocation", (e["name"], err)
                     return
             except (requests.ConnectionError, requests.ReadTimeout):
                 pass

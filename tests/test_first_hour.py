@@ -83,7 +83,7 @@ def test_make_venv_says_what_it_does(tmp_path) -> None:
     out = subprocess.run(["make", "-n", "-C", str(ROOT), "venv", f"VENV={tmp_path / 'venv'}"], capture_output=True,
                          text=True, check=True).stdout
     lines = out.splitlines()
-    install = next(i for i, ln in enumerate(lines) if "pip install" in ln and ".[pipeline,test,ray]" in ln)
+    install = next(i for i, ln in enumerate(lines) if "pip install" in ln and ".[pipeline,deploy,test,ray]" in ln)
     assert " -q" not in lines[install]
     assert any(ln.startswith("echo ") and "minutes" in ln for ln in lines[:install])
     assert sum(ln.startswith("echo \"== [") for ln in lines) == 3

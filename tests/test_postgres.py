@@ -26,7 +26,7 @@ def pg():
     try:
         import dagster_postgres  # noqa: F401
     except ImportError:
-        pytest.skip("dagster-postgres is not installed (pip install -e '.[pipeline,test]' installs it)")
+        pytest.skip("dagster-postgres is not installed (pip install -e '.[deploy]' installs it)")
     with Postgres() as server:
         yield server
 
