@@ -23,6 +23,8 @@ from collections.abc import Iterable
 import dagster as dg
 
 EXECUTORS = ("multiprocess", "celery", "k8s")
+# what a forkserver imports once for every step it forks (MMFS_STEP_START=forkserver)
+FORKSERVER_PRELOAD = ("mmfs_assets.definitions", "torch", "open_clip", "transformers")
 GPU_NODE_SELECTOR = "nvidia.com/gpu.present=true"
 # settings a step pod needs, passed by name (values come from the launching environment or a Secret)
 PASSED_ENV = ("MMFS_TABLE_URI", "MMFS_DROP_DIR", "MMFS_VIDEO_STORAGE", "MMFS_MODEL_PROFILE", "MMFS_MODEL_DIR",
@@ -69,7 +71,13 @@ def k8s_config(gpu_steps: Iterable[str] = ()) -> dict:
 def build_executor(choice: str, gpu_steps: Iterable[str] = ()) -> dg.ExecutorDefinition:
     """The executor for ``MMFS_EXECUTOR=choice``; ``gpu_steps`` are the step keys that need a GPU."""
     if choice == "multiprocess":
-        return dg.multiprocess_executor
+        start = os.environ.get("MMFS_STEP_START", "spawn")
+        if start == "spawn":
+            return dg.multiprocess_executor
+        if start == "forkserver":  # steps fork from a server that imported the code location (and torch) once
+            return dg.multiprocess_executor.configured(
+                {"start_method": {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}}}, name="multiprocess")
+        raise ExecutorConfigError(f"MMFS_STEP_START={start!r}: choose spawn or forkserver")
     if choice == "celery":
         from dagster_celery import celery_executor
 

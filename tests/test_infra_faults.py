@@ -107,7 +107,7 @@ def test_a_worker_opens_the_latest_version_when_its_version_is_gone(table8):
     tasks.open_table(TableRef(table8), old, storage_retry_s=1.0)
     rowid = int(ds.to_table(columns=[], with_row_id=True)["_rowid"][0].as_py())
     out = tasks.probe_row(rowid, 1, 0)
-    assert out["error"] is None and out["values"]["width"] == 64
+    assert out.error is None and out.values["width"] == 64
 
 
 @pytest.mark.timeout(120)

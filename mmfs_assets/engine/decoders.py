@@ -15,6 +15,7 @@ from typing import Any
 
 from mmfs_assets.engine import tasks
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
+from mmfs_assets.engine.row_result import RowResult
 from mmfs_assets.engine.shm import SharedFrames
 from mmfs_loader.decode.nvdec import nvdec_available
 
@@ -64,9 +65,9 @@ def default_workers() -> int:
 class FrameSource:
     """Decode tasks spread over the CPU worker pool and, when chosen, an NVDEC lane.
 
-    ``submit`` returns a handle; ``result`` waits for it: a dict with ``frames`` (uint8 ``[K, H, W, 3]``
-    tensor, on the GPU when NVDEC decoded it), ``timestamps``, ``frames_decoded``, ``seconds`` (or an
-    ``error``), or a :class:`TaskFailed` when the decoder crashed or hung.
+    ``submit`` returns a handle; ``result`` waits for it: a :class:`~.row_result.RowResult` whose ``frames``
+    are a uint8 ``[K, H, W, 3]`` tensor (on the GPU when NVDEC decoded it), or a :class:`TaskFailed` when the
+    decoder crashed or hung.
     """
 
     def __init__(self, pool: WorkerPool, nvdec: Any | None = None, decode_timeout: float | None = None,
@@ -88,7 +89,7 @@ class FrameSource:
         self._args[h] = args
         return h
 
-    def result(self, h: tuple[str, int]) -> dict[str, Any] | TaskFailed:
+    def result(self, h: tuple[str, int]) -> RowResult | TaskFailed:
         args = self._args.pop(h)
         if h[0] == "cpu":
             return self._taken(self.pool.result(h[1]))
@@ -96,12 +97,13 @@ class FrameSource:
         out = self.nvdec.result(h[1])
         if isinstance(out, dict) and "error" not in out:
             self.nvdec_rows += 1
-            return out
+            return RowResult(out.get("seconds", 0.0), frames=out["frames"], timestamps=out["timestamps"],
+                             frames_decoded=out["frames_decoded"])
         self.nvdec_fallbacks += 1  # NVDEC refused this video: a CPU worker decodes it
         return self._taken(self.pool.result(self.pool.submit(self.task, *args, timeout=self.timeout)))
 
-    def _taken(self, out: dict[str, Any] | TaskFailed) -> dict[str, Any] | TaskFailed:
+    def _taken(self, out: RowResult | TaskFailed) -> RowResult | TaskFailed:
         """Frames out of shared memory into this process (the batch is pinned when it is gathered)."""
-        if isinstance(out, dict) and isinstance(out.get("frames"), SharedFrames):
-            out["frames"] = out["frames"].take()
+        if isinstance(out, RowResult) and isinstance(out.frames, SharedFrames):
+            out.frames = out.frames.take()
         return out

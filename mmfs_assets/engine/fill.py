@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from mmfs_assets.engine.gpu_busy import GpuBusy
 from mmfs_assets.engine.plan import rows_to_fill
 from mmfs_assets.engine.pool import TaskFailed, WorkerPool
 from mmfs_assets.engine.report import FillReport, check_complete
+from mmfs_assets.engine.row_result import RowResult
 from mmfs_assets.engine.sampling import row_producer
 from mmfs_assets.engine.shm import SharedFrames
 from mmfs_assets.engine.values import Result, values_table
@@ -44,7 +46,7 @@ from mmfs_assets.features.spec import Clip, Feature, LoadedModel
 from mmfs_assets.ingest.probe import FrameLimits
 from mmfs_assets.table import ensure_group_columns, replace_columns
 from mmfs_assets.table.chunks import fragment_chunks
-from mmfs_assets.table.restores import undone_by_restore
+from mmfs_assets.table.restores import Restore, undone_by_restore
 from mmfs_assets.table.retry import retry_storage
 from mmfs_loader.contract import schema as S
 from mmfs_loader.contract.leases import VersionLease
@@ -57,8 +59,29 @@ DECODE_TIMEOUT_S = 300.0  # one sampled decode; probes (whole video) get more pe
 
 
 def _release(value: Any) -> None:
-    if isinstance(value, dict) and isinstance(value.get("frames"), SharedFrames):
-        value["frames"].discard()
+    if isinstance(value, RowResult) and isinstance(value.frames, SharedFrames):
+        value.frames.discard()
+
+
+@dataclass
+class FillState:
+    """One fill in progress: what it computes, where it writes and what it has done (the report)."""
+
+    table: TableRef
+    feature: Feature
+    model: LoadedModel
+    rep: FillReport
+    chunks: list[np.ndarray]  # row indices (into ``meta``/``rowids``), one list per commit
+    order: list[int]  # the rows in decode order (the chunks, concatenated)
+    meta: dict[str, list[Any]]  # the planning columns of the partition's rows
+    modes: list[str]  # each row's sampling mode
+    rowids: np.ndarray
+    window: int  # rows decoded ahead of the model
+    where: str  # the partition's filter
+    properties: dict[str, str]  # transaction properties of every commit
+    pool: WorkerPool
+    storage_retry_s: float
+    progress: Callable[[int, int], None] | None
 
 
 def _probe_timeout(base: float, size_bytes: int) -> float:
@@ -81,7 +104,7 @@ def fill_feature(
     prefetch: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
-    decode_task: Callable[..., dict] = tasks.decode_row,
+    decode_task: Callable[..., RowResult] = tasks.decode_row,
     force: bool = False,
     storage_retry_s: float = tasks.STORAGE_RETRY_S,
     fragments: Collection[int] | None = None,
@@ -132,10 +155,10 @@ def fill_feature(
     lease = VersionLease(table, ds.version, feature.name) if pool is None else contextlib.nullcontext()
     with lease:  # maintenance keeps the version the workers read
         own = pool is None
-        if own:
-            pool = decode_pool(table, ds.version, feature, workers, window, decode_timeout, storage_retry_s)
-        undone = _run(table, ds, feature, model, rep, chunks, order, meta, modes, rowids, window, where, properties,
-                      pool, own, choice, decode_task, storage_retry_s, progress)
+        workers_pool = pool or decode_pool(table, ds.version, feature, workers, window, decode_timeout, storage_retry_s)
+        state = FillState(table, feature, model, rep, chunks, order, meta, modes, rowids, window, where, properties,
+                          workers_pool, storage_retry_s, progress)
+        undone = _run(state, ds, own, choice, decode_task)
     rep.seconds_total = time.perf_counter() - t_start
     check_complete(rep, undone)
     return rep
@@ -156,10 +179,10 @@ def decode_pool(table: TableRef, version: int, feature: Feature, workers: int, w
     )
 
 
-def _run(table, ds, feature, model, rep, chunks, order, meta, modes, rowids, window, where, properties, pool, own,
-         choice, decode_task, storage_retry_s, progress):
-    """Decode, compute and commit ``chunks``; the rollback that undid any of its commits, if one did.
+def _run(st: FillState, ds, own: bool, choice, decode_task: Callable[..., RowResult]) -> Restore | None:
+    """Decode, compute and commit the fill's chunks; the rollback that undid any of its commits, if one did.
     ``own``: the pool was started for this fill (closed at the end; else only its leftover results go)."""
+    pool, model, rep, feature, table = st.pool, st.model, st.rep, st.feature, st.table
     decode_timeout = pool.timeout
     restarts = pool.restarts
     nvdec = None
@@ -171,8 +194,7 @@ def _run(table, ds, feature, model, rep, chunks, order, meta, modes, rowids, win
             nvdec = NvdecLane(ds)
         source = FrameSource(pool, nvdec, decode_timeout, decode_task)
         with GpuBusy(model.device) as busy:
-            _loop(table, feature, model, rep, pool, source, chunks, order, meta, modes, rowids, window, where,
-                  properties, committer, progress, storage_retry_s)
+            _loop(st, source, committer)
         rep.gpu_busy_percent = busy.percent
         rep.nvdec_rows, rep.nvdec_fallbacks = source.nvdec_rows, source.nvdec_fallbacks
         return undone_by_restore(table, rep.commit_versions)  # checked while the lease still says "running"
@@ -186,8 +208,10 @@ def _run(table, ds, feature, model, rep, chunks, order, meta, modes, rowids, win
             nvdec.close()
 
 
-def _loop(table, feature, model, rep, pool, source, chunks, order, meta, modes, rowids, window, where,
-          properties, committer, progress, storage_retry_s) -> None:
+def _loop(st: FillState, source: FrameSource, committer: ThreadPoolExecutor) -> None:
+    table, feature, model, rep, pool, where, properties = st.table, st.feature, st.model, st.rep, st.pool, st.where, st.properties
+    chunks, order, meta, modes, rowids, window = st.chunks, st.order, st.meta, st.modes, st.rowids, st.window
+    progress, storage_retry_s = st.progress, st.storage_retry_s
     g = feature.group
     container = model.input == "container"
     run_model = ModelRunner(model, g.value_columns)
@@ -284,30 +308,30 @@ def _loop(table, feature, model, rep, pool, source, chunks, order, meta, modes, 
             t = time.perf_counter()
             out = pool.result(h) if container else source.result(h)
             rep.seconds_decode_wait += time.perf_counter() - t
-            if isinstance(out, TaskFailed) and out.infra or isinstance(out, dict) and out.get("deferred"):
-                defer(rowid, out.message if isinstance(out, TaskFailed) else out["deferred"])
+            if isinstance(out, TaskFailed) and out.infra or isinstance(out, RowResult) and out.deferred:
+                defer(rowid, out.message if isinstance(out, TaskFailed) else str(out.deferred))
                 continue
             if isinstance(out, TaskFailed):
                 results[rowid] = ({} if container else None, f"decode failed: {out.message}")
                 continue
-            rep.seconds_decode += out.get("seconds", 0.0)
-            rep.storage_retries += out.get("storage_retries", 0)
+            rep.seconds_decode += out.seconds
+            rep.storage_retries += out.storage_retries
             if container:
-                results[rowid] = (out["values"], out["error"])
-                rep.frames_decoded += out.get("frames_decoded", 0)
+                results[rowid] = (out.values, out.error)
+                rep.frames_decoded += out.frames_decoded
                 continue
-            if out.get("error"):
-                results[rowid] = (None, out["error"])
+            if out.error:
+                results[rowid] = (None, out.error)
                 continue
-            frames = out["frames"]
+            frames = out.frames
             k = int(frames.shape[0])
-            rep.frames_decoded += out["frames_decoded"]
+            rep.frames_decoded += out.frames_decoded
             rep.frames_taken += k
-            rep.amplification_per_row.append(out["frames_decoded"] / max(1, k))
-            rep.rows_with_repeated_frames += len(np.unique(out["timestamps"])) < k
+            rep.amplification_per_row.append(out.frames_decoded / max(1, k))
+            rep.rows_with_repeated_frames += len(np.unique(out.timestamps)) < k
             if model.preprocess is None and hasattr(frames, "cpu"):
                 frames = frames.cpu().numpy()
-            batch.append(Clip(rowid, frames, np.asarray(out["timestamps"], dtype=np.float64)))
+            batch.append(Clip(rowid, frames, np.asarray(out.timestamps, dtype=np.float64)))
             if len(batch) >= model.batch_size:
                 top_up()
                 flush(batch, results, post)

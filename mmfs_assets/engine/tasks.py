@@ -1,13 +1,13 @@
 """What the engine's worker processes run: open the table once, then decode, probe or post-process rows.
 
-Each function is a top-level function (pickled by name) that returns plain values; decoded frames go
-back through shared memory (:mod:`mmfs_assets.engine.shm`). Workers never import torch. Failures that belong to the
-row (a decode error, a missing source file) come back as ``{"error": ...}``; crashes and hangs are the pool's.
+Each function is a top-level function (pickled by name) that returns a
+:class:`~mmfs_assets.engine.row_result.RowResult`; decoded frames go back through shared memory
+(:mod:`mmfs_assets.engine.shm`). Workers never import torch. Failures that belong to the row (a decode
+error, a missing source file) come back as its ``error``; crashes and hangs are the pool's.
 
 Failures of the storage are not the row's: a read that fails (a network outage to the object store, a
 data file of the table gone under a reader) is retried with backoff for ``storage_retry_s`` seconds, the
-table reopened at its latest version when its files moved; what still fails comes back as
-``{"deferred": ...}``: the fill leaves that row as it was, and the next run retries it. Reads go through
+table reopened at its latest version when its files moved; what still fails comes back as ``deferred``: the fill leaves that row as it was, and the next run retries it. Reads go through
 :class:`_Recorded`, which remembers the storage error even when FFmpeg turns it into a decode failure.
 """
 
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import lance
 
+from mmfs_assets.engine.row_result import RowResult
 from mmfs_assets.engine.shm import SharedFrames
 from mmfs_assets.table.retry import retry_storage, storage_pause
 from mmfs_loader.contract import schema as S
@@ -98,7 +99,7 @@ class _Recorded(io.RawIOBase):
         return self._f.tell()
 
 
-def _with_blob(rowid: int, use: Callable[[Any], dict[str, Any]], t0: float) -> dict[str, Any]:
+def _with_blob(rowid: int, use: Callable[[Any], RowResult], t0: float) -> RowResult:
     """``use(blob)`` on the row's video, storage failures retried (see the module docstring)."""
     global _table
     assert _table is not None and _ref is not None, "open_table did not run in this worker"
@@ -111,74 +112,66 @@ def _with_blob(rowid: int, use: Callable[[Any], dict[str, Any]], t0: float) -> d
             err: BaseException = e
         else:
             if blob is None:
-                return {"error": "no video stored for this row", "seconds": time.perf_counter() - t0}
+                return RowResult(time.perf_counter() - t0, error="no video stored for this row")
             rec = _Recorded(blob)
             with blob:
                 out = use(rec)
             if rec.error is None:
-                if attempt:
-                    out["storage_retries"] = attempt
+                out.storage_retries = attempt
                 return out
-            if "frames" in out and isinstance(out["frames"], SharedFrames):
-                out["frames"].discard()
+            if isinstance(out.frames, SharedFrames):
+                out.frames.discard()
             err = rec.error
         where = str(err)
         # a file of the table: object stores name it by key ("t/videos.lance/data/..."), local ones by path
         ours = f"{_ref.uri.rstrip('/').rsplit('/', 1)[-1]}/" in where
         if not_found(err) and not ours:
             # a pointer row whose source file is gone: the row's error, retrying cannot help
-            return {"error": f"video not readable: {type(err).__name__}: {err}", "seconds": time.perf_counter() - t0}
+            return RowResult(time.perf_counter() - t0, error=f"video not readable: {type(err).__name__}: {err}")
         if not_found(err):  # a file of the table moved under this worker (compaction): read the latest
             try:
                 _table = _open(_ref, None, max(0.0, deadline - time.monotonic()))
             except Exception as e:  # noqa: BLE001
                 err = e
         if time.monotonic() + storage_pause(attempt) > deadline:
-            return {"deferred": f"storage error after {attempt + 1} tries: {type(err).__name__}: {err}",
-                    "seconds": time.perf_counter() - t0}
+            return RowResult(time.perf_counter() - t0,
+                             deferred=f"storage error after {attempt + 1} tries: {type(err).__name__}: {err}")
         time.sleep(storage_pause(attempt))
         attempt += 1
 
 
-def decode_row(rowid: int, plan: VideoPlan, times: list[float], short_side: int | None, mode: str) -> dict[str, Any]:
+def decode_row(rowid: int, plan: VideoPlan, times: list[float], short_side: int | None, mode: str) -> RowResult:
     """The row's frames at ``times`` (uint8 ``[K, H, W, 3]`` in shared memory), with times and decode counts."""
     t0 = time.perf_counter()
 
-    def use(blob: Any) -> dict[str, Any]:
+    def use(blob: Any) -> RowResult:
         try:
             d = decode_frames(blob, plan, times, short_side, mode=mode, threads=1)
         except DecodeError as e:
-            return {"error": str(e), "seconds": time.perf_counter() - t0}
+            return RowResult(time.perf_counter() - t0, error=str(e))
         except Exception as e:  # noqa: BLE001 - unreadable bytes are this row's error
-            return {"error": f"cannot decode: {type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
-        return {
-            "frames": SharedFrames.put(d.frames),
-            "timestamps": d.timestamps,
-            "frames_decoded": d.frames_decoded,
-            "seconds": time.perf_counter() - t0,
-        }
+            return RowResult(time.perf_counter() - t0, error=f"cannot decode: {type(e).__name__}: {e}")
+        return RowResult(time.perf_counter() - t0, frames=SharedFrames.put(d.frames), timestamps=d.timestamps,
+                         frames_decoded=d.frames_decoded)
 
     return _with_blob(rowid, use, t0)
 
 
-def probe_row(rowid: int, size_bytes: int, max_corrupt_frames: int, limits: FrameLimits | None = None) -> dict[str, Any]:
+def probe_row(rowid: int, size_bytes: int, max_corrupt_frames: int, limits: FrameLimits | None = None) -> RowResult:
     """The metadata group's values of a row (``probe_video``; ``limits``: its ``FrameLimits``), or its error."""
     from mmfs_assets.ingest.probe import probe_video
 
     t0 = time.perf_counter()
 
-    def use(blob: Any) -> dict[str, Any]:
+    def use(blob: Any) -> RowResult:
         try:
             r = probe_video(blob, size_bytes=size_bytes, max_corrupt_frames=max_corrupt_frames, limits=limits)
         except Exception as e:  # noqa: BLE001
-            return {"values": {}, "error": f"cannot read the video: {type(e).__name__}: {e}",
-                    "seconds": time.perf_counter() - t0}
-        return {"values": r.values, "error": r.error, "frames_decoded": r.values.get("num_frames") or 0,
-                "seconds": time.perf_counter() - t0}
+            return RowResult(time.perf_counter() - t0, error=f"cannot read the video: {type(e).__name__}: {e}")
+        return RowResult(time.perf_counter() - t0, error=r.error, values=r.values,
+                         frames_decoded=r.values.get("num_frames") or 0)
 
-    out = _with_blob(rowid, use, t0)
-    out.setdefault("values", {})
-    return out
+    return _with_blob(rowid, use, t0)
 
 
 def call(fn, *args: Any) -> Any:
