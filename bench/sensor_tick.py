@@ -46,10 +46,10 @@ def measure(n: int, per_drop: int, repeat: int) -> tuple:
     import dagster as dg
 
     from mmfs_assets.definitions import defs
+    from mmfs_assets.defs.ingest.drop_sensor import drop_sensor
     from mmfs_assets.ingest.object_drops import FULL_LIST_INTERVAL_S
     from mmfs_assets.ingest.s3_client import s3_client
     from mmfs_assets.resources import DropFolderResource
-    from mmfs_assets.sensors import drop_sensor
 
     with moto_s3("mmfs") as opts:
         client = s3_client(opts)

@@ -1,4 +1,5 @@
-"""Dagster resources: the shared Lance table and the drop folder, configured from the environment.
+"""Dagster resources: the shared Lance table, the drop folder, the probe, the models and the check thresholds,
+configured from the environment.
 
 No secret value is ever resource config: Dagster stores resource config in run and job snapshots
 (``$DAGSTER_HOME/history/runs.db``) and shows it on the UI's Resources page and in the launchpad. The
@@ -101,6 +102,15 @@ class ModelsResource(dg.ConfigurableResource):
     feature_env: dict[str, str] = {}  # MMFS_<FEATURE>_MODEL / _FRAMES / _BATCH_SIZE / _SAMPLING
 
 
+class ChecksResource(dg.ConfigurableResource):
+    """The thresholds of the partition checks, shown on the UI's Resources page (fields named as in
+    :class:`~mmfs_assets.settings.Settings`; each set by the ``MMFS_*`` variable in its comment)."""
+
+    check_max_error_rate: float = 0.25  # MMFS_CHECK_MAX_ERROR_RATE: <feature>_values, metadata_decode_failures
+    check_norm_tolerance: float = 0.01  # MMFS_CHECK_NORM_TOLERANCE: <feature>_values (normalised embeddings)
+    check_max_dup_ratio: float = 0.5  # MMFS_CHECK_MAX_DUP_RATIO: dup_group_ratio
+
+
 def _from_env(settings: Settings, field: str):
     """The value of ``settings.<field>`` as resource config: ``dg.EnvVar`` of its variable when the variable
     is set to this very value (the UI then names the variable and the run reads it), else the value."""
@@ -156,4 +166,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             fill_chunk_rows=env("fill_chunk_rows"), decoder=env("decoder"), decode_workers=env("decode_workers"),
             decode_timeout_s=s.decode_timeout_s, feature_env=s.feature_env,
         ),
+        "checks": ChecksResource(check_max_error_rate=s.check_max_error_rate,
+                                 check_norm_tolerance=s.check_norm_tolerance,
+                                 check_max_dup_ratio=s.check_max_dup_ratio),
     }

@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 
 from mmfs_assets.cli.app import app
 from mmfs_assets.definitions import defs
+from mmfs_assets.defs.ingest.drop_sensor import drop_sensor
 from mmfs_assets.resources import DropFolderResource
-from mmfs_assets.sensors import drop_sensor
 from mmfs_loader.contract import schema as S
 from mmfs_loader.contract.sql import equals
 

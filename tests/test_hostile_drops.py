@@ -147,7 +147,7 @@ def test_materialize_refuses_a_symlinked_drop_like_the_sensor(env, fixture_dir, 
     # the asset itself (as the UI would launch it) refuses it too
     import dagster as dg
 
-    from mmfs_assets.assets import videos
+    from mmfs_assets.defs.ingest.videos import videos
     from mmfs_assets.resources import build_resources
 
     instance.add_dynamic_partitions("drops", ["linked"])

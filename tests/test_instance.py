@@ -221,7 +221,7 @@ def test_a_run_waiting_for_its_device_stops_on_a_signal_and_leaves_nothing(home,
 def test_the_reaper_sensor_frees_a_dead_cli_run(home, tmp_path):
     """What the daemon does every 30 s for runs it did not launch (a killed `mmfs materialize`)."""
     from mmfs_assets.definitions import defs
-    from mmfs_assets.sensors import dead_run_reaper
+    from mmfs_assets.defs.operations.reaper import dead_run_reaper
 
     holder, dead_run = _start_holder("gpu", tmp_path)
     with dg.DagsterInstance.get() as inst:

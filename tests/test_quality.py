@@ -140,7 +140,7 @@ def test_checks_are_recorded_per_partition(env, fixture_dir, tmp_path, monkeypat
 
 
 def test_drop_stats_plots_and_tables(table, env, tmp_path, monkeypatch):
-    from mmfs_assets.assets import ALL_ASSETS
+    from mmfs_assets.definitions import defs
     from mmfs_assets.quality.drop_stats import compute, errors_per_group, plot_png
     from mmfs_assets.resources import build_resources
 
@@ -154,7 +154,7 @@ def test_drop_stats_plots_and_tables(table, env, tmp_path, monkeypatch):
     monkeypatch.setenv("MMFS_TABLE_URI", table)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("drops", ["B"])
-        stats = next(a for a in ALL_ASSETS if a.key.to_user_string() == "drop_stats")
+        stats = next(a for a in defs.assets if a.key.to_user_string() == "drop_stats")
         r = dg.materialize([stats], partition_key="B", instance=instance, resources=build_resources())
         assert r.success
         md = r.asset_materializations_for_node("drop_stats")[0].metadata

@@ -197,7 +197,7 @@ def test_a_shard_out_of_retries_leaves_its_rows_for_the_next_run(local_ray, tmp_
 
 def test_single_run_backfill_of_four_partitions_records_four_materializations(local_ray, tmp_path, model_dir,
                                                                              monkeypatch):
-    from mmfs_assets.assets.features import feature_asset
+    from mmfs_assets.defs.features.feature_assets import feature_asset
     from mmfs_assets.resources import build_resources
 
     keys = ["d1", "d2", "d3", "d4"]

@@ -11,13 +11,13 @@ import pytest
 
 from mmfs_assets.cli.run import MaterializeError, materialize_drop
 from mmfs_assets.definitions import defs
+from mmfs_assets.defs.ingest.drop_sensor import drop_sensor
 from mmfs_assets.ingest.drop_source import drop_source
 from mmfs_assets.ingest.drops import ScanState
 from mmfs_assets.ingest.ingest_drop import ingest_drop
 from mmfs_assets.ingest.object_drops import FULL_LIST_INTERVAL_S, ObjectDrops
 from mmfs_assets.ingest.s3_client import s3_client
 from mmfs_assets.resources import DropFolderResource
-from mmfs_assets.sensors import drop_sensor
 from mmfs_assets.settings import Settings
 from mmfs_loader import FeatureDataset
 from mmfs_loader.contract import schema as S

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mmfs_assets import samples
-from mmfs_assets.assets.group_summary import summarize_group
+from mmfs_assets.defs.features.group_summary import summarize_group
 from mmfs_assets.engine.sampling import keyframes_suffice, row_producer, row_sampling
 from mmfs_assets.features import discover
 from mmfs_assets.staleness import expectations, stale_features

@@ -9,8 +9,8 @@ import time
 import dagster as dg
 
 from mmfs_assets.definitions import defs
+from mmfs_assets.defs.ingest.drop_sensor import drop_sensor
 from mmfs_assets.resources import DropFolderResource
-from mmfs_assets.sensors import drop_sensor
 
 
 def _tick(instance, root, cursor=None, quiet=60.0):
@@ -125,15 +125,15 @@ def test_opt_in_automation_recomputes_on_code_version_change(env, instance, monk
     """MMFS_RECOMPUTE_ON_CODE_CHANGE=1: a new code version requests every partition of the asset once."""
     import dataclasses
 
-    from mmfs_assets.assets import FEATURES
-    from mmfs_assets.assets.features import feature_asset
-    from mmfs_assets.assets.fill_config import fill_automation
+    from mmfs_assets.defs.features.feature_assets import feature_asset
+    from mmfs_assets.defs.features.fill_config import fill_automation
+    from mmfs_assets.features import discover
     from mmfs_assets.resources import build_resources
     from mmfs_assets.settings import Settings
 
     assert fill_automation(Settings()).get_label() != "eager or code version changed"  # off by default
     monkeypatch.setenv("MMFS_RECOMPUTE_ON_CODE_CHANGE", "1")
-    quality = next(f for f in FEATURES if f.name == "quality")
+    quality = next(f for f in discover() if f.name == "quality")
     instance.add_dynamic_partitions("drops", ["p1", "p2"])
     for p in ("p1", "p2"):  # their metadata exists: the opt-in condition waits for missing upstream
         instance.report_runless_asset_event(dg.AssetMaterialization("video_metadata", partition=p))

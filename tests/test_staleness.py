@@ -6,14 +6,16 @@ import os
 
 import dagster as dg
 
-from mmfs_assets.assets import FEATURES, current_checks
-from mmfs_assets.assets.current_checks import staleness_sensor
+from mmfs_assets.defs.features import current_checks
+from mmfs_assets.defs.features.current_checks import staleness_sensor
 from mmfs_assets.engine.fill import fill_feature
+from mmfs_assets.features import discover
 from mmfs_assets.resources import build_resources
 from mmfs_assets.settings import Settings
 from mmfs_assets.staleness import expectations, why_stale
 from tests.conftest import make_drop
 
+FEATURES = discover()
 CLIP = next(f for f in FEATURES if f.name == "clip_embedding")
 
 

@@ -1,4 +1,5 @@
-"""Materializing a drop in this process, with the code location's own Definitions and resources."""
+"""Materializing a drop in this process: a run of the code location's asset job, from the same Definitions
+the UI loads (:func:`mmfs_assets.definitions.build_definitions`, for the CLI's settings)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,17 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from mmfs_assets.assets import ALL_ASSETS
+from mmfs_assets.definitions import build_definitions
+from mmfs_assets.defs.ingest.partitions import DROPS, drops_partitions
 from mmfs_assets.ingest.drop_source import drop_source
 from mmfs_assets.instance.admission import admitted
 from mmfs_assets.instance.home import home_from_env, open_instance
 from mmfs_assets.instance.liveness import run_tags
-from mmfs_assets.partitions import DROPS
-from mmfs_assets.resources import build_resources
 from mmfs_assets.settings import Settings
 
-ASSET_NAMES = [a.key.to_user_string() for a in ALL_ASSETS]
-# assets that recompute every row of the partition when their run config says ``force: true``
-FORCEABLE = [a.key.to_user_string() for a in ALL_ASSETS
-             if a.key.to_user_string() not in ("videos", "dup_group", "drop_stats")]  # the fills (FillConfig)
+# the drop assets without a ``force`` in their run config; every other one is a fill (FillConfig), which
+# recomputes every row of the partition when its run config says ``force: true``
+NOT_FORCEABLE = ("videos", "dup_group", "drop_stats")
 log = logging.getLogger("mmfs")
 # Dagster's console logger prints a failed step's whole traceback (twice: the event and the run failure);
 # the CLI reports failures itself (step_failures) and replays the run's warnings (run_warnings).
@@ -36,6 +35,24 @@ class MaterializeError(ValueError):
     """The request cannot run (unsafe key, missing drop folder, unknown asset)."""
 
 
+def drop_assets(defs: dg.Definitions) -> dict[str, dg.AssetsDefinition]:
+    """The assets of ``defs`` partitioned by drop, by name: what ``mmfs materialize`` can select (the
+    unpartitioned ``search_indices`` follows the fills in the UI)."""
+    return {a.key.to_user_string(): a for a in defs.assets or []
+            if isinstance(a, dg.AssetsDefinition) and not isinstance(a, dg.AssetChecksDefinition)
+            and a.partitions_def == drops_partitions}
+
+
+def asset_job(defs: dg.Definitions) -> dg.JobDefinition:
+    """The implicit asset job (``__ASSET_JOB``) of ``defs``'s assets, resources and executor, as ``mmfs
+    materialize`` runs it: without the standalone ``<asset>_current`` checks. Selecting an asset in a run
+    selects every check on it, and those scan the whole table; they stay the ``staleness_sensor``'s to
+    evaluate, so a CLI run executes what it always did (the selected assets and the checks they report)."""
+    assets = [a for a in defs.assets or [] if not isinstance(a, dg.AssetChecksDefinition)]
+    return dg.Definitions(assets=assets, resources=defs.resources, executor=defs.executor,
+                          loggers=defs.loggers).resolve_implicit_global_asset_job_def()
+
+
 def materialize_drop(
     key: str,
     select: list[str] | None,
@@ -48,6 +65,9 @@ def materialize_drop(
 ) -> dg.ExecuteInProcessResult:
     """Register drop ``key`` as a partition if needed and materialize ``select`` (default: all) for it.
 
+    The run is a run of the code location's asset job (:func:`asset_job`), from the Definitions the UI loads
+    built for ``settings`` (the same assets, resources and executor definition; executed in this process).
+
     ``force``: the selected feature assets (and ``video_metadata``) recompute every row of the drop,
     not only the rows whose producer is not the current one (their ``FillConfig.force``).
 
@@ -58,25 +78,26 @@ def materialize_drop(
     settings = settings or Settings.from_env()
     if reason := drop_source(settings.drop_dir, settings.storage_options).refusal(key):
         raise MaterializeError(reason)
-    names = select or ASSET_NAMES
-    unknown = sorted(set(names) - set(ASSET_NAMES))
+    defs = build_definitions(settings=settings)
+    assets = drop_assets(defs)
+    names = select or list(assets)
+    unknown = sorted(set(names) - set(assets))
     if unknown:
-        raise MaterializeError(f"unknown asset(s) {unknown}; known: {ASSET_NAMES}")
+        raise MaterializeError(f"unknown asset(s) {unknown}; known: {list(assets)}")
+    job = asset_job(defs)
     if not instance.has_dynamic_partition(DROPS, key):
         instance.add_dynamic_partitions(DROPS, [key])
-    pools = sorted({a.op.pool for a in ALL_ASSETS if a.key.to_user_string() in names and a.op.pool})
+    pools = sorted({p for n in names if (p := assets[n].op.pool)})
     run_config: dict = dict(DEBUG_LOGS if debug else QUIET_LOGS if quiet else {})
     if force:
-        run_config["ops"] = {n: {"config": {"force": True}} for n in names if n in FORCEABLE}
+        run_config["ops"] = {n: {"config": {"force": True}} for n in names if n not in NOT_FORCEABLE}
     home = None if instance.is_ephemeral else home_from_env()
     with admitted(instance, home, pools, notify or (lambda msg: log.warning(msg)), f"mmfs materialize {key}"):
-        return dg.materialize(
-            ALL_ASSETS,
-            selection=names,
-            partition_key=key,
-            instance=instance,
-            resources=build_resources(settings),
+        return job.execute_in_process(
             run_config=run_config or None,
+            instance=instance,
+            partition_key=key,
+            asset_selection=[dg.AssetKey(n) for n in names],
             raise_on_error=False,
             tags={"mmfs/launched_by": "cli", **run_tags()},
         )

@@ -24,10 +24,10 @@ def settings_encoder(settings: Settings, features=None) -> Callable[[str, str], 
     """``encoder(column, stored producer)`` for :func:`mmfs_assets.store.search.by_text`."""
 
     def encoder(column: str, stored: str) -> Callable[[list[str]], np.ndarray]:
-        from mmfs_assets.assets import FEATURES
+        from mmfs_assets.features import discover
         from mmfs_assets.features.models import load_model, model_context
 
-        feature = next((f for f in (features or FEATURES) if column in f.group.value_columns), None)
+        feature = next((f for f in (features or discover()) if column in f.group.value_columns), None)
         if feature is None:
             raise SearchError(f"no declared feature makes column {column!r}: cannot embed text for it")
         ctx = model_context(feature, profile=settings.model_profile, model_dir=settings.model_dir,

@@ -1,5 +1,5 @@
-"""The drop sensor (new ready drop -> `drops` partition + ingest run; files added to an ingested drop -> its
-ingest again) and the automation sensor."""
+"""The drop sensor: new ready drop -> `drops` partition + ingest run; files added to an ingested drop -> its
+ingest again."""
 
 import json
 from collections.abc import Callable
@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from mmfs_assets.assets import videos
+from mmfs_assets.defs.ingest.partitions import DROPS, drops_partitions
+from mmfs_assets.defs.ingest.videos import videos
 from mmfs_assets.ingest.drops import DropRefusedError, Entry, ScanState, listing_signature, names_text
 from mmfs_assets.ingest.ledger import accounted
-from mmfs_assets.instance.liveness import free_dead_runs
-from mmfs_assets.partitions import DROPS, drops_partitions
 from mmfs_assets.resources import DropFolderResource
 from mmfs_loader.contract.table import TableRef
 
@@ -159,30 +158,3 @@ def check_late_files(source, table: Callable[[], TableRef] | TableRef, registere
         else:
             out.waiting[name] = f"{what}; {r.why}"
     return out
-
-
-features_automation = dg.AutomationConditionSensorDefinition(
-    "features_automation",
-    target=dg.AssetSelection.groups("features", "store"),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
-    description=("Materializes feature columns for new drops as soon as their ingest lands, and the search indices "
-                 "after fills, and the per-drop statistics (eager automation)."),
-)
-
-
-REAPER_INTERVAL_S = 30
-
-
-@dg.sensor(
-    name="dead_run_reaper",
-    minimum_interval_seconds=REAPER_INTERVAL_S,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Marks runs failed whose process is gone (e.g. a killed `mmfs materialize`), so the run queue and "
-        "the next CLI run stop counting the pools they used."
-    ),
-)
-def dead_run_reaper(context: dg.SensorEvaluationContext):
-    freed = free_dead_runs(context.instance, log=context.log.warning)
-    return dg.SkipReason(f"marked dead runs failed: {freed}" if freed else "no dead runs")

@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from mmfs_assets.assets.digest import table_digest
+from mmfs_assets.defs.ingest.partitions import drops_partitions
+from mmfs_assets.defs.lineage import run_properties, table_digest
 from mmfs_assets.ingest.drops import DropRefusedError
 from mmfs_assets.ingest.ingest_drop import ingest_drop
-from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.pools import INGEST_POOL
 from mmfs_assets.progress import tracker
 from mmfs_assets.resources import DropFolderResource, LanceTableResource
@@ -19,16 +19,6 @@ INGEST_CODE_VERSION = "ingest-v1"
 def _md_code(text: str) -> str:
     """Text safe inside a markdown code span: a file name cannot close it or start a new line."""
     return text.replace("`", "'").replace("\r", "\\r").replace("\n", "\\n")
-
-
-def run_properties(context: dg.AssetExecutionContext, asset: str, code_version: str,
-                   partition: bool = True) -> dict[str, str]:
-    """Transaction properties every commit of a run carries: the table's history is a lineage log.
-    ``partition=False``: the engine adds ``mmfs.partition`` per partition (a run may cover several)."""
-    props = {"mmfs.asset": asset, "mmfs.run_id": context.run_id, "mmfs.code_version": code_version}
-    if partition:
-        props["mmfs.partition"] = context.partition_key
-    return props
 
 
 @dg.asset(

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mmfs_assets.partitions import drops_partitions
+from mmfs_assets.defs.ingest.partitions import drops_partitions
 from mmfs_assets.quality.drop_stats import compute, errors_per_group, markdown_image, plot_png, summary_markdown
 from mmfs_assets.resources import LanceTableResource
 

@@ -17,12 +17,12 @@ from typing import Any
 import dagster as dg
 import lance
 
-from mmfs_assets.assets.group_summary import GroupSummary, summarize_group
+from mmfs_assets.defs.features.group_summary import GroupSummary, summarize_group
 from mmfs_assets.engine.report import FillReport
 from mmfs_assets.engine.shard_reports import FleetFill
 from mmfs_assets.features.spec import Feature
 from mmfs_assets.quality.partition_checks import QualityOutcome, group_quality
-from mmfs_assets.settings import Settings
+from mmfs_assets.resources import ChecksResource
 
 
 def _partition_metadata(rep: FillReport, summary: GroupSummary) -> dict[str, Any]:
@@ -46,14 +46,15 @@ def _partition_metadata(rep: FillReport, summary: GroupSummary) -> dict[str, Any
 
 
 def fill_result(feature: Feature, ds: lance.LanceDataset, fill: FleetFill, keys: Sequence[str], *, model_profile: str,
-                check: str, quality_check: str) -> tuple[dg.MaterializeResult, list[dg.AssetObservation]]:
-    """The step's result for ``keys`` and, when it covers several partitions, one observation per partition."""
-    s = Settings.from_env()
+                check: str, quality_check: str,
+                thresholds: ChecksResource) -> tuple[dg.MaterializeResult, list[dg.AssetObservation]]:
+    """The step's result for ``keys`` and, when it covers several partitions, one observation per partition
+    (the ``quality_check`` with the ``thresholds`` of the ``checks`` resource)."""
     per: dict[str, tuple[dict[str, Any], GroupSummary, QualityOutcome]] = {}
     for key in keys:
         summary = summarize_group(ds, feature.group, key, fill.producer)
-        q = group_quality(ds, feature.group, key, max_error_rate=s.check_max_error_rate,
-                          norm_tolerance=s.check_norm_tolerance, normalized=feature.normalized)
+        q = group_quality(ds, feature.group, key, max_error_rate=thresholds.check_max_error_rate,
+                          norm_tolerance=thresholds.check_norm_tolerance, normalized=feature.normalized)
         per[key] = (_partition_metadata(fill.reports[key], summary), summary, q)
     common = {
         "producer": fill.producer,

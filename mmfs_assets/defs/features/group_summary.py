@@ -8,7 +8,7 @@ import dagster as dg
 import lance
 import numpy as np
 
-from mmfs_assets.assets.digest import table_digest
+from mmfs_assets.defs.lineage import table_digest
 from mmfs_assets.engine.sampling import current_producers
 from mmfs_loader.contract import schema as S
 from mmfs_loader.contract.sql import equals, identifier

@@ -5,10 +5,10 @@ import sys
 
 import dagster as dg
 
-from mmfs_assets.assets.fill_config import FillConfig, backfill_policy, fill_automation, incomplete_failure
-from mmfs_assets.assets.fill_results import fill_result
-from mmfs_assets.assets.video_metadata import video_metadata
-from mmfs_assets.assets.videos import run_properties
+from mmfs_assets.defs.features.fill_config import FillConfig, backfill_policy, fill_automation, incomplete_failure
+from mmfs_assets.defs.features.fill_results import fill_result
+from mmfs_assets.defs.ingest.partitions import drops_partitions
+from mmfs_assets.defs.lineage import run_properties
 from mmfs_assets.engine.decoders import DecoderUnavailableError
 from mmfs_assets.engine.engines import choose_engine, fill_partitions
 from mmfs_assets.engine.fill_options import FillOptions, ModelSettings
@@ -16,19 +16,19 @@ from mmfs_assets.engine.ray_cluster import RayUnavailableError
 from mmfs_assets.engine.shard_reports import FleetFill
 from mmfs_assets.features.models import ModelUnavailableError, load_model, model_context
 from mmfs_assets.features.spec import Feature
-from mmfs_assets.partitions import drops_partitions
 from mmfs_assets.pools import GPU_POOL
 from mmfs_assets.progress import tracker
-from mmfs_assets.resources import LanceTableResource, ModelsResource
+from mmfs_assets.resources import ChecksResource, LanceTableResource, ModelsResource
 from mmfs_assets.settings import Settings
 
 
-def feature_asset(feature: Feature) -> dg.AssetsDefinition:
+def feature_asset(feature: Feature, settings: Settings | None = None) -> dg.AssetsDefinition:
     """A partitioned asset that fills ``feature``'s column group for a drop, or for a range of drops in a single-run
     backfill (:mod:`mmfs_assets.engine.engines`). With the ``ray`` engine Ray places the GPUs: the asset takes
-    no slot of the ``gpu`` pool, which would serialise what Ray runs in parallel."""
+    no slot of the ``gpu`` pool, which would serialise what Ray runs in parallel. The engine, backfill policy
+    and automation come from ``settings`` (default: the environment)."""
     g = feature.group
-    settings = Settings.from_env()
+    settings = settings or Settings.from_env()
     engine = choose_engine(settings)
     check = f"{feature.name}_complete"
     quality_check = f"{feature.name}_values"
@@ -36,7 +36,7 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
     @dg.asset(
         name=feature.name,
         partitions_def=drops_partitions,
-        deps=[video_metadata],
+        deps=["video_metadata"],
         group_name="features",
         code_version=feature.code_version,
         kinds={"lance", "pytorch"} if feature.uses_gpu else {"lance", "python"},
@@ -54,7 +54,7 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
         metadata={"columns": ", ".join(g.columns), "model_setting": feature.model_env},
     )
     def _fill(context: dg.AssetExecutionContext, config: FillConfig, lance_table: LanceTableResource,
-              models: ModelsResource) -> dg.MaterializeResult:
+              models: ModelsResource, checks: ChecksResource) -> dg.MaterializeResult:
         keys = list(context.partition_keys)  # one drop, or a range of them in a single-run backfill
         msettings = ModelSettings(models.model_profile, models.model_dir, models.device, dict(models.feature_env))
         model = None
@@ -85,7 +85,7 @@ def feature_asset(feature: Feature) -> dg.AssetsDefinition:
             raise incomplete_failure(fill) from None
         _warn(context, feature, fill)
         result, observations = fill_result(feature, lance_table.open(), fill, keys, model_profile=models.model_profile,
-                                           check=check, quality_check=quality_check)
+                                           check=check, quality_check=quality_check, thresholds=checks)
         for obs in observations:
             context.log_event(obs)
         return result
@@ -130,5 +130,5 @@ def _device(feature: Feature, engine: str, device: str, holder: str, log):
     return device_lock(resolve_device(device), holder, log)
 
 
-def feature_assets(features: list[Feature]) -> list[dg.AssetsDefinition]:
-    return [feature_asset(f) for f in features]
+def feature_assets(features: list[Feature], settings: Settings | None = None) -> list[dg.AssetsDefinition]:
+    return [feature_asset(f, settings) for f in features]
