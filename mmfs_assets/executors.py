@@ -1,6 +1,10 @@
 """Where steps run: ``MMFS_EXECUTOR=multiprocess`` (default), ``celery`` or ``k8s``.
 
-- ``multiprocess``: Dagster's multiprocess executor, one process per step on the machine of the run.
+- ``multiprocess``: Dagster's multiprocess executor, one process per step on the machine of the run. Steps
+  fork from a forkserver that imported the code location, torch and the model libraries once
+  (``MMFS_STEP_START=forkserver``, the default: a 9-video drop from ``_READY`` to every feature in 45 s
+  instead of 195 s, ``bench/drop_latency.py``); ``MMFS_STEP_START=spawn`` starts a fresh interpreter per
+  step, as Dagster does by default.
 - ``celery``: dagster-celery; each step is a task on the broker ``MMFS_CELERY_BROKER`` (e.g.
   ``redis://host:6379/0``; results on ``MMFS_CELERY_BACKEND``, default the broker's ``rpc://``), executed by
   workers started with ``dagster-celery worker start -A dagster_celery.app -y deploy/celery_worker.yaml``.
@@ -68,16 +72,20 @@ def k8s_config(gpu_steps: Iterable[str] = ()) -> dict:
     }
 
 
+def multiprocess_config(start: str) -> dict | None:
+    """The multiprocess executor's config for ``MMFS_STEP_START=start`` (None: Dagster's default, spawn)."""
+    if start == "spawn":
+        return None
+    if start == "forkserver":  # steps fork from a server that imported the code location (and torch) once
+        return {"start_method": {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}}}
+    raise ExecutorConfigError(f"MMFS_STEP_START={start!r}: choose forkserver or spawn")
+
+
 def build_executor(choice: str, gpu_steps: Iterable[str] = ()) -> dg.ExecutorDefinition:
     """The executor for ``MMFS_EXECUTOR=choice``; ``gpu_steps`` are the step keys that need a GPU."""
     if choice == "multiprocess":
-        start = os.environ.get("MMFS_STEP_START", "spawn")
-        if start == "spawn":
-            return dg.multiprocess_executor
-        if start == "forkserver":  # steps fork from a server that imported the code location (and torch) once
-            return dg.multiprocess_executor.configured(
-                {"start_method": {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}}}, name="multiprocess")
-        raise ExecutorConfigError(f"MMFS_STEP_START={start!r}: choose spawn or forkserver")
+        config = multiprocess_config(os.environ.get("MMFS_STEP_START", "forkserver"))
+        return dg.multiprocess_executor if config is None else dg.multiprocess_executor.configured(config, name="multiprocess")
     if choice == "celery":
         from dagster_celery import celery_executor
 

@@ -26,6 +26,7 @@
 | ``MMFS_CHECK_NORM_TOLERANCE`` | ``0.01``      | embeddings whose L2 norm is further than this from 1 (or NaN) fail ``<feature>_values`` |
 | ``MMFS_DUP_DISTANCE`` | ``0.03``              | cosine distance under which two videos' embeddings make them near-duplicates (``dup_group``) |
 | ``MMFS_EXECUTOR``     | ``multiprocess``     | where steps run: ``multiprocess``, ``celery`` (``MMFS_CELERY_BROKER``) or ``k8s`` (``MMFS_K8S_IMAGE``); see :mod:`mmfs_assets.executors` |
+| ``MMFS_STEP_START``   | ``forkserver``       | how the multiprocess executor starts a step: ``forkserver`` (forked from a server that imported the code location and torch once) or ``spawn`` (a fresh interpreter per step) |
 | ``MMFS_<FEATURE>_MODEL``, ``_FRAMES``, ``_BATCH_SIZE``, ``_SAMPLING`` | feature defaults | per feature, e.g. ``MMFS_CLIP_MODEL``, ``MMFS_DEPTH_SAMPLING=keyframe`` |
 
 Relative local paths are resolved against the working directory once, when the settings are read, so

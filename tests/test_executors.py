@@ -9,14 +9,30 @@ import sys
 import dagster as dg
 import pytest
 
-from mmfs_assets.executors import ExecutorConfigError, build_executor, gpu_step_config, k8s_config
+from mmfs_assets.executors import (
+    FORKSERVER_PRELOAD,
+    ExecutorConfigError,
+    build_executor,
+    gpu_step_config,
+    k8s_config,
+    multiprocess_config,
+)
 from mmfs_assets.settings import Settings
 from tests.dagster_server import ROOT
 
 
-def test_multiprocess_is_the_default():
+def test_multiprocess_is_the_default_and_forks_steps_from_a_preloaded_server(monkeypatch):
     assert Settings.from_env({}).executor == "multiprocess"
+    monkeypatch.delenv("MMFS_STEP_START", raising=False)
+    ex = build_executor("multiprocess")
+    assert ex.name == "multiprocess" and ex is not dg.multiprocess_executor  # configured
+    assert multiprocess_config("forkserver") == {"start_method": {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}}}
+    assert "mmfs_assets.definitions" in FORKSERVER_PRELOAD and "torch" in FORKSERVER_PRELOAD
+    monkeypatch.setenv("MMFS_STEP_START", "spawn")
     assert build_executor("multiprocess") is dg.multiprocess_executor
+    monkeypatch.setenv("MMFS_STEP_START", "fork")
+    with pytest.raises(ExecutorConfigError, match="MMFS_STEP_START='fork'"):
+        build_executor("multiprocess")
     with pytest.raises(ValueError, match="MMFS_EXECUTOR='ray'"):
         Settings.from_env({"MMFS_EXECUTOR": "ray"})
 
