@@ -6,9 +6,9 @@ import sys
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from mmfs_assets.cli import errors, store_commands
+from mmfs_assets.cli.consoles import console, out
 from mmfs_assets.cli.errors import CliError, CliUsageError
 from mmfs_assets.cli.render import Format
 
@@ -20,8 +20,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=errors.ErrorHandlingGroup,
 )
-console = Console(stderr=True)
-out = Console()
 
 
 def package_version() -> str:

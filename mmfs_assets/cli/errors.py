@@ -24,6 +24,8 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
+from mmfs_assets.cli.consoles import console
+
 _RUST_LOCATION = re.compile(r",?\s*/\S+?\.rs:\d+:\d+")
 MAX_MESSAGE = 400
 
@@ -172,6 +174,4 @@ class ErrorHandlingGroup(TyperGroup):
         except Exception as e:  # noqa: BLE001 - every error gets the same style
             if isinstance(e, (typer.Exit, typer.Abort)) or type(e).__module__.startswith(("typer", "click")):
                 raise  # exit codes and usage errors (exit code 2) of the CLI framework itself
-            from mmfs_assets.cli.app import console
-
             raise typer.Exit(report(e, console)) from None

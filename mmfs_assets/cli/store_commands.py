@@ -11,12 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mmfs_assets.cli.consoles import console, out
 from mmfs_assets.cli.errors import CliError, CliUsageError
 from mmfs_assets.cli.render import Format
 from mmfs_assets.cli.tiny_notes import print_note, search_note, tiny_groups, tiny_note
 
-out = Console()
-console = Console(stderr=True)
 snapshot_app = typer.Typer(help="Snapshots: tagged table versions with a manifest, what training jobs pin.",
                            no_args_is_help=True)
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table or json")]

@@ -1,4 +1,5 @@
-"""Features: declarations (:mod:`.spec`), the engine (:mod:`.fill`), the catalog of feature modules."""
+"""Features: declarations (:mod:`.spec`), model loading (:mod:`.models`, :mod:`.loaders`, :mod:`.tiny`) and the catalog
+of feature modules (:mod:`.catalog`); the engine that fills them is :mod:`mmfs_assets.engine`."""
 
 from __future__ import annotations
 

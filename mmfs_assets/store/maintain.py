@@ -3,7 +3,7 @@
 1. **Indices**: the ``drop_id``/``id`` lookup indices and (while no fill runs) the search indices are
    created when missing and new or refilled fragments are folded in (:mod:`mmfs_assets.table.indices`).
 2. **Compaction** of small fragments (fewer than the ingest's fragment size, e.g. the tail of a small drop
-   or fragments with deleted rows), only while no ingest or fill is writing (:mod:`.writers`). Fragments
+   or fragments with deleted rows), only while no ingest or fill is writing (:mod:`mmfs_assets.instance.writers`). Fragments
    holding more than ``blob_limit`` bytes of inline video are left out: compaction copies blob payloads,
    and rewriting gigabytes to merge a few rows is not worth it. A compaction that still races a writer
    loses its commit (Lance refuses it) and is retried at the next run; the writer never loses data.

@@ -94,7 +94,7 @@ def unindexed_rows(ds: lance.LanceDataset, name: str) -> int:
 
 def ivf_pq_params(rows: int, dim: int) -> dict:
     """IVF_PQ shape for ``rows`` x ``dim``: about sqrt(rows) lists (at least 4 rows x 256 per list for
-    training) and 16-d sub-vectors (8 bits each), refined at query time (:mod:`mmfs_assets.search`)."""
+    training) and 16-d sub-vectors (8 bits each), refined at query time (:mod:`mmfs_assets.store.search`)."""
     parts = max(1, min(int(math.sqrt(rows)), rows // 256 or 1, 4096))
     sub = next(s for s in (dim // 16, dim // 8, dim // 4, dim // 2, dim, 1) if s >= 1 and dim % s == 0)
     return {"num_partitions": parts, "num_sub_vectors": sub}

@@ -110,7 +110,7 @@ def _table() -> TableRef:
 
 def check_late_files(source, table: Callable[[], TableRef] | TableRef, registered: set[str], quiet: float, raw: dict | None, log,
                      per_tick: int = LATE_CHECK_PER_TICK, now: float | None = None) -> LateCheck:
-    """Registered drops whose folder holds files the table does not account for (:mod:`.ingest.ledger`):
+    """Registered drops whose folder holds files the table does not account for (:mod:`mmfs_assets.ingest.ledger`):
     copied in after ``_READY`` and the ingest. Up to ``per_tick`` drops a tick, in turn (the cursor says where
     the next tick goes on), only drops whose ingest recorded what it saw. Such a drop's ingest is requested
     again once the drop is quiet (its ``_READY`` was already used), with a run key naming the files, so one
