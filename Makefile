@@ -67,6 +67,7 @@ bench: venv
 	$(BIN)/python bench/sensor_tick.py
 	$(BIN)/python bench/loader_s3.py
 	$(BIN)/python bench/pool_wait.py
+	$(BIN)/python bench/drop_latency.py
 
 # fifty drops through the sensor and the automation, table and drops on an S3 server (about half an hour)
 soak: venv
