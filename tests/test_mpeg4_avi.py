@@ -205,8 +205,8 @@ def test_engine_decodes_the_rows_keyframes_from_the_table(avis, tmp_path):
         for mode, check in (("keyframe", _check_keyframes), ("exact", _check_exact)):
             targets = plan.targets(8)
             out = tasks.decode_row(row["_rowid"], plan, [float(t) for t in targets], None, mode)
-            assert "error" not in out, out
-            got = SimpleNamespace(timestamps=out["timestamps"], frames=out["frames"].take().numpy())
+            assert out.error is None and out.deferred is None, out
+            got = SimpleNamespace(timestamps=out.timestamps, frames=out.frames.take().numpy())
             check(got, targets, truth, *((plan.fps,) if mode == "exact" else ()))
 
 
