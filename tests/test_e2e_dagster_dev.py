@@ -52,6 +52,7 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir, model_dir):
         "MMFS_MODEL_DIR": str(model_dir),
     }
     good = sorted((fixture_dir / "good").iterdir())[:3]
+    other = sorted((fixture_dir / "good").iterdir())[3:4]  # a second drop landing at the same moment
     bad = [fixture_dir / "bad" / "garbage.mp4"]
     with DagsterDev(env, tmp_path / "dagster_dev.log") as server:
         sensors = server.gql("{ sensorsOrError(repositorySelector: {repositoryName: \"__repository__\", "
@@ -60,15 +61,18 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir, model_dir):
         assert {s["name"]: s["sensorState"]["status"] for s in sensors} == {
             "drop_sensor": "RUNNING", "features_automation": "RUNNING", "dead_run_reaper": "RUNNING",
             "staleness_sensor": "RUNNING"}
-        staging = drops / "_incoming"
-        staging.mkdir()
-        for f in good + bad:
-            shutil.copy(f, staging / f.name)
-        (staging / "_READY").touch()
-        staging.rename(drops / "e2e-1")
-        deadline = time.time() + 300
+        for name, files in (("e2e-0", other), ("e2e-1", good + bad)):
+            staging = drops / f"_incoming-{name}"
+            staging.mkdir()
+            for f in files:
+                shutil.copy(f, staging / f.name)
+            (staging / "_READY").touch()
+        for name in ("e2e-0", "e2e-1"):
+            (drops / f"_incoming-{name}").rename(drops / name)
+        deadline = time.time() + 420
         while time.time() < deadline:
-            if all(_materialized(server, a, "e2e-1") for a in ("videos", "video_metadata", *FEATURES, *FOLLOWERS)):
+            if all(_materialized(server, a, d) for a in ("videos", "video_metadata", *FEATURES, *FOLLOWERS)
+                   for d in ("e2e-0", "e2e-1")):
                 break
             time.sleep(3)
         else:
@@ -77,9 +81,9 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir, model_dir):
         md = {e["label"]: e.get("intValue") for e in mat["metadataEntries"]}
         assert md["rows"] == 4 and md["errors"] == 1
         ds = lance.dataset(env["MMFS_TABLE_URI"])
-        assert ds.count_rows(filter="metadata_error IS NULL") == 3
+        assert ds.count_rows(filter="metadata_error IS NULL AND drop_id = 'e2e-1'") == 3
         for f in FEATURES:  # the automation followed the metadata with every feature
-            assert ds.count_rows(filter=f"{f}_producer IS NOT NULL AND {f}_error IS NULL") == 3, f
+            assert ds.count_rows(filter=f"{f}_producer IS NOT NULL AND {f}_error IS NULL AND drop_id = 'e2e-1'") == 3, f
         q = "{ runsOrError { ... on Runs { results { status tags { key value } } } } }"
         while time.time() < deadline:  # a run's materialization lands a moment before the run itself ends
             runs = server.gql(q)["runsOrError"]["results"]
@@ -97,6 +101,7 @@ def test_drop_to_metadata_through_dagster_dev(tmp_path, fixture_dir, model_dir):
         by_name = {c["name"]: c["executionForLatestMaterialization"] for c in checks}
         assert by_name["metadata_decode_failures"]["evaluation"]["partition"] == "e2e-1"
         _checks_green(server, deadline)
+        _pools_never_overlap(home)
         stats = _materialized(server, "drop_stats", "e2e-1")[0]
         assert {e["label"]: e.get("intValue") for e in stats["metadataEntries"]}["rows"] == 4
         run_id = _snapshot_run(server, deadline)
@@ -135,6 +140,30 @@ query($key: [String!]!) { assetNodeOrError(assetKey: {path: $key}) { ... on Asse
     executionForLatestMaterialization { status evaluation { partition description } } } } } } } }"""
 
 
+def _pools_never_overlap(home: Path) -> None:
+    """Under the real daemon, pools are enforced per run by the run queue: the two drops' ingest runs
+    (`lance_ingest`) and their fill runs (`gpu`) ran one after the other, never at the same time."""
+    import os
+
+    import dagster as dg
+
+    old = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with dg.DagsterInstance.get() as inst:
+            records = inst.get_run_records()
+    finally:
+        if old is None:
+            os.environ.pop("DAGSTER_HOME")
+        else:
+            os.environ["DAGSTER_HOME"] = old
+    for pool in ("lance_ingest", "gpu"):
+        spans = sorted((r.start_time, r.end_time) for r in records if r.dagster_run.run_op_concurrency
+                       and pool in r.dagster_run.run_op_concurrency.all_pools)
+        assert len(spans) >= 2, (pool, spans)  # both drops ran a run of this pool
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), (pool, spans)
+
+
 def _checks_green(server: DagsterDev, deadline: float) -> None:
     """Issue 25.4: a drop whose only damaged file video_metadata quarantined shows every feature check green
     (the quarantined row is not the features' error), and every ``<asset>_current`` check has a result for
@@ -154,7 +183,9 @@ def _checks_green(server: DagsterDev, deadline: float) -> None:
            and (e is None or e["status"] != "SUCCEEDED")}
     assert not bad, bad
     for f in FEATURES:
-        assert "1 rows quarantined by video_metadata not counted" in states[f"{f}_values"]["evaluation"]["description"]
+        ev = states[f"{f}_values"]["evaluation"]
+        if ev["partition"] == "e2e-1":  # the drop with the garbage file (the other drop is clean)
+            assert "1 rows quarantined by video_metadata not counted" in ev["description"]
         assert states[f"{f}_current"]["evaluation"]["partition"] is None  # one result for the whole asset
 
 
