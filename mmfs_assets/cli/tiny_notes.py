@@ -52,21 +52,20 @@ def search_note(table, column: str | None, by_caption: bool, where: str | None, 
                      else "these distances mean nothing")
 
 
+SAMPLE_ROWS = 4096  # producers read per group for the note: a bounded read, whatever the table's size
+
+
 def sql_note(table, result_columns: Iterable[str], version: int | None, tag: str | None) -> str | None:
     """The note for a query whose result has value columns of groups that tiny models filled (in the version
-    read). Reads at most one row per such group: the first whose producer carries the tiny mark."""
+    read). Reads at most :data:`SAMPLE_ROWS` producers per such group (a filtered scan for the tiny mark would
+    read the whole column of a table that has none): tiny values belong to test tables, filled throughout."""
     from mmfs_loader.contract import schema as LS
-    from mmfs_loader.contract.sql import identifier, literal
 
     ds = table.open(version=version, tag=tag)
     shown = set(result_columns)
     groups = [g for g, cols in LS.groups_in_schema(ds.schema).items()
               if g != LS.METADATA.name and shown.intersection(cols)]
-    tiny = []
-    for g in groups:
-        prod = f"{g}_producer"
-        hit = ds.scanner(columns=[prod], filter=f"{identifier(prod)} LIKE {literal('%' + TINY_MARK + '%')}",
-                         limit=1).to_table()
-        if hit.num_rows:
-            tiny.append(g)
+    tiny = [g for g in groups
+            if any(p and TINY_MARK in p for p in ds.scanner(columns=[f"{g}_producer"], limit=SAMPLE_ROWS)
+                   .to_table().column(0).to_pylist())]
     return tiny_note(tiny, "their values in this result mean nothing")

@@ -15,13 +15,13 @@ termination interrupts the sleep like any other Python code.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from mmfs_assets.lock_files import lock_file
 
 LOCK_DIR_ENV = "MMFS_LOCK_DIR"
 NOTICE_EVERY_S = 10.0
@@ -42,32 +42,11 @@ def lock_name(device: str) -> str:
     return "device-" + re.sub(r"[^A-Za-z0-9_.-]", "_", device) + ".lock"
 
 
-def _holder(path: Path) -> str:
-    try:
-        return path.read_text().strip() or "another process"
-    except OSError:
-        return "another process"
-
-
 @contextlib.contextmanager
 def device_lock(device: str, holder: str, notify: Callable[[str], None],
                 directory: Path | None = None) -> Iterator[None]:
     """Hold ``device`` exclusively on this node (waiting, and saying for whom, while another process has it)."""
     path = (directory or lock_dir()) / lock_name(device)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by spawned workers (PEP 446)
-    try:
-        last = -NOTICE_EVERY_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() - last >= NOTICE_EVERY_S:
-                    notify(f"waiting for device {device}, held by {_holder(path)}")
-                    last = time.monotonic()
-                time.sleep(POLL_S)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{holder} (pid {os.getpid()})".encode(), 0)
+    with lock_file(path, holder, lambda who: f"waiting for device {device}, held by {who}", notify,
+                   poll_s=POLL_S, notice_every_s=NOTICE_EVERY_S):
         yield
-    finally:
-        os.close(fd)  # closing releases the lock

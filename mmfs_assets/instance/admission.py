@@ -19,16 +19,16 @@ like any Python loop: nothing has been created or claimed yet.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
 from dagster import RunsFilter
 
 from mmfs_assets.instance.liveness import ACTIVE, PID_TAG, free_dead_runs
+from mmfs_assets.lock_files import lock_file
 
 NOTICE_EVERY_S = 10.0
 POLL_S = 1.0
@@ -57,40 +57,20 @@ def holders(instance: dg.DagsterInstance, pools: set[str], me: str | None = None
     return out
 
 
-def _lock_holder(path: Path) -> str:
-    try:
-        return path.read_text().strip() or "another process"
-    except OSError:
-        return "another process"
-
-
 @contextlib.contextmanager
 def pool_locks(home: Path, pools: list[str], notify: Callable[[str], None], label: str) -> Iterator[None]:
     """Exclusive lock files for ``pools`` (sorted: no deadlock between two CLIs), held for the whole run."""
     d = home / LOCK_DIR
     d.mkdir(parents=True, exist_ok=True)
-    fds: list[int] = []
-    try:
+    with contextlib.ExitStack() as stack:
         for pool in sorted(pools):
-            path = d / f"{pool}.lock"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            fds.append(fd)
-            last = -NOTICE_EVERY_S
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() - last >= NOTICE_EVERY_S:
-                        notify(f"waiting for pool {pool!r}, held by {_lock_holder(path)} (Ctrl-C to stop)")
-                        last = time.monotonic()
-                    time.sleep(POLL_S)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{label} (pid {os.getpid()})".encode(), 0)
+            stack.enter_context(lock_file(d / f"{pool}.lock", label, partial(_waiting_for, pool), notify, mode=0o644,
+                                          poll_s=POLL_S, notice_every_s=NOTICE_EVERY_S))
         yield
-    finally:
-        for fd in fds:
-            os.close(fd)  # closing releases the lock
+
+
+def _waiting_for(pool: str, who: str) -> str:
+    return f"waiting for pool {pool!r}, held by {who} (Ctrl-C to stop)"
 
 
 def wait_for_pools(instance: dg.DagsterInstance, pools: list[str], notify: Callable[[str], None]) -> None:
